@@ -1,0 +1,1 @@
+"""Appointments, drug orders and vaccinations booked on the keypad."""

@@ -1,0 +1,334 @@
+"""The `hotline` command. Errors an operator can act on are printed as one line, exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from hotline.config import Config, ConfigError, load_config
+from hotline.logs import configure_logging
+from hotline.runtime import Runtime, all_migrations, open_runtime
+from routing.numbers import InvalidNumber
+from store import db, embedded
+from store.errors import StoreError
+from store.migrate import applied_versions, migrate
+from store.pii import PiiKeyError, mask_phone
+
+log = structlog.get_logger("hotline.cli")
+
+EXIT_NOT_FOUND = 1
+EXIT_ERROR = 2
+
+
+class UsageError(Exception):
+    """A bad argument value; the message says which and why."""
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+
+
+# --- commands -------------------------------------------------------------------------------
+
+def cmd_config(config: Config, _args: argparse.Namespace) -> int:
+    unset = {
+        "database_url": "(unset: embedded PostgreSQL in data_dir)",
+        "redis_url": "(unset: embedded Redis in data_dir)",
+        "pii_key": "(unset: generated key in data_dir/pii.key)",
+        "actor": "(unset: cli:<OS user>)",
+    }
+    for name, value in config.masked().items():
+        print(f"{name} = {value or unset.get(name, '')}")
+    return 0
+
+
+async def _require_schema(rt: Runtime) -> None:
+    async with db.connection(rt.database_url) as conn:
+        done = await applied_versions(conn)
+    missing = [m for m in all_migrations() if m.version not in done]
+    if missing:
+        raise StoreError(
+            f"the database schema is behind ({len(missing)} migration(s) not applied): "
+            "run `hotline migrate` first"
+        )
+
+
+async def cmd_migrate(rt: Runtime, _args: argparse.Namespace) -> int:
+    async with db.connection(rt.database_url) as conn:
+        applied = await migrate(conn, all_migrations())
+    if applied:
+        for m in applied:
+            print(f"applied {m.slice}/{m.name}")
+    else:
+        print("schema is up to date")
+    return 0
+
+
+def cmd_services(config: Config, args: argparse.Namespace) -> int:
+    data_dir = config.data_dir
+    if args.action == "stop":
+        pg = embedded.stop_postgres(data_dir)
+        rd = embedded.stop_redis(data_dir)
+        print(f"embedded PostgreSQL: {'stopped' if pg else 'was not running'}")
+        print(f"embedded Redis: {'stopped' if rd else 'was not running'}")
+        return 0
+    if args.action == "start":
+        if not config.database_url:
+            print(f"embedded PostgreSQL: {embedded.ensure_postgres(data_dir)}")
+        if not config.redis_url:
+            print(f"embedded Redis: {embedded.ensure_redis(data_dir)}")
+        return 0
+    # status: check what is configured, starting nothing
+    return asyncio.run(_services_status(config))
+
+
+async def _services_status(config: Config) -> int:
+    from store.redis import connect_redis
+
+    ok = True
+    checks: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+    if config.database_url:
+        async def pg() -> None:
+            async with db.connection(config.database_url) as conn:
+                await conn.fetchval("SELECT 1")
+        checks.append(("PostgreSQL", pg))
+    if config.redis_url:
+        async def rd() -> None:
+            client = await connect_redis(config.redis_url)
+            await client.aclose()
+        checks.append(("Redis", rd))
+    for name, check in checks:
+        try:
+            await check()
+            print(f"{name}: reachable")
+        except StoreError as exc:
+            print(f"{name}: {exc}")
+            ok = False
+    if not config.database_url:
+        running = embedded.postgres_running(config.data_dir)
+        print(f"embedded PostgreSQL: {'running' if running else 'stopped'}")
+    if not config.redis_url:
+        print(f"embedded Redis: {'running' if embedded.redis_running(config.data_dir) else 'stopped'}")
+    return 0 if ok else EXIT_ERROR
+
+
+async def cmd_seed(rt: Runtime, args: argparse.Namespace) -> int:
+    from routing import seed
+
+    await _require_schema(rt)
+    pool = await db.create_pool(rt.database_url, max_size=2)
+    try:
+        today = datetime.now(rt.config.tz).date()
+        if args.kind == "demo":
+            counts = await seed.seed_demo(pool, rt.vault, today=today, tz=rt.config.tz)
+        else:
+            counts = await seed.seed_synthetic(
+                pool, rt.vault, residents=args.residents, seed=args.seed, today=today,
+                tz=rt.config.tz,
+            )
+    finally:
+        await pool.close()
+    print(", ".join(f"{n} {what}" for what, n in counts.items()))
+    return 0
+
+
+async def cmd_import(rt: Runtime, args: argparse.Namespace) -> int:
+    from routing.importer import ImportRejected, import_csv
+
+    await _require_schema(rt)
+    pool = await db.create_pool(rt.database_url, max_size=2)
+    try:
+        count = await import_csv(pool, rt.vault, args.kind, Path(args.file), tz=rt.config.tz)
+    except ImportRejected as exc:
+        print(f"hotline: {args.file}: rejected, nothing was imported:", file=sys.stderr)
+        for problem in exc.problems[:50]:
+            print(f"  {problem}", file=sys.stderr)
+        if len(exc.problems) > 50:
+            print(f"  … and {len(exc.problems) - 50} more", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        await pool.close()
+    print(f"imported {count} {args.kind} from {args.file}")
+    return 0
+
+
+async def cmd_residents(rt: Runtime, args: argparse.Namespace) -> int:
+    from routing.directory import Directory
+
+    await _require_schema(rt)
+    pool = await db.create_pool(rt.database_url, max_size=2)
+    try:
+        directory = Directory(pool, rt.vault)
+        today = datetime.now(rt.config.tz).date()
+        if args.action == "list":
+            if args.limit < 1:
+                raise UsageError("--limit must be at least 1")
+            if args.center and not await directory.center_exists(args.center):
+                raise UsageError(f"no center named {args.center!r}")
+            views = await directory.list_residents(
+                center=args.center, limit=args.limit, actor=rt.actor, on=today
+            )
+            if args.json:
+                _print_json([v.as_json() for v in views])
+            else:
+                for v in views:
+                    doctor = v.doctor["name"] if v.doctor else "(no contract)"
+                    print(f"{v.id:>8}  {v.name:<6}  {v.center:<6}  {doctor:<6}  {' '.join(v.phones)}")
+            return 0
+        views = await directory.show_residents(
+            args.number, actor=rt.actor, reason=args.reason, on=today
+        )
+    finally:
+        await pool.close()
+    if not views:
+        print(f"hotline: no resident has the number {mask_phone(args.number.strip())}", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    first, *others = views
+    data = first.as_json()
+    if others:
+        data["also_at_this_number"] = [{"id": v.id, "name": v.name} for v in others]
+    if args.json:
+        _print_json(data)
+    else:
+        for key, value in data.items():
+            print(f"{key:>12}: {value}")
+    return 0
+
+
+def _parse_instant(text: str | None, config: Config) -> datetime:
+    if text is None:
+        return datetime.now(config.tz)
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(
+            f"--at: cannot read {text!r} as an ISO 8601 time (e.g. 2026-11-23T10:00+08:00)"
+        ) from None
+    return at if at.tzinfo else at.replace(tzinfo=config.tz)
+
+
+async def cmd_route(rt: Runtime, args: argparse.Namespace) -> int:
+    from routing.directory import Directory
+    from routing.numbers import normalize_phone
+    from routing.rule import ServiceHours, route
+
+    at = _parse_instant(args.at, rt.config)
+    try:
+        normalize_phone(args.caller)
+    except InvalidNumber as exc:
+        raise UsageError(f"--caller: {exc}") from None
+    await _require_schema(rt)
+    pool = await db.create_pool(rt.database_url, max_size=2)
+    try:
+        directory = Directory(pool, rt.vault)
+        caller = await directory.find_caller(args.caller)
+        roster = await directory.roster_at(at)
+        desk = await directory.duty_desk()
+    finally:
+        await pool.close()
+    hours = ServiceHours(rt.config.tz, rt.config.day_start, rt.config.day_end)
+    decision = route(caller, at, roster, desk, hours)
+    data = {
+        "caller": mask_phone(normalize_phone(args.caller)),
+        "resident": {"id": caller.resident_id, "name": caller.name} if caller else None,
+        "at": at.astimezone(rt.config.tz).isoformat(),
+        "service": decision.service,
+        "reason": decision.reason,
+        "targets": [
+            {"staff_id": t.staff.id, "name": t.staff.name, "role": t.staff.role,
+             "sip_uri": t.staff.sip_uri, "reason": t.reason}
+            for t in decision.targets
+        ],
+    }
+    if args.json:
+        _print_json(data)
+        return 0
+    who = f"{caller.name} (resident {caller.resident_id})" if caller else "unknown caller"
+    print(f"caller {data['caller']}: {who}")
+    print(f"at {data['at']}: {decision.reason}")
+    if not decision.targets:
+        print("  no one to ring: the call goes to voicemail and a callback")
+    for i, t in enumerate(data["targets"], 1):
+        print(f"  {i}. {t['name']} ({t['role']}, {t['sip_uri'] or 'no softphone'}) — {t['reason']}")
+    return 0
+
+
+# --- parsing and dispatch ---------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hotline", description="Jiayi Hotline (家医热线) service")
+    p.add_argument("--config", help="TOML configuration file (overrides HOTLINE_CONFIG)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("config", help="print the effective configuration, secrets masked")
+    sub.add_parser("migrate", help="apply pending database migrations")
+
+    s = sub.add_parser("services", help="the embedded PostgreSQL and Redis in the data directory")
+    s.add_argument("action", choices=["start", "stop", "status"])
+
+    s = sub.add_parser("seed", help="load demo or synthetic data")
+    seed_sub = s.add_subparsers(dest="kind", required=True, metavar="KIND")
+    seed_sub.add_parser("demo", help="the demo district 滨海新区 with three pilot centers")
+    syn = seed_sub.add_parser("synthetic", help="a district at real size, for benchmarks")
+    syn.add_argument("--residents", type=int, default=510_000)
+    syn.add_argument("--seed", type=int, default=1, help="random seed (same seed, same data)")
+
+    s = sub.add_parser("import", help="load a district's CSV list (all-or-nothing)")
+    s.add_argument("kind", choices=["residents", "staff", "roster"])
+    s.add_argument("file")
+
+    s = sub.add_parser("residents", help="look residents up")
+    res_sub = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ls = res_sub.add_parser("list", help="residents with masked phone numbers")
+    ls.add_argument("--center", help="only this center (社区卫生服务中心)")
+    ls.add_argument("--limit", type=int, default=20)
+    ls.add_argument("--json", action="store_true")
+    sh = res_sub.add_parser("show", help="one resident by phone or ID-card number (audited)")
+    sh.add_argument("number")
+    sh.add_argument("--json", action="store_true")
+    sh.add_argument("--reason", default="cli lookup", help="why, for the audit log")
+
+    s = sub.add_parser("route", help="who would answer a call, and why")
+    s.add_argument("--caller", required=True, help="the calling number")
+    s.add_argument("--at", help="ISO 8601 instant (default: now; no offset = the center's zone)")
+    s.add_argument("--json", action="store_true")
+    return p
+
+
+_NEEDS_RUNTIME: dict[str, Callable[[Runtime, argparse.Namespace], Awaitable[int]]] = {
+    "migrate": cmd_migrate,
+    "seed": cmd_seed,
+    "import": cmd_import,
+    "residents": cmd_residents,
+    "route": cmd_route,
+}
+
+
+async def _run(config: Config, args: argparse.Namespace) -> int:
+    rt = await open_runtime(config)
+    return await _NEEDS_RUNTIME[args.command](rt, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(config_file=args.config)
+        configure_logging(config.log_format, config.log_level)
+        if args.command == "config":
+            return cmd_config(config, args)
+        if args.command == "services":
+            return cmd_services(config, args)
+        return asyncio.run(_run(config, args))
+    except (ConfigError, StoreError, PiiKeyError, UsageError, InvalidNumber) as exc:
+        print(f"hotline: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,67 @@
+"""Wiring: turn a Config into live resources (database URL, Redis URL, PII vault, actor).
+
+When a URL is not configured the private servers in the data directory are started (or found
+already running) so that every command, the demo and the tests work on a bare machine.
+"""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from hotline.config import Config
+from store import db, embedded
+from store.migrate import Migration, discover
+from store.pii import PiiVault, load_or_create_key
+
+# The slices that own tables, in the order their first migrations were written.
+MIGRATION_SLICES = ("store", "routing")
+EMBEDDED_DATABASE = "hotline"
+
+
+def migration_sources() -> dict[str, Path]:
+    return {name: Path(str(resources.files(name) / "migrations")) for name in MIGRATION_SLICES}
+
+
+def all_migrations() -> list[Migration]:
+    return discover(migration_sources())
+
+
+@dataclass(frozen=True)
+class Runtime:
+    config: Config
+    database_url: str
+    vault: PiiVault
+    actor: str
+
+    def redis_url(self) -> str:
+        """Redis is started only by the commands that use it."""
+        if self.config.redis_url:
+            return self.config.redis_url
+        return embedded.ensure_redis(self.config.data_dir)
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + name))
+
+
+async def _ensure_embedded_database(admin_url: str) -> str:
+    async with db.connection(admin_url) as conn:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", EMBEDDED_DATABASE)
+        if not exists:
+            await conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
+    return _with_database(admin_url, EMBEDDED_DATABASE)
+
+
+async def open_runtime(config: Config) -> Runtime:
+    if config.database_url:
+        database_url = config.database_url
+    else:
+        database_url = await _ensure_embedded_database(embedded.ensure_postgres(config.data_dir))
+    key = load_or_create_key(config.pii_key, config.data_dir)
+    actor = config.actor or f"cli:{getpass.getuser()}"
+    return Runtime(config, database_url, PiiVault.from_base64(key), actor)

@@ -1,0 +1,1 @@
+"""Recorder, finalizer, transcription, search and audit of recordings (issue 3)."""

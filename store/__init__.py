@@ -1,0 +1,1 @@
+"""PostgreSQL (asyncpg) and Redis: connections, migrations, PII vault, audit log."""

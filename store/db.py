@@ -1,0 +1,67 @@
+"""PostgreSQL connections through asyncpg, with failures turned into one-line StoreUnavailable."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+
+from store.errors import StoreUnavailable
+
+CONNECT_TIMEOUT_S = 5.0
+
+_UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    socket.gaierror,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidPasswordError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def describe_target(url: str) -> str:
+    """Where a URL points, without credentials: host:port/db or the socket directory."""
+    parts = urlsplit(url)
+    host = parts.hostname or parse_qs(parts.query).get("host", ["(local socket)"])[0]
+    port = f":{parts.port}" if parts.port else ""
+    return f"{host}{port}{parts.path or ''}"
+
+
+def _unreachable(url: str, exc: BaseException) -> StoreUnavailable:
+    if isinstance(exc, OSError) and exc.errno:
+        reason = os.strerror(exc.errno)  # "Connection refused", not asyncpg's tuple-laden text
+    else:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return StoreUnavailable(f"cannot reach PostgreSQL at {describe_target(url)}: {reason}")
+
+
+async def connect(url: str) -> asyncpg.Connection:
+    try:
+        return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_S)
+    except _UNREACHABLE as exc:
+        raise _unreachable(url, exc) from None
+
+
+async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    try:
+        return await asyncpg.create_pool(
+            url, min_size=min_size, max_size=max_size, timeout=CONNECT_TIMEOUT_S
+        )
+    except _UNREACHABLE as exc:
+        raise _unreachable(url, exc) from None
+
+
+@asynccontextmanager
+async def connection(url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await connect(url)
+    try:
+        yield conn
+    finally:
+        await conn.close()

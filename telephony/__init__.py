@@ -1,0 +1,1 @@
+"""SIP edge: lines, call legs, dialing, bridge, codecs, DTMF, prompts (issue 3)."""

@@ -1,0 +1,127 @@
+"""Real PostgreSQL and Redis for every test: private servers started once per test session.
+
+Each test gets a fresh database cloned from a migrated template (fast, and isolates tests) and a
+flushed Redis. Set HOTLINE_TEST_DATABASE_URL (an admin URL to a PostgreSQL that may create
+databases) to run against another server instead of the embedded one.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from hotline.runtime import all_migrations
+from store import db, embedded
+from store.migrate import migrate
+from store.pii import PiiVault
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_PII_KEY = base64.b64encode(bytes(range(32))).decode()
+TEMPLATE_DB = "hotline_test_template"
+_db_numbers = itertools.count(1)
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+@pytest.fixture(scope="session")
+def servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("servers")
+    yield path
+    embedded.stop_postgres(path)
+    embedded.stop_redis(path)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(servers_dir: Path) -> str:
+    return os.environ.get("HOTLINE_TEST_DATABASE_URL") or embedded.ensure_postgres(servers_dir)
+
+
+@pytest.fixture(scope="session")
+async def template_url(pg_admin_url: str) -> str:
+    async with db.connection(pg_admin_url) as conn:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
+        await conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    url = with_database(pg_admin_url, TEMPLATE_DB)
+    async with db.connection(url) as conn:
+        await migrate(conn, all_migrations())
+    return url
+
+
+@pytest.fixture
+async def database_url(pg_admin_url: str, template_url: str) -> AsyncIterator[str]:
+    name = f"hotline_test_{os.getpid()}_{next(_db_numbers)}"
+    async with db.connection(pg_admin_url) as conn:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+    yield with_database(pg_admin_url, name)
+    async with db.connection(pg_admin_url) as conn:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def empty_database_url(pg_admin_url: str) -> AsyncIterator[str]:
+    """A database with no schema at all, for migration tests."""
+    name = f"hotline_empty_{os.getpid()}_{next(_db_numbers)}"
+    async with db.connection(pg_admin_url) as conn:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    yield with_database(pg_admin_url, name)
+    async with db.connection(pg_admin_url) as conn:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    p = await db.create_pool(database_url, max_size=4)
+    yield p
+    await p.close()
+
+
+@pytest.fixture(scope="session")
+def vault() -> PiiVault:
+    return PiiVault.from_base64(TEST_PII_KEY)
+
+
+@pytest.fixture(scope="session")
+def redis_url(servers_dir: Path) -> str:
+    return os.environ.get("HOTLINE_TEST_REDIS_URL") or embedded.ensure_redis(servers_dir)
+
+
+@pytest.fixture
+async def redis(redis_url: str):
+    from store.redis import connect_redis
+
+    client = await connect_redis(redis_url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
+    env.update(
+        HOTLINE_DATABASE_URL=database_url,
+        HOTLINE_PII_KEY=TEST_PII_KEY,
+        HOTLINE_DATA_DIR=str(tmp_path / "data"),
+        HOTLINE_LOG_FORMAT="json",
+        HOTLINE_ACTOR="test:cli",
+    )
+    return env
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real `hotline` command in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "hotline", *args],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False,
+    )

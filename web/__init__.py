@@ -1,0 +1,1 @@
+"""aiohttp REST API and the console."""
