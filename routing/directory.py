@@ -14,13 +14,10 @@ from typing import Any
 import asyncpg
 
 from routing.numbers import InvalidNumber, looks_like_id_number, normalize_phone, parse_id_number
+from routing.records import ID_NUMBER, PHONE
 from routing.rule import Caller, Contract, Shift, StaffMember
 from store.audit import record_read
 from store.pii import PiiVault
-
-PHONE = "phone"
-ID_NUMBER = "id_number"
-MOBILE = "staff_mobile"
 
 
 def _staff(row: Any) -> StaffMember:
