@@ -1,0 +1,27 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both install what they use.
+.PHONY: setup demo test lint bench stop clean
+
+HOTLINE := .venv/bin/hotline
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	@bash scripts/demo.sh
+
+test: setup
+	.venv/bin/ruff check .
+	.venv/bin/python -m pytest
+
+lint: setup
+	.venv/bin/ruff check .
+
+bench: setup
+	.venv/bin/python -m bench.route
+
+# Stop the embedded PostgreSQL and Redis that `make demo` started in .hotline/.
+stop:
+	@$(HOTLINE) services stop
+
+clean: stop
+	rm -rf .hotline
