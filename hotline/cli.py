@@ -67,6 +67,7 @@ async def cmd_migrate(rt: Runtime, _args: argparse.Namespace) -> int:
     if applied:
         for m in applied:
             print(f"applied {m.slice}/{m.name}")
+        log.info("migrations.applied", versions=[m.version for m in applied])
     else:
         print("schema is up to date")
     return 0
@@ -136,6 +137,7 @@ async def cmd_seed(rt: Runtime, args: argparse.Namespace) -> int:
             )
     finally:
         await pool.close()
+    log.info("seed.loaded", kind=args.kind, **counts)
     print(", ".join(f"{n} {what}" for what, n in counts.items()))
     return 0
 
@@ -148,6 +150,7 @@ async def cmd_import(rt: Runtime, args: argparse.Namespace) -> int:
     try:
         count = await import_csv(pool, rt.vault, args.kind, Path(args.file), tz=rt.config.tz)
     except ImportRejected as exc:
+        log.warning("import.rejected", kind=args.kind, file=args.file, problems=len(exc.problems))
         print(f"hotline: {args.file}: rejected, nothing was imported:", file=sys.stderr)
         for problem in exc.problems[:50]:
             print(f"  {problem}", file=sys.stderr)
@@ -156,6 +159,7 @@ async def cmd_import(rt: Runtime, args: argparse.Namespace) -> int:
         return EXIT_ERROR
     finally:
         await pool.close()
+    log.info("import.done", kind=args.kind, file=args.file, rows=count)
     print(f"imported {count} {args.kind} from {args.file}")
     return 0
 
@@ -188,6 +192,7 @@ async def cmd_residents(rt: Runtime, args: argparse.Namespace) -> int:
         )
     finally:
         await pool.close()
+    log.info("resident.read", actor=rt.actor, resident_ids=[v.id for v in views], reason=args.reason)
     if not views:
         print(f"hotline: no resident has the number {mask_phone(args.number.strip())}", file=sys.stderr)
         return EXIT_NOT_FOUND
@@ -236,6 +241,9 @@ async def cmd_route(rt: Runtime, args: argparse.Namespace) -> int:
         await pool.close()
     hours = ServiceHours(rt.config.tz, rt.config.day_start, rt.config.day_end)
     decision = route(caller, at, roster, desk, hours)
+    log.info("route.decided", caller=mask_phone(normalize_phone(args.caller)),
+             resident_id=caller.resident_id if caller else None, service=decision.service,
+             targets=[t.staff.id for t in decision.targets])
     data = {
         "caller": mask_phone(normalize_phone(args.caller)),
         "resident": {"id": caller.resident_id, "name": caller.name} if caller else None,
