@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
-from store.errors import StoreUnavailable
+from store.errors import StoreUnavailable, reason_of
 
 CONNECT_TIMEOUT_S = 5.0
 
@@ -35,11 +34,7 @@ def describe_target(url: str) -> str:
 
 
 def _unreachable(url: str, exc: BaseException) -> StoreUnavailable:
-    if isinstance(exc, OSError) and exc.errno:
-        reason = os.strerror(exc.errno)  # "Connection refused", not asyncpg's tuple-laden text
-    else:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StoreUnavailable(f"cannot reach PostgreSQL at {describe_target(url)}: {reason}")
+    return StoreUnavailable(f"cannot reach PostgreSQL at {describe_target(url)}: {reason_of(exc)}")
 
 
 async def connect(url: str) -> asyncpg.Connection:

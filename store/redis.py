@@ -7,7 +7,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from store.db import describe_target
-from store.errors import StoreUnavailable
+from store.errors import StoreUnavailable, reason_of
 
 CONNECT_TIMEOUT_S = 3.0
 
@@ -21,7 +21,6 @@ async def connect_redis(url: str) -> aioredis.Redis:
         await client.ping()
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         await client.aclose()
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         where = url.removeprefix("unix://") if url.startswith("unix://") else describe_target(url)
-        raise StoreUnavailable(f"cannot reach Redis at {where}: {reason}") from None
+        raise StoreUnavailable(f"cannot reach Redis at {where}: {reason_of(exc)}") from None
     return client

