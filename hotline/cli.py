@@ -227,7 +227,7 @@ async def cmd_route(rt: Runtime, args: argparse.Namespace) -> int:
 
     at = _parse_instant(args.at, rt.config)
     try:
-        normalize_phone(args.caller)
+        masked_caller = mask_phone(normalize_phone(args.caller))
     except InvalidNumber as exc:
         raise UsageError(f"--caller: {exc}") from None
     await _require_schema(rt)
@@ -241,11 +241,11 @@ async def cmd_route(rt: Runtime, args: argparse.Namespace) -> int:
         await pool.close()
     hours = ServiceHours(rt.config.tz, rt.config.day_start, rt.config.day_end)
     decision = route(caller, at, roster, desk, hours)
-    log.info("route.decided", caller=mask_phone(normalize_phone(args.caller)),
+    log.info("route.decided", caller=masked_caller,
              resident_id=caller.resident_id if caller else None, service=decision.service,
              targets=[t.staff.id for t in decision.targets])
     data = {
-        "caller": mask_phone(normalize_phone(args.caller)),
+        "caller": masked_caller,
         "resident": {"id": caller.resident_id, "name": caller.name} if caller else None,
         "at": at.astimezone(rt.config.tz).isoformat(),
         "service": decision.service,

@@ -6,7 +6,6 @@ its TOML key is the field name. `hotline config` prints the result with secrets 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
@@ -136,6 +135,3 @@ def _validate(config: Config) -> None:
         if url and scheme not in allowed:
             raise ConfigError(f"{name}: expected a {'/'.join(sorted(allowed))} URL, got {scheme or url!r}")
 
-
-def replace(config: Config, **changes: Any) -> Config:
-    return dataclasses.replace(config, **changes)
