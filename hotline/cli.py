@@ -17,6 +17,7 @@ from hotline.config import Config, ConfigError, load_config
 from hotline.logs import configure_logging
 from hotline.runtime import Runtime, all_migrations, open_runtime
 from routing.numbers import InvalidNumber
+from routing.seed import SeedError
 from store import db, embedded
 from store.errors import StoreError
 from store.migrate import applied_versions, migrate
@@ -129,7 +130,13 @@ async def cmd_seed(rt: Runtime, args: argparse.Namespace) -> int:
     try:
         today = datetime.now(rt.config.tz).date()
         if args.kind == "demo":
-            counts = await seed.seed_demo(pool, rt.vault, today=today, tz=rt.config.tz)
+            try:
+                counts = await seed.seed_demo(pool, rt.vault, today=today, tz=rt.config.tz)
+            except seed.AlreadySeeded as exc:
+                if not args.if_missing:
+                    raise
+                print(exc)
+                return 0
         else:
             counts = await seed.seed_synthetic(
                 pool, rt.vault, residents=args.residents, seed=args.seed, today=today,
@@ -284,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("seed", help="load demo or synthetic data")
     seed_sub = s.add_subparsers(dest="kind", required=True, metavar="KIND")
-    seed_sub.add_parser("demo", help="the demo district 滨海新区 with three pilot centers")
+    demo = seed_sub.add_parser("demo", help="the demo district 滨海新区 with three pilot centers")
+    demo.add_argument("--if-missing", action="store_true",
+                      help="succeed without changes when the demo district is already loaded")
     syn = seed_sub.add_parser("synthetic", help="a district at real size, for benchmarks")
     syn.add_argument("--residents", type=int, default=510_000)
     syn.add_argument("--seed", type=int, default=1, help="random seed (same seed, same data)")
@@ -335,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "services":
             return cmd_services(config, args)
         return asyncio.run(_run(config, args))
-    except (ConfigError, StoreError, PiiKeyError, UsageError, InvalidNumber) as exc:
+    except (ConfigError, StoreError, PiiKeyError, UsageError, InvalidNumber, SeedError) as exc:
         print(f"hotline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -44,24 +44,26 @@ class Runtime:
         return embedded.ensure_redis(self.config.data_dir)
 
 
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path="/" + name))
+def with_database(url: str, name: str) -> str:
+    """The same server, another database."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
-async def _ensure_embedded_database(admin_url: str) -> str:
+async def ensure_database(admin_url: str, name: str) -> str:
+    """Create database `name` on the server unless it exists; return its URL."""
     async with db.connection(admin_url) as conn:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", EMBEDDED_DATABASE)
-        if not exists:
-            await conn.execute(f'CREATE DATABASE "{EMBEDDED_DATABASE}"')
-    return _with_database(admin_url, EMBEDDED_DATABASE)
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    return with_database(admin_url, name)
 
 
 async def open_runtime(config: Config) -> Runtime:
     if config.database_url:
         database_url = config.database_url
     else:
-        database_url = await _ensure_embedded_database(embedded.ensure_postgres(config.data_dir))
+        database_url = await ensure_database(
+            embedded.ensure_postgres(config.data_dir), EMBEDDED_DATABASE
+        )
     key = load_or_create_key(config.pii_key, config.data_dir)
     actor = config.actor or f"cli:{getpass.getuser()}"
     return Runtime(config, database_url, PiiVault.from_base64(key), actor)

@@ -14,12 +14,11 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
-from hotline.runtime import all_migrations
+from hotline.runtime import all_migrations, with_database
 from store import db, embedded
 from store.migrate import migrate
 from store.pii import PiiVault
@@ -28,10 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TEST_PII_KEY = base64.b64encode(bytes(range(32))).decode()
 TEMPLATE_DB = "hotline_test_template"
 _db_numbers = itertools.count(1)
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,1 @@
+"""Benchmarks: scripts that print tables (see README, Benchmarks). Not tests; no timing asserts."""
