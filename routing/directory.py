@@ -27,6 +27,7 @@ def _staff(row: Any) -> StaffMember:
     return StaffMember(
         id=row["id"], name=row["name"], role=row["role"], sip_uri=row["sip_uri"],
         center_id=row["center_id"], team_id=row["team_id"], left_on=left_on,
+        district_id=row["district_id"],
     )
 
 
@@ -34,24 +35,28 @@ def _staff(row: Any) -> StaffMember:
 # round trip: this runs for every incoming call.
 _CALLER_SQL = """
 WITH caller AS (
-    SELECT r.id, r.name, r.center_id
-    FROM resident_phones p JOIN residents r ON r.id = p.resident_id
+    SELECT r.id, r.name, r.center_id, ce.district_id
+    FROM resident_phones p
+    JOIN residents r ON r.id = p.resident_id
+    JOIN centers ce ON ce.id = r.center_id
     WHERE p.phone_hash = $1
     ORDER BY p.position, r.id
     LIMIT 1
 )
-SELECT caller.id, caller.name, caller.center_id,
+SELECT caller.id, caller.name, caller.center_id, caller.district_id,
        COALESCE((
            SELECT json_agg(json_build_object(
                       'starts_on', c.starts_on, 'ends_on', c.ends_on,
                       'doctor', json_build_object(
                           'id', d.id, 'name', d.name, 'role', d.role, 'sip_uri', d.sip_uri,
-                          'center_id', d.center_id, 'team_id', d.team_id, 'left_on', d.left_on),
+                          'center_id', d.center_id, 'team_id', d.team_id, 'left_on', d.left_on,
+                          'district_id', d.district_id),
                       'assistants', COALESCE((
                           SELECT json_agg(json_build_object(
                                      'id', a.id, 'name', a.name, 'role', a.role,
                                      'sip_uri', a.sip_uri, 'center_id', a.center_id,
-                                     'team_id', a.team_id, 'left_on', a.left_on) ORDER BY a.id)
+                                     'team_id', a.team_id, 'left_on', a.left_on,
+                                     'district_id', a.district_id) ORDER BY a.id)
                           FROM staff a
                           WHERE a.team_id = d.team_id AND a.role = 'assistant'), '[]'::json)
                   ) ORDER BY c.starts_on)
@@ -61,14 +66,14 @@ FROM caller
 """
 
 _ROSTER_SQL = """
-SELECT s.starts_at, s.ends_at, s.center_id AS shift_center,
-       st.id, st.name, st.role, st.sip_uri, st.center_id, st.team_id, st.left_on
+SELECT s.starts_at, s.ends_at, s.center_id AS shift_center, s.district_id AS shift_district,
+       st.id, st.name, st.role, st.sip_uri, st.center_id, st.team_id, st.left_on, st.district_id
 FROM duty_shifts s JOIN staff st ON st.id = s.doctor_id
 WHERE tstzrange(s.starts_at, s.ends_at) @> $1::timestamptz
 """
 
 _DESK_SQL = """
-SELECT id, name, role, sip_uri, center_id, team_id, left_on
+SELECT id, name, role, sip_uri, center_id, team_id, left_on, district_id
 FROM staff WHERE role = 'agent' ORDER BY id
 """
 
@@ -138,11 +143,13 @@ class Directory:
             contracts.append(Contract(doctor, date.fromisoformat(c["starts_on"]),
                                       date.fromisoformat(c["ends_on"])))
             assistants[doctor.id] = tuple(_staff(a) for a in c["assistants"])
-        return Caller(row["id"], row["name"], row["center_id"], tuple(contracts), assistants)
+        return Caller(row["id"], row["name"], row["center_id"], row["district_id"],
+                      tuple(contracts), assistants)
 
     async def roster_at(self, at: datetime) -> list[Shift]:
         rows = await self._db.fetch(_ROSTER_SQL, at)
-        return [Shift(_staff(r), r["starts_at"], r["ends_at"], r["shift_center"]) for r in rows]
+        return [Shift(_staff(r), r["starts_at"], r["ends_at"], r["shift_center"], r["shift_district"])
+                for r in rows]
 
     async def duty_desk(self) -> list[StaffMember]:
         rows = await self._db.fetch(_DESK_SQL)

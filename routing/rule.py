@@ -25,6 +25,7 @@ class StaffMember:
     center_id: int | None = None
     team_id: int | None = None
     left_on: date | None = None
+    district_id: int | None = None
 
     def has_left(self, on: date) -> bool:
         return self.left_on is not None and self.left_on <= on
@@ -45,6 +46,7 @@ class Caller:
     resident_id: int
     name: str
     center_id: int
+    district_id: int
     contracts: tuple[Contract, ...] = ()
     # The assistants who answer for each of the caller's contracted doctors, by doctor id.
     assistants: dict[int, tuple[StaffMember, ...]] = field(default_factory=dict)
@@ -56,6 +58,7 @@ class Shift:
     starts_at: datetime
     ends_at: datetime
     center_id: int | None  # None: the whole district
+    district_id: int
 
     def covers(self, at: datetime) -> bool:
         return self.starts_at <= at < self.ends_at
@@ -85,8 +88,15 @@ class RouteDecision:
     reason: str
 
 
-def _desk_targets(desk: Sequence[StaffMember], center_id: int | None, why: str, on: date) -> list[Target]:
-    present = [s for s in desk if not s.has_left(on)]
+def _desk_targets(desk: Sequence[StaffMember], caller: Caller | None, why: str, on: date) -> list[Target]:
+    """The caller's district's agents, their own center's first; any agent for an unknown caller.
+
+    (Which district an unknown caller belongs to is decided by the number they dialled once
+    districts have their own hotline numbers — issue 4.)
+    """
+    center_id = caller.center_id if caller else None
+    present = [s for s in desk if not s.has_left(on)
+               and (caller is None or s.district_id == caller.district_id)]
     # The caller's own center's agents first, then the district's.
     ordered = sorted(present, key=lambda s: (s.center_id != center_id, s.center_id is not None, s.id))
     return [Target(s, f"{why} → duty desk") for s in ordered]
@@ -116,11 +126,11 @@ def route(
         contract = next((c for c in caller.contracts if c.in_force(today)), None)
         if contract is None:
             why = f"{stamp} is day service, but {caller.name} has no contract in force"
-            return RouteDecision(service, tuple(_desk_targets(desk, caller.center_id, why, today)), why)
+            return RouteDecision(service, tuple(_desk_targets(desk, caller, why, today)), why)
         doctor = contract.doctor
         if doctor.has_left(today):
             why = f"{stamp} is day service, but family doctor {doctor.name} left on {doctor.left_on}"
-            return RouteDecision(service, tuple(_desk_targets(desk, caller.center_id, why, today)), why)
+            return RouteDecision(service, tuple(_desk_targets(desk, caller, why, today)), why)
         why = f"{stamp} is within day service ({window}) → own family doctor"
         targets = [Target(doctor, f"own family doctor of {caller.name}")]
         targets += [
@@ -130,12 +140,13 @@ def route(
         ]
         return RouteDecision(service, tuple(targets), why)
 
-    on_duty = [s for s in roster if s.covers(at) and not s.doctor.has_left(today)]
+    on_duty = [s for s in roster if s.district_id == caller.district_id and s.covers(at)
+               and not s.doctor.has_left(today)]
     own_center = [s for s in on_duty if s.center_id == caller.center_id]
     district = [s for s in on_duty if s.center_id is None]
     if not own_center and not district:
         why = f"{stamp} is night/rest-day service, and no duty doctor is on the roster (roster gap)"
-        return RouteDecision(service, tuple(_desk_targets(desk, caller.center_id, why, today)), why)
+        return RouteDecision(service, tuple(_desk_targets(desk, caller, why, today)), why)
     why = f"{stamp} is outside day service ({window}) → duty doctor on the roster"
     targets = [
         Target(s.doctor, f"on duty for the center {s.starts_at.astimezone(hours.tz):%m-%d %H:%M}–"
