@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 hotline=.venv/bin/hotline
 export HOTLINE_LOG_FORMAT=${HOTLINE_LOG_FORMAT:-console}
+# The tour prints what each command found; its log lines would only repeat it.
+export HOTLINE_LOG_LEVEL=${HOTLINE_LOG_LEVEL:-warning}
 
 $hotline services start
 $hotline migrate

