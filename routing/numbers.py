@@ -2,7 +2,8 @@
 
 A number is normalized once, at the edge (CSV import, the calling number of a SIP INVITE, a CLI
 argument), and only the normalized form is hashed or stored, so 138-1234-5678, +86 13812345678
-and 13812345678 find the same resident.
+and 13812345678 find the same resident. Error messages quote the rejected text masked: they end
+up in logs and CSV reports, and a mistyped number is still somebody's number.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
+
+from store.pii import mask_phone
 
 _SEPARATORS = re.compile(r"[\s\-()（）]")
 _MOBILE = re.compile(r"^1[3-9]\d{9}$")
@@ -27,6 +30,7 @@ class InvalidNumber(ValueError):
 def normalize_phone(text: str) -> str:
     """The canonical form of a mainland mobile or landline number, or InvalidNumber."""
     raw = text.strip()
+    shown = repr(mask_phone(raw))
     digits = _SEPARATORS.sub("", raw)
     if digits.startswith("+86"):
         digits = digits[3:]
@@ -35,12 +39,12 @@ def normalize_phone(text: str) -> str:
     if not digits:
         raise InvalidNumber("empty phone number")
     if not digits.isdigit() or not digits.isascii():
-        raise InvalidNumber(f"phone number {raw!r} has characters other than digits")
+        raise InvalidNumber(f"phone number {shown} has characters other than digits")
     if _MOBILE.match(digits) or _LANDLINE.match(digits):
         return digits
     if digits.startswith("1"):
-        raise InvalidNumber(f"mobile number {raw!r} must have 11 digits starting 13–19")
-    raise InvalidNumber(f"{raw!r} is neither a mobile (11 digits) nor a landline with area code")
+        raise InvalidNumber(f"mobile number {shown} must have 11 digits starting 13–19")
+    raise InvalidNumber(f"{shown} is neither a mobile (11 digits) nor a landline with area code")
 
 
 @dataclass(frozen=True)
@@ -67,9 +71,9 @@ def parse_id_number(text: str) -> IdCard:
     try:
         birth = date(int(number[6:10]), int(number[10:12]), int(number[12:14]))
     except ValueError:
-        raise InvalidNumber(f"ID number has an impossible birth date {number[6:14]}") from None
+        raise InvalidNumber("ID number has an impossible birth date") from None
     if birth.year < 1900:
-        raise InvalidNumber(f"ID number has an impossible birth date {number[6:14]}")
+        raise InvalidNumber("ID number has an impossible birth date")
     if number[17] != id_check_char(number[:17]):
         raise InvalidNumber("ID number check digit is wrong (mistyped?)")
     return IdCard(number, birth, "M" if int(number[16]) % 2 else "F")

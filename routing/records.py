@@ -85,7 +85,10 @@ async def write_residents(
             (rid, pos, vault.lookup_hash(PHONE, p), vault.encrypt(PHONE, p), mask_phone(p))
             for pos, p in enumerate(r.phones)
         )
-        if r.contract is not None and r.doctor_id is not None:
+        if (r.contract is None) != (r.doctor_id is None):
+            # a contract is a doctor for a period: half of one is a caller's bug, not data
+            raise ValueError(f"resident {r.name}: contract dates and doctor go together")
+        if r.contract is not None:
             contracts.append((rid, r.doctor_id, r.team_id, r.contract[0], r.contract[1]))
         conditions.extend((rid, c) for c in dict.fromkeys(r.conditions))
     await conn.copy_records_to_table(

@@ -456,7 +456,10 @@ def _roster(district: _District, today: date, tz: ZoneInfo) -> list[NewShift]:
 
 def _resident(person: _Person, center: _Center, team: _Team,
               contract: tuple[date, date] | None) -> NewResident:
-    return NewResident(person.name, person.card, center.id, person.phones, team.doctor_id, team.id,
+    # A resident without a contract has no doctor of their own: the contract is what names one.
+    signed = contract is not None
+    return NewResident(person.name, person.card, center.id, person.phones,
+                       team.doctor_id if signed else None, team.id if signed else None,
                        contract, person.conditions)
 
 

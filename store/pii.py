@@ -84,5 +84,7 @@ def mask_phone(phone: str) -> str:
 
 
 def mask_id_number(id_number: str) -> str:
-    """120101199001011234 -> 1201**********1234."""
+    """120101199001011234 -> 1201**********1234; a short mistyped value is masked whole."""
+    if len(id_number) < 15:
+        return "*" * len(id_number)
     return id_number[:4] + "*" * (len(id_number) - 8) + id_number[-4:]

@@ -20,6 +20,13 @@ from routing.records import (
 from store.pii import PiiVault
 
 SH = ZoneInfo("Asia/Shanghai")
+DIRECTORY_TABLES = ("districts", "centers", "teams", "staff", "residents", "resident_phones",
+                    "contracts", "resident_conditions", "guardians", "duty_shifts")
+
+
+async def table_counts(pool: asyncpg.Pool) -> dict[str, int]:
+    """Rows per directory table: equal before and after means nothing was half-written."""
+    return {t: await pool.fetchval(f"SELECT count(*) FROM {t}") for t in DIRECTORY_TABLES}  # noqa: S608
 
 
 def id_number(birth: str, serial: str = "123") -> str:

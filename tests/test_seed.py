@@ -25,18 +25,13 @@ from routing.seed import (
 from store import db
 from store.pii import PiiVault
 from tests.conftest import TEMPLATE_DB, run_cli, with_database
+from tests.district import table_counts
 
 SH = ZoneInfo("Asia/Shanghai")
 TODAY = date(2026, 11, 20)  # a Friday
 # 31 nights × (3 centers + the district) + 3 centers × 9 weekend days from 2026-11-20
 DEMO_COUNTS = {"centers": 3, "teams": 8, "staff": 36, "residents": 300, "guardians": 117,
                "shifts": 151}
-TABLES = ("districts", "centers", "teams", "staff", "residents", "resident_phones", "contracts",
-          "resident_conditions", "guardians", "duty_shifts")
-
-
-async def table_counts(pool: asyncpg.Pool) -> dict[str, int]:
-    return {t: await pool.fetchval(f"SELECT count(*) FROM {t}") for t in TABLES}  # noqa: S608
 
 
 async def team_doctor(pool: asyncpg.Pool, team: str) -> asyncpg.Record:
