@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -53,25 +54,31 @@ async def template_url(pg_admin_url: str) -> str:
     return url
 
 
+@asynccontextmanager
+async def scratch_database(admin_url: str, prefix: str, template: str | None = None) -> AsyncIterator[str]:
+    """A database of its own for one test, dropped afterwards (open connections and all)."""
+    name = f"{prefix}_{os.getpid()}_{next(_db_numbers)}"
+    clone = f' TEMPLATE "{template}"' if template else ""
+    async with db.connection(admin_url) as conn:
+        await conn.execute(f'CREATE DATABASE "{name}"{clone}')
+    try:
+        yield with_database(admin_url, name)
+    finally:
+        async with db.connection(admin_url) as conn:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture
 async def database_url(pg_admin_url: str, template_url: str) -> AsyncIterator[str]:
-    name = f"hotline_test_{os.getpid()}_{next(_db_numbers)}"
-    async with db.connection(pg_admin_url) as conn:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
-    yield with_database(pg_admin_url, name)
-    async with db.connection(pg_admin_url) as conn:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with scratch_database(pg_admin_url, "hotline_test", TEMPLATE_DB) as url:
+        yield url
 
 
 @pytest.fixture
 async def empty_database_url(pg_admin_url: str) -> AsyncIterator[str]:
     """A database with no schema at all, for migration tests."""
-    name = f"hotline_empty_{os.getpid()}_{next(_db_numbers)}"
-    async with db.connection(pg_admin_url) as conn:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    yield with_database(pg_admin_url, name)
-    async with db.connection(pg_admin_url) as conn:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with scratch_database(pg_admin_url, "hotline_empty") as url:
+        yield url
 
 
 @pytest.fixture

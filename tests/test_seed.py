@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -24,7 +23,7 @@ from routing.seed import (
 )
 from store import db
 from store.pii import PiiVault
-from tests.conftest import TEMPLATE_DB, run_cli, with_database
+from tests.conftest import TEMPLATE_DB, run_cli, scratch_database
 from tests.district import table_counts
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -175,15 +174,10 @@ async def test_seeding_the_demo_twice_is_refused(demo: dict[str, int], pool: asy
 @pytest.fixture
 async def other_pool(pg_admin_url: str, template_url: str) -> AsyncIterator[asyncpg.Pool]:
     """A second fresh database, to load the same synthetic district twice."""
-    name = f"hotline_test_seed_{os.getpid()}"
-    async with db.connection(pg_admin_url) as conn:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
-    p = await db.create_pool(with_database(pg_admin_url, name), max_size=2)
-    yield p
-    await p.close()
-    async with db.connection(pg_admin_url) as conn:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with scratch_database(pg_admin_url, "hotline_test_seed", TEMPLATE_DB) as url:
+        p = await db.create_pool(url, max_size=2)
+        yield p
+        await p.close()
 
 
 async def fingerprint(pool: asyncpg.Pool) -> list[tuple]:
