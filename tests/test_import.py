@@ -360,3 +360,7 @@ async def test_import_through_the_cli(district: District, cli_env: dict[str, str
     result = run_cli(cli_env, "import", "residents", str(good))
     assert result.returncode == 0, result.stderr
     assert f"imported 2 residents from {good}" in result.stdout
+    # the JSON log of a successful import names the file and the count, never a person's number
+    assert '"event": "import.done"' in result.stderr and '"rows": 2' in result.stderr
+    for secret in (OLD_MAN, MOTHER, "13830000001", "13830000002"):
+        assert secret not in result.stdout + result.stderr
