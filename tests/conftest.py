@@ -24,6 +24,9 @@ from store import db, embedded
 from store.migrate import migrate
 from store.pii import PiiVault
 
+# Kamailio and sipp fixtures for the SIP tests.
+pytest_plugins = ["tests.sip_peers"]
+
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PII_KEY = base64.b64encode(bytes(range(32))).decode()
 TEMPLATE_DB = "hotline_test_template"

@@ -1,0 +1,133 @@
+"""The service's SIP user agent as asyncio: register, receive calls as legs, answer, hang up.
+
+pyVoIP runs on its own threads; every call from those threads into our code goes through
+`loop.call_soon_threadsafe`, and every blocking pyVoIP call we make runs in `asyncio.to_thread`,
+so the event loop never blocks on SIP. telephony/ knows nothing about residents or doctors: a leg
+has a Call-ID and a calling number, that is all.
+
+Issue 3 in progress: this is the inbound half (register, answer, hang up, BYE either way through
+a record-routing proxy). Dialing, prompts, digits, bridging and recording come next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pyVoIP.VoIP import CallState, InvalidStateError, VoIPCall
+
+from telephony.sip_ua import RouteAwarePhone
+
+log = structlog.get_logger("telephony")
+
+
+class TelephonyError(Exception):
+    """The SIP edge cannot do what was asked; the message is for an operator."""
+
+
+@dataclass(frozen=True)
+class SipAccount:
+    registrar_host: str
+    registrar_port: int
+    user: str
+    password: str
+    local_ip: str = "127.0.0.1"
+    sip_port: int = 5070
+    rtp_port_low: int = 20000
+    rtp_port_high: int = 20999
+    # How long one REGISTER waits for an answer (pyVoIP's own default is 30 s).
+    register_timeout_s: int = 10
+
+
+class InboundLeg:
+    """One incoming call: answer it, hang it up, and learn when the far end hangs up."""
+
+    def __init__(self, agent: SipAgent, call: VoIPCall):
+        self._agent = agent
+        self._call = call
+        self.call_id: str = call.request.headers["Call-ID"]
+        from_header: dict[str, Any] = call.request.headers.get("From", {})
+        self.calling_number: str = str(from_header.get("number") or "")
+        self.ended = asyncio.Event()
+
+    async def answer(self) -> None:
+        try:
+            await asyncio.to_thread(self._call.answer)
+        except InvalidStateError:
+            raise TelephonyError(f"call {self.call_id} cannot be answered: it is no longer ringing") from None
+
+    async def hangup(self) -> None:
+        """Hang up from our side (BYE if answered, nothing to do if already ended)."""
+        if self._call.state == CallState.ANSWERED:
+            await asyncio.to_thread(self._call.hangup)
+        self.ended.set()
+
+    @property
+    def state(self) -> str:
+        return self._call.state.value
+
+
+class SipAgent:
+    def __init__(self, account: SipAccount):
+        self.account = account
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._calls: asyncio.Queue[InboundLeg] = asyncio.Queue()
+        self._legs: dict[str, InboundLeg] = {}
+        self._phone = RouteAwarePhone(
+            account.registrar_host, account.registrar_port, account.user, account.password,
+            myIP=account.local_ip, callCallback=self._on_call_thread, sipPort=account.sip_port,
+            rtpPortLow=account.rtp_port_low, rtpPortHigh=account.rtp_port_high,
+            on_remote_bye=self._on_bye_thread,
+        )
+        self._phone.sip.register_timeout = account.register_timeout_s
+
+    # --- pyVoIP's threads ----------------------------------------------------------------------
+
+    def _on_call_thread(self, call: VoIPCall) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._offer, call)
+
+    def _on_bye_thread(self, call_id: str) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._remote_hangup, call_id)
+
+    # --- the event loop ------------------------------------------------------------------------
+
+    def _offer(self, call: VoIPCall) -> None:
+        leg = InboundLeg(self, call)
+        self._legs[leg.call_id] = leg
+        log.info("call.offered", call_id=leg.call_id, caller=leg.calling_number)
+        self._calls.put_nowait(leg)
+
+    def _remote_hangup(self, call_id: str) -> None:
+        leg = self._legs.pop(call_id, None)
+        if leg is not None:
+            log.info("call.remote_bye", call_id=call_id)
+            leg.ended.set()
+
+    async def start(self) -> None:
+        """Bind the SIP port and register; TelephonyError if the registrar refuses or is away."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            await asyncio.to_thread(self._phone.start)
+        except OSError as exc:
+            raise TelephonyError(
+                f"cannot use SIP port {self.account.local_ip}:{self.account.sip_port}: {exc.strerror or exc}"
+            ) from None
+        status = self._phone.get_status().value
+        if status != "REGISTERED":
+            await asyncio.to_thread(self._phone.stop)
+            raise TelephonyError(
+                f"registration of {self.account.user} at {self.account.registrar_host}:"
+                f"{self.account.registrar_port} failed (status {status})"
+            )
+        log.info("sip.registered", user=self.account.user,
+                 registrar=f"{self.account.registrar_host}:{self.account.registrar_port}")
+
+    async def next_call(self) -> InboundLeg:
+        return await self._calls.get()
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self._phone.stop)

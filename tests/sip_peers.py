@@ -1,0 +1,107 @@
+"""Real SIP peers for tests: Kamailio as the record-routing registrar, sipp as the resident.
+
+Everything listens on 127.0.0.1 on ports picked free at start; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+KAMAILIO_CFG = ROOT / "docker" / "kamailio" / "kamailio.cfg"
+SIPP_SCENARIOS = Path(__file__).resolve().parent / "sipp"
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _answers_sip(port: int) -> bool:
+    """Any reply to an OPTIONS means the proxy is up."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        s.bind(("127.0.0.1", 0))
+        me = s.getsockname()[1]
+        s.sendto(
+            (f"OPTIONS sip:ping@127.0.0.1:{port} SIP/2.0\r\n"
+             f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bKping{me}\r\n"
+             "From: <sip:probe@127.0.0.1>;tag=probe\r\nTo: <sip:ping@127.0.0.1>\r\n"
+             f"Call-ID: probe-{me}\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+             "Content-Length: 0\r\n\r\n").encode(),
+            ("127.0.0.1", port),
+        )
+        try:
+            return s.recv(4096).startswith(b"SIP/2.0")
+        except TimeoutError:
+            return False
+
+
+@dataclass
+class Kamailio:
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_kamailio(rundir: Path) -> Kamailio:
+    binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
+    port = free_udp_port()
+    rundir.mkdir(parents=True, exist_ok=True)
+    log = rundir / "kamailio.log"
+    process = subprocess.Popen(
+        [binary, "-f", str(KAMAILIO_CFG), "-l", f"udp:127.0.0.1:{port}", "-Y", str(rundir),
+         "-P", str(rundir / "kamailio.pid"), "-D", "-E"],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    proxy = Kamailio(port, process, log)
+    for _ in range(50):  # bounded: 5 s
+        if process.poll() is not None:
+            raise RuntimeError(f"kamailio exited at start:\n{proxy.log_text()[-2000:]}")
+        if _answers_sip(port):
+            return proxy
+        time.sleep(0.1)
+    proxy.stop()
+    raise RuntimeError(f"kamailio did not answer on 127.0.0.1:{port}:\n{proxy.log_text()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
+    proxy = start_kamailio(tmp_path_factory.mktemp("kamailio"))
+    yield proxy
+    proxy.stop()
+
+
+async def run_sipp(scenario: str, proxy_port: int, *, service: str, caller: str,
+                   timeout_s: float = 20) -> asyncio.subprocess.Process:
+    """Start one sipp call of a scenario in tests/sipp/ through the proxy; await .wait() for it."""
+    return await asyncio.create_subprocess_exec(
+        "sipp", f"127.0.0.1:{proxy_port}", "-sf", str(SIPP_SCENARIOS / scenario),
+        "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
+        "-s", service, "-key", "caller", caller, "-m", "1",
+        "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-nostdin",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )

@@ -1,0 +1,72 @@
+"""The SIP edge through a real record-routing Kamailio, with sipp as the resident's phone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from telephony.agent import SipAccount, SipAgent, TelephonyError
+from telephony.sip_ua import record_routes
+from tests.sip_peers import Kamailio, free_udp_port, run_sipp
+
+pytestmark = pytest.mark.sip
+
+
+@pytest.fixture
+async def agent(kamailio: Kamailio) -> AsyncIterator[SipAgent]:
+    port = free_udp_port()
+    sip = SipAgent(SipAccount("127.0.0.1", kamailio.port, "hotline", "", sip_port=port,
+                              rtp_port_low=port + 1000, rtp_port_high=port + 1100))
+    await sip.start()
+    yield sip
+    await sip.stop()
+
+
+async def sipp_result(process: asyncio.subprocess.Process) -> tuple[int, str]:
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+    return process.returncode, out.decode(errors="replace")
+
+
+async def test_resident_bye_through_the_record_routing_proxy_ends_the_call(
+    agent: SipAgent, kamailio: Kamailio
+) -> None:
+    sipp = await run_sipp("resident_hangs_up.xml", kamailio.port, service="hotline",
+                          caller="13800000001")
+    leg = await asyncio.wait_for(agent.next_call(), 10)
+    assert leg.calling_number == "13800000001"
+    await leg.answer()
+    # the resident's BYE travelled the route set from our 200 OK's Record-Route
+    await asyncio.wait_for(leg.ended.wait(), 10)
+    code, out = await sipp_result(sipp)
+    assert code == 0, out + kamailio.log_text()[-3000:]
+
+
+async def test_our_bye_reaches_the_resident_through_the_proxy(
+    agent: SipAgent, kamailio: Kamailio
+) -> None:
+    sipp = await run_sipp("service_hangs_up.xml", kamailio.port, service="hotline",
+                          caller="13800000002")
+    leg = await asyncio.wait_for(agent.next_call(), 10)
+    await leg.answer()
+    await asyncio.sleep(0.5)  # let the ACK arrive
+    await leg.hangup()
+    code, out = await sipp_result(sipp)
+    assert code == 0, out + kamailio.log_text()[-3000:]
+
+
+async def test_registering_with_no_registrar_is_a_clear_error() -> None:
+    port = free_udp_port()
+    sip = SipAgent(SipAccount("127.0.0.1", free_udp_port(), "hotline", "", sip_port=port,
+                              register_timeout_s=1))
+    with pytest.raises(TelephonyError, match="registration of hotline at 127.0.0.1"):
+        await asyncio.wait_for(sip.start(), 20)
+
+
+def test_record_routes_are_read_in_order_from_lines_and_commas() -> None:
+    raw = (b"INVITE sip:hotline@127.0.0.1 SIP/2.0\r\n"
+           b"Record-Route: <sip:10.0.0.1;lr;ftag=a,b>, <sip:10.0.0.2;lr>\r\n"
+           b"record-route:<sip:10.0.0.3;lr>\r\n"
+           b"Via: SIP/2.0/UDP 127.0.0.1\r\n\r\nRecord-Route: <sip:body-is-not-a-header>\r\n")
+    assert record_routes(raw) == ["<sip:10.0.0.1;lr;ftag=a,b>", "<sip:10.0.0.2;lr>", "<sip:10.0.0.3;lr>"]
