@@ -18,7 +18,7 @@ from store.migrate import Migration, discover
 from store.pii import PiiVault, load_or_create_key
 
 # The slices that own tables, in the order their first migrations were written.
-MIGRATION_SLICES = ("store", "routing")
+MIGRATION_SLICES = ("store", "routing", "recordings", "handover")
 EMBEDDED_DATABASE = "hotline"
 
 

@@ -1,0 +1,59 @@
+"""Callbacks owed: a call no human answered becomes one open task, due 8 hours after the call.
+
+One open task per caller (the resident; the number when the caller is unknown): a repeat missed
+call while it is open attaches to it and keeps the first deadline — the promise runs from the
+first call nobody answered. The rule holds across service nodes because PostgreSQL enforces it
+(a unique index over open tasks) and the upsert below is one statement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+CALLBACK_WINDOW = timedelta(hours=8)
+
+
+@dataclass(frozen=True)
+class OwedCallback:
+    task_id: int
+    created: bool  # False: the missed call attached to a task already open
+    due_at: datetime
+
+
+def caller_key(resident_id: int | None, number_hash: bytes) -> str:
+    return f"resident:{resident_id}" if resident_id is not None else f"number:{number_hash.hex()}"
+
+
+class Callbacks:
+    def __init__(self, pool: asyncpg.Pool):
+        self._pool = pool
+
+    async def owe_for_missed_call(
+        self, *, call_record_id: int, resident_id: int | None, number_hash: bytes,
+        number_encrypted: bytes, number_masked: str, owner_staff_id: int | None,
+        missed_at: datetime,
+    ) -> OwedCallback:
+        """Open the caller's callback task, or attach this call to the one already open.
+
+        Safe to repeat for the same call (recovery after a crash attaches it once).
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                """INSERT INTO callback_tasks (caller_key, resident_id, caller_number_hash,
+                        caller_number_enc, caller_number_masked, owner_staff_id, opened_at, due_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                   ON CONFLICT (caller_key) WHERE status = 'open'
+                   DO UPDATE SET caller_key = EXCLUDED.caller_key
+                   RETURNING id, due_at, (xmax = 0) AS created""",
+                caller_key(resident_id, number_hash), resident_id, number_hash, number_encrypted,
+                number_masked, owner_staff_id, missed_at, missed_at + CALLBACK_WINDOW,
+            )
+            await conn.execute(
+                "INSERT INTO callback_calls (task_id, call_record_id) VALUES ($1, $2)"
+                " ON CONFLICT (call_record_id) DO NOTHING",
+                row["id"], call_record_id,
+            )
+        return OwedCallback(row["id"], row["created"], row["due_at"])

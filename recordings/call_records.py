@@ -1,0 +1,106 @@
+"""Call records (CDR): one row per call that reaches the service, written as the call goes.
+
+The row is inserted when the INVITE arrives, before anything else happens, so every call leaves
+a record whatever becomes of the process; each later step updates it. The calling number is PII:
+it is stored encrypted with its lookup hash and mask, like the directory's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from routing.numbers import InvalidNumber, normalize_phone
+from routing.records import PHONE
+from store.pii import PiiVault, mask_phone
+
+DISPOSITIONS = ("connected", "missed", "abandoned", "ivr_only", "failed")
+DIAL_OUTCOMES = ("answered", "busy", "no_answer", "rejected", "unreachable", "cancelled")
+
+
+@dataclass(frozen=True)
+class CallerNumber:
+    """A calling number as stored: hash, ciphertext and mask; hash None when withheld/invalid."""
+
+    masked: str
+    hash: bytes | None = None
+    encrypted: bytes | None = None
+
+    @classmethod
+    def of(cls, vault: PiiVault, raw: str) -> CallerNumber:
+        try:
+            number = normalize_phone(raw)
+        except InvalidNumber:
+            # anonymous, an extension, a SIP name: kept masked for the record, not callable back
+            return cls(mask_phone(raw.strip())[:32])
+        return cls(mask_phone(number), vault.lookup_hash(PHONE, number), vault.encrypt(PHONE, number))
+
+
+class CallRecords:
+    def __init__(self, pool: asyncpg.Pool, vault: PiiVault):
+        self._pool = pool
+        self._vault = vault
+
+    async def open(self, call_id: str, caller: CallerNumber, offered_at: datetime) -> int:
+        """The record of a new call; the same record again for a retransmitted INVITE."""
+        row = await self._pool.fetchrow(
+            """INSERT INTO call_records (call_id, caller_number_hash, caller_number_enc,
+                                         caller_number_masked, offered_at)
+               VALUES ($1, $2, $3, $4, $5)
+               ON CONFLICT (call_id) DO UPDATE SET call_id = EXCLUDED.call_id
+               RETURNING id""",
+            call_id, caller.hash, caller.encrypted, caller.masked, offered_at,
+        )
+        return row["id"]
+
+    async def identified(self, record_id: int, resident_id: int) -> None:
+        await self._pool.execute(
+            "UPDATE call_records SET resident_id = $2 WHERE id = $1", record_id, resident_id)
+
+    async def routed(self, record_id: int, service: str, reason: str,
+                     targets: list[dict[str, Any]]) -> None:
+        await self._pool.execute(
+            "UPDATE call_records SET route_service = $2, route_reason = $3, route_targets = $4::jsonb"
+            " WHERE id = $1", record_id, service, reason, json.dumps(targets, ensure_ascii=False))
+
+    async def answered(self, record_id: int, at: datetime) -> None:
+        await self._pool.execute(
+            "UPDATE call_records SET answered_at = $2 WHERE id = $1 AND answered_at IS NULL",
+            record_id, at)
+
+    async def dial_started(self, record_id: int, staff_id: int | None, sip_uri: str,
+                           at: datetime) -> int:
+        """A new attempt, numbered from 1 in ringing order; returns its number."""
+        return await self._pool.fetchval(
+            """INSERT INTO dial_attempts (call_record_id, seq, staff_id, sip_uri, started_at)
+               SELECT $1, COALESCE(max(seq), 0) + 1, $2, $3, $4
+               FROM dial_attempts WHERE call_record_id = $1
+               RETURNING seq""",
+            record_id, staff_id, sip_uri, at)
+
+    async def dial_ended(self, record_id: int, seq: int, outcome: str, at: datetime) -> None:
+        if outcome not in DIAL_OUTCOMES:
+            raise ValueError(f"unknown dial outcome {outcome!r}")
+        await self._pool.execute(
+            "UPDATE dial_attempts SET outcome = $3, ended_at = $4 WHERE call_record_id = $1 AND seq = $2",
+            record_id, seq, outcome, at)
+        if outcome == "answered":
+            await self._pool.execute(
+                "UPDATE call_records SET connected_at = $2 WHERE id = $1 AND connected_at IS NULL",
+                record_id, at)
+
+    async def ended(self, record_id: int, at: datetime, disposition: str) -> None:
+        if disposition not in DISPOSITIONS:
+            raise ValueError(f"unknown disposition {disposition!r}")
+        await self._pool.execute(
+            "UPDATE call_records SET ended_at = $2, disposition = $3 WHERE id = $1 AND ended_at IS NULL",
+            record_id, at, disposition)
+
+    async def recorded(self, record_id: int, path: str, seconds: float, sha256: str) -> None:
+        await self._pool.execute(
+            "UPDATE call_records SET recording_path = $2, recording_seconds = $3, recording_sha256 = $4"
+            " WHERE id = $1", record_id, path, seconds, sha256)
