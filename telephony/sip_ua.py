@@ -6,6 +6,11 @@ shared/notes/pyvoip.md). Its own BYE reuses the caller's Via stack and CSeq spac
 Route, so the proxy cannot route it either. We subclass rather than fork: the SIP client below
 overrides only the message builders, and `RouteAwarePhone` swaps it in.
 
+It also answers what pyVoIP drops or chokes on: an unparsable datagram is logged and, when it
+is a request we can address, answered 400; an INVITE without an SDP offer, or offering no codec
+we speak, is answered 488 instead of being half-set-up. Every error response goes to the top
+Via (RFC 3261 §18.2.2), so it reaches the sender whether or not it came through the proxy.
+
 This module is the thread side of telephony: pyVoIP calls it on its own threads. Nothing here
 touches asyncio; telephony.agent bridges into the event loop.
 """
@@ -13,12 +18,23 @@ touches asyncio; telephony.agent bridges into the event loop.
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 from collections.abc import Callable
 from typing import Any
 
+import pyVoIP
+import structlog
 from pyVoIP import SIP
 from pyVoIP.VoIP import VoIPPhone
+
+log = structlog.get_logger("telephony.sip")
+
+# Audio payloads pyVoIP can carry (telephone-event alone is not audio).
+_AUDIO_CODECS = {str(c) for c in pyVoIP.RTPCompatibleCodecs} - {"telephone-event"}
+_REQUEST_LINE = re.compile(rb"^([A-Z]+) \S+ SIP/2\.0\r?$", re.MULTILINE)
+_DIALOG_HEADERS = ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq")
+_STATIC_PAYLOADS = {"0": "PCMU", "3": "GSM", "4": "G723", "8": "PCMA", "9": "G722", "18": "G729"}
 
 # Header lines as received: "Record-Route: <sip:…;lr>" (several lines or comma-joined values).
 _RECORD_ROUTE = re.compile(rb"^Record-Route[ \t]*:[ \t]*(.+?)[ \t]*$", re.IGNORECASE | re.MULTILINE)
@@ -61,6 +77,71 @@ def _insert_after_vias(message: str, lines: list[str]) -> str:
     return "\r\n".join(rows) + sep + body
 
 
+def _top_via_address(via: str) -> tuple[str, int] | None:
+    """Where a response goes: the top Via's sent-by, corrected by received= and rport=."""
+    match = re.match(r"SIP/2\.0/UDP\s+([^;:\s]+)(?::(\d+))?(.*)$", via.strip(), re.IGNORECASE)
+    if not match:
+        return None
+    host, port, params = match.group(1), int(match.group(2) or 5060), match.group(3)
+    received = re.search(r";received=([^;\s]+)", params)
+    rport = re.search(r";rport=(\d+)", params)
+    return (received.group(1) if received else host), (int(rport.group(1)) if rport else port)
+
+
+def stateless_response(raw: bytes, code: int, reason: str, warning: str = "") -> tuple[bytes, tuple[str, int]] | None:
+    """A final response to the request in `raw`, built from its own header lines, and where to
+    send it; None when `raw` is not a request we can answer (a response, an ACK, no Via …).
+    Stateless: for refusals and OPTIONS, never for a request that creates a dialog."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    first = _REQUEST_LINE.match(head)
+    if not first or first.group(1) == b"ACK":
+        return None
+    lines = head.decode("utf-8", "replace").split("\r\n")[1:]
+    kept = [ln for ln in lines if ln.split(":", 1)[0].strip().lower() in _DIALOG_HEADERS]
+    names = {ln.split(":", 1)[0].strip().lower() for ln in kept}
+    vias = [ln.split(":", 1)[1] for ln in kept if ln.split(":", 1)[0].strip().lower() in ("via", "v")]
+    if not vias or not {"call-id", "i"} & names or not {"cseq"} & names:
+        return None
+    target = _top_via_address(vias[0].split(",")[0])
+    if target is None:
+        return None
+    out = []
+    for ln in kept:
+        name = ln.split(":", 1)[0].strip().lower()
+        if name in ("to", "t") and ";tag=" not in ln.lower():
+            ln += f";tag={secrets.token_hex(4)}"
+        out.append(ln)
+    if code == 405 or method_is_options(first.group(1)):
+        out.append(f"Allow: {', '.join([*pyVoIP.SIPCompatibleMethods, 'OPTIONS'])}")
+    if warning:
+        out.append(f'Warning: 399 jiayi-hotline "{warning}"')
+    text = f"SIP/2.0 {code} {reason}\r\n" + "\r\n".join(out) + "\r\nContent-Length: 0\r\n\r\n"
+    return text.encode(), target
+
+
+def method_is_options(method: bytes) -> bool:
+    return method == b"OPTIONS"
+
+
+def offer_problem(message: SIP.SIPMessage) -> str | None:
+    """Why an INVITE's SDP offer cannot be taken, or None when it can."""
+    streams = message.body.get("m") if isinstance(message.body, dict) else None
+    if not streams:
+        return "no SDP offer (delayed offer is not supported)"
+    audio = [m for m in streams if m.get("type") == "audio"]
+    if not audio:
+        return "no audio stream offered"
+    offered = set()
+    for stream in audio:
+        for payload in stream.get("methods", []):
+            rtpmap = stream.get("attributes", {}).get(payload, {}).get("rtpmap")
+            # static payload types may come without an rtpmap (RFC 3551)
+            offered.add(rtpmap["name"] if rtpmap else _STATIC_PAYLOADS.get(payload, payload))
+    if not offered & _AUDIO_CODECS:
+        return f"none of the offered codecs ({', '.join(sorted(offered))}) is PCMU or PCMA"
+    return None
+
+
 class RouteAwareSIPClient(SIP.SIPClient):
     """pyVoIP's SIP client with dialog routing done as RFC 3261 says."""
 
@@ -68,6 +149,50 @@ class RouteAwareSIPClient(SIP.SIPClient):
         super().__init__(*args, **kwargs)
         self._local_cseq = 100
         self._cseq_lock = threading.Lock()
+        self.rejected = 0  # datagrams refused or dropped, for tests and metrics
+
+    def reject(self, raw: bytes, code: int, reason: str, why: str) -> None:
+        """Log a request we will not take and answer it with `code` when it can be answered."""
+        self.rejected += 1
+        first_line = raw.split(b"\r\n", 1)[0][:60].decode("utf-8", "replace")
+        log.warning("sip.rejected", code=code, why=why, first_line=first_line, size=len(raw))
+        response = stateless_response(raw, code, reason, why)
+        if response is not None:
+            self.out.sendto(*response)
+
+    def parse_message(self, message: SIP.SIPMessage) -> None:
+        if (message.type == SIP.SIPMessageType.MESSAGE and message.method in ("BYE", "CANCEL")
+                and message.headers["Call-ID"] not in self.phone.calls):
+            self.reject(message.raw, 481, "Call/Transaction Does Not Exist", "unknown dialog")
+            return
+        super().parse_message(message)
+
+    def recv(self) -> None:
+        """pyVoIP's receive step, with refusals that are logged and answered, never swallowed."""
+        raw = self.s.recv(8192)  # BlockingIOError goes back to pyVoIP's recv_loop, as it expects
+        if not raw.strip(b"\x00\r\n \t"):
+            return  # keep-alive
+        # pyVoIP's parser refuses methods it does not know, so decide those from the request line.
+        request_line = _REQUEST_LINE.match(raw.split(b"\r\n\r\n", 1)[0])
+        method = request_line.group(1).decode() if request_line else None
+        if method == "OPTIONS":  # keep-alive / capability probe from the PBX
+            response = stateless_response(raw, 200, "OK")
+            if response is not None:
+                self.out.sendto(*response)
+            return
+        if method is not None and method not in pyVoIP.SIPCompatibleMethods:
+            self.reject(raw, 405, "Method Not Allowed", f"{method} is not handled here")
+            return
+        try:
+            message = SIP.SIPMessage(raw)
+        except Exception as exc:  # pyVoIP raises whatever its parser hits
+            self.reject(raw, 400, "Bad Request", f"unparsable SIP ({type(exc).__name__})")
+            return
+        try:
+            self.parse_message(message)
+        except Exception as exc:
+            log.exception("sip.handler_failed", method=getattr(message, "method", None))
+            self.reject(raw, 500, "Server Internal Error", f"{type(exc).__name__}")
 
     def _copy_record_route(self, request: SIP.SIPMessage, response: str) -> str:
         return _insert_after_vias(response, [f"Record-Route: {v}" for v in record_routes(request.raw)])
@@ -112,12 +237,25 @@ class RouteAwarePhone(VoIPPhone):
 
     def __init__(self, *args: Any, on_remote_bye: Callable[[str], None] | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        # pyVoIP's release_ports() holds portsLock while _cleanup_dead_calls() drops finished
+        # calls; dropping the last reference runs VoIPCall.__del__, which calls release_ports()
+        # again on the same thread. With a plain Lock that thread deadlocks and every later call
+        # hangs in answer() (seen in our test suite); re-entrant, the nested release is harmless.
+        self.portsLock = threading.RLock()
         self._on_remote_bye = on_remote_bye
         old = self.sip
         self.sip = RouteAwareSIPClient(
             old.server, old.port, old.username, old.password, phone=self, myIP=old.myIP,
             myPort=old.myPort, callCallback=self.callback, fatalCallback=self.fatal,
         )
+
+    def _callback_MSG_Invite(self, request: SIP.SIPMessage) -> None:
+        if request.headers["Call-ID"] not in self.calls:  # a re-INVITE keeps its dialog
+            problem = offer_problem(request)
+            if problem is not None:
+                self.sip.reject(request.raw, 488, "Not Acceptable Here", problem)
+                return
+        super()._callback_MSG_Invite(request)
 
     def _callback_MSG_Bye(self, request: SIP.SIPMessage) -> None:
         super()._callback_MSG_Bye(request)

@@ -12,11 +12,15 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from telephony.agent import SipAgent
 
 ROOT = Path(__file__).resolve().parent.parent
 KAMAILIO_CFG = ROOT / "docker" / "kamailio" / "kamailio.cfg"
@@ -105,3 +109,21 @@ async def run_sipp(scenario: str, proxy_port: int, *, service: str, caller: str,
         "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-nostdin",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
+
+
+async def sipp_result(process: asyncio.subprocess.Process) -> tuple[int, str]:
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+    return process.returncode or 0, out.decode(errors="replace")
+
+
+@pytest.fixture
+async def agent(kamailio: Kamailio) -> AsyncIterator[SipAgent]:
+    """The service's SIP agent, registered as `hotline` at the test Kamailio."""
+    from telephony.agent import SipAccount, SipAgent
+
+    port = free_udp_port()
+    sip = SipAgent(SipAccount("127.0.0.1", kamailio.port, "hotline", "", sip_port=port,
+                              rtp_port_low=port + 1000, rtp_port_high=port + 1100))
+    await sip.start()
+    yield sip
+    await sip.stop()

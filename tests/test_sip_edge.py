@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
 from telephony.agent import SipAccount, SipAgent, TelephonyError
 from telephony.sip_ua import record_routes
-from tests.sip_peers import Kamailio, free_udp_port, run_sipp
+from tests.sip_peers import Kamailio, free_udp_port, run_sipp, sipp_result
 
 pytestmark = pytest.mark.sip
-
-
-@pytest.fixture
-async def agent(kamailio: Kamailio) -> AsyncIterator[SipAgent]:
-    port = free_udp_port()
-    sip = SipAgent(SipAccount("127.0.0.1", kamailio.port, "hotline", "", sip_port=port,
-                              rtp_port_low=port + 1000, rtp_port_high=port + 1100))
-    await sip.start()
-    yield sip
-    await sip.stop()
-
-
-async def sipp_result(process: asyncio.subprocess.Process) -> tuple[int, str]:
-    out, _ = await asyncio.wait_for(process.communicate(), 30)
-    return process.returncode, out.decode(errors="replace")
 
 
 async def test_resident_bye_through_the_record_routing_proxy_ends_the_call(
