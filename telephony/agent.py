@@ -5,8 +5,8 @@ pyVoIP runs on its own threads; every call from those threads into our code goes
 so the event loop never blocks on SIP. telephony/ knows nothing about residents or doctors: a leg
 has a Call-ID and a calling number, that is all.
 
-Issue 3 in progress: this is the inbound half (register, answer, hang up, BYE either way through
-a record-routing proxy). Dialing, prompts, digits, bridging and recording come next.
+Issue 3 in progress: this is the inbound half (register, answer, keypad digits, hang up, BYE
+either way through a record-routing proxy). Dialing, prompts, bridging and recording come next.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from pyVoIP.VoIP import CallState, InvalidStateError, VoIPCall
 from telephony.sip_ua import RouteAwarePhone
 
 log = structlog.get_logger("telephony")
+
+# How often a waiting collect_digits looks at pyVoIP's DTMF buffer: well under the 40 ms an
+# RFC 2833 event lasts at the least, cheap enough for hundreds of calls.
+DIGIT_POLL_S = 0.02
 
 
 class TelephonyError(Exception):
@@ -63,6 +67,25 @@ class InboundLeg:
         if self._call.state == CallState.ANSWERED:
             await asyncio.to_thread(self._call.hangup)
         self.ended.set()
+
+    async def collect_digits(self, max_digits: int, timeout_s: float, terminator: str = "#") -> str:
+        """Keypad digits (RFC 2833) until `max_digits`, the terminator (not included), `timeout_s`
+        without a new digit, or the far end hanging up; "" when nothing was pressed."""
+        digits = ""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(digits) < max_digits and not self.ended.is_set():
+            # pyVoIP buffers received events; reading the buffer is quick and non-blocking.
+            digit = self._call.get_dtmf(1)
+            if digit:
+                if digit == terminator:
+                    break
+                digits += digit
+                deadline = asyncio.get_running_loop().time() + timeout_s
+                continue
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(DIGIT_POLL_S)
+        return digits
 
     @property
     def state(self) -> str:

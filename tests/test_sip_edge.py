@@ -54,3 +54,17 @@ def test_record_routes_are_read_in_order_from_lines_and_commas() -> None:
            b"record-route:<sip:10.0.0.3;lr>\r\n"
            b"Via: SIP/2.0/UDP 127.0.0.1\r\n\r\nRecord-Route: <sip:body-is-not-a-header>\r\n")
     assert record_routes(raw) == ["<sip:10.0.0.1;lr;ftag=a,b>", "<sip:10.0.0.2;lr>", "<sip:10.0.0.3;lr>"]
+
+
+async def test_keypad_digits_arrive_as_rfc2833_events(agent: SipAgent, kamailio: Kamailio) -> None:
+    sipp = await run_sipp("resident_presses_1.xml", kamailio.port, service="hotline",
+                          caller="13800000001")
+    leg = await asyncio.wait_for(agent.next_call(), 10)
+    await leg.answer()
+    # the resident presses 1 then #: the terminator ends the input and is not part of it
+    assert await leg.collect_digits(max_digits=4, timeout_s=5, terminator="#") == "1"
+    # nothing more is pressed: an empty answer after the timeout, not a hang
+    assert await leg.collect_digits(max_digits=1, timeout_s=0.3) == ""
+    await asyncio.wait_for(leg.ended.wait(), 10)
+    code, out = await sipp_result(sipp)
+    assert code == 0, out
