@@ -96,31 +96,25 @@ def stateless_response(raw: bytes, code: int, reason: str, warning: str = "") ->
     first = _REQUEST_LINE.match(head)
     if not first or first.group(1) == b"ACK":
         return None
-    lines = head.decode("utf-8", "replace").split("\r\n")[1:]
-    kept = [ln for ln in lines if ln.split(":", 1)[0].strip().lower() in _DIALOG_HEADERS]
-    names = {ln.split(":", 1)[0].strip().lower() for ln in kept}
-    vias = [ln.split(":", 1)[1] for ln in kept if ln.split(":", 1)[0].strip().lower() in ("via", "v")]
-    if not vias or not {"call-id", "i"} & names or not {"cseq"} & names:
+    named = [(ln.split(":", 1)[0].strip().lower(), ln)
+             for ln in head.decode("utf-8", "replace").split("\r\n")[1:] if ":" in ln]
+    kept = [(name, ln) for name, ln in named if name in _DIALOG_HEADERS]
+    names = {name for name, _ in kept}
+    vias = [ln.split(":", 1)[1] for name, ln in kept if name in ("via", "v")]
+    if not vias or not {"call-id", "i"} & names or "cseq" not in names:
         return None
     target = _top_via_address(vias[0].split(",")[0])
     if target is None:
         return None
-    out = []
-    for ln in kept:
-        name = ln.split(":", 1)[0].strip().lower()
-        if name in ("to", "t") and ";tag=" not in ln.lower():
-            ln += f";tag={secrets.token_hex(4)}"
-        out.append(ln)
-    if code == 405 or method_is_options(first.group(1)):
+    out = [ln + f";tag={secrets.token_hex(4)}"
+           if name in ("to", "t") and ";tag=" not in ln.lower() else ln
+           for name, ln in kept]
+    if code == 405 or first.group(1) == b"OPTIONS":
         out.append(f"Allow: {', '.join([*pyVoIP.SIPCompatibleMethods, 'OPTIONS'])}")
     if warning:
         out.append(f'Warning: 399 jiayi-hotline "{warning}"')
     text = f"SIP/2.0 {code} {reason}\r\n" + "\r\n".join(out) + "\r\nContent-Length: 0\r\n\r\n"
     return text.encode(), target
-
-
-def method_is_options(method: bytes) -> bool:
-    return method == b"OPTIONS"
 
 
 def offer_problem(message: SIP.SIPMessage) -> str | None:
