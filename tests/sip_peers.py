@@ -71,6 +71,15 @@ class Kamailio:
         return self.log.read_text(errors="replace")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, even by SIGKILL or a CI
+    timeout, so a killed run leaves no proxy behind (Kamailio then stops its own workers)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def start_kamailio(rundir: Path) -> Kamailio:
     binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
     port = free_udp_port()
@@ -80,6 +89,7 @@ def start_kamailio(rundir: Path) -> Kamailio:
         [binary, "-f", str(KAMAILIO_CFG), "-l", f"udp:127.0.0.1:{port}", "-Y", str(rundir),
          "-P", str(rundir / "kamailio.pid"), "-D", "-E"],
         stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     proxy = Kamailio(port, process, log)
     for _ in range(50):  # bounded: 5 s
