@@ -43,6 +43,8 @@ class SipAccount:
     rtp_port_high: int = 20999
     # How long one REGISTER waits for an answer (pyVoIP's own default is 30 s).
     register_timeout_s: int = 10
+    # The expiry we ask for; we re-register at half of it.
+    register_expires_s: int = 120
 
 
 class InboundLeg:
@@ -105,12 +107,19 @@ class SipAgent:
             on_remote_bye=self._on_bye_thread,
         )
         self._phone.sip.register_timeout = account.register_timeout_s
+        self._phone.sip.default_expires = account.register_expires_s
+        self._phone.sip.on_registration = self._on_registration_thread
+        self._registered = asyncio.Event()
 
     # --- pyVoIP's threads ----------------------------------------------------------------------
 
     def _on_call_thread(self, call: VoIPCall) -> None:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._offer, call)
+
+    def _on_registration_thread(self, registered: bool) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._registered.set if registered else self._registered.clear)
 
     def _on_bye_thread(self, call_id: str) -> None:
         assert self._loop is not None
@@ -131,7 +140,9 @@ class SipAgent:
             leg.ended.set()
 
     async def start(self) -> None:
-        """Bind the SIP port and register; TelephonyError if the registrar refuses or is away."""
+        """Bind the SIP port and register once. A registrar that is away is not fatal: the
+        failure is logged and registration retried with backoff until it answers (see
+        RouteAwareSIPClient.register). TelephonyError only when the SIP port cannot be used."""
         self._loop = asyncio.get_running_loop()
         try:
             await asyncio.to_thread(self._phone.start)
@@ -139,15 +150,21 @@ class SipAgent:
             raise TelephonyError(
                 f"cannot use SIP port {self.account.local_ip}:{self.account.sip_port}: {exc.strerror or exc}"
             ) from None
-        status = self._phone.get_status().value
-        if status != "REGISTERED":
-            await asyncio.to_thread(self._phone.stop)
-            raise TelephonyError(
-                f"registration of {self.account.user} at {self.account.registrar_host}:"
-                f"{self.account.registrar_port} failed (status {status})"
-            )
-        log.info("sip.registered", user=self.account.user,
-                 registrar=f"{self.account.registrar_host}:{self.account.registrar_port}")
+        if self.registered:
+            log.info("sip.registered", user=self.account.user,
+                     registrar=f"{self.account.registrar_host}:{self.account.registrar_port}")
+
+    @property
+    def registered(self) -> bool:
+        return self._registered.is_set()
+
+    async def wait_registered(self, timeout_s: float) -> bool:
+        """True once registered (bounded wait, for start-up checks and tests)."""
+        try:
+            await asyncio.wait_for(self._registered.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     async def next_call(self) -> InboundLeg:
         return await self._calls.get()

@@ -26,7 +26,7 @@ from typing import Any
 import pyVoIP
 import structlog
 from pyVoIP import SIP
-from pyVoIP.VoIP import VoIPPhone
+from pyVoIP.VoIP import PhoneStatus, VoIPPhone
 
 log = structlog.get_logger("telephony.sip")
 
@@ -34,6 +34,8 @@ log = structlog.get_logger("telephony.sip")
 _AUDIO_CODECS = {str(c) for c in pyVoIP.RTPCompatibleCodecs} - {"telephone-event"}
 _REQUEST_LINE = re.compile(rb"^([A-Z]+) \S+ SIP/2\.0\r?$", re.MULTILINE)
 _DIALOG_HEADERS = ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq")
+# Retries after a failed REGISTER wait 1, 2, 4 … s, at most this long.
+REGISTER_RETRY_MAX_S = 60
 _STATIC_PAYLOADS = {"0": "PCMU", "3": "GSM", "4": "G723", "8": "PCMA", "9": "G722", "18": "G729"}
 
 # Header lines as received: "Record-Route: <sip:…;lr>" (several lines or comma-joined values).
@@ -144,6 +146,44 @@ class RouteAwareSIPClient(SIP.SIPClient):
         self._local_cseq = 100
         self._cseq_lock = threading.Lock()
         self.rejected = 0  # datagrams refused or dropped, for tests and metrics
+        # Told the outcome of every REGISTER (on pyVoIP's threads).
+        self.on_registration: Callable[[bool], None] | None = None
+
+    def register(self) -> bool:
+        """One REGISTER (digest answered by pyVoIP), then the next one scheduled.
+
+        pyVoIP stops the phone for good after three failures and re-registers only 5 s before
+        expiry. The hotline must come back by itself when the registrar does: after a success
+        the next REGISTER goes at half the expiry (a registrar that restarted and forgot us
+        learns us again soon), after a failure with backoff up to REGISTER_RETRY_MAX_S, forever.
+        """
+        registrar = f"{self.server}:{self.port}"
+        try:
+            with self.recvLock:
+                registered = self._SIPClient__register()  # pyVoIP's private single attempt
+            why = "" if registered else "the registrar did not accept the registration"
+        except Exception as exc:  # timeouts, refused credentials, socket errors
+            registered, why = False, f"{type(exc).__name__}: {exc}"
+        if registered:
+            if self.registerFailures:
+                log.info("sip.registered_again", registrar=registrar, after_failures=self.registerFailures)
+            self.registerFailures = 0
+            self.phone._status = PhoneStatus.REGISTERED
+            delay = max(1, self.default_expires // 2)
+        else:
+            self.registerFailures += 1
+            self.phone._status = PhoneStatus.FAILED
+            delay = min(REGISTER_RETRY_MAX_S, 2 ** min(self.registerFailures - 1, 6))
+            log.warning("sip.register_failed", registrar=registrar, user=self.username, why=why,
+                        attempt=self.registerFailures, retry_in_s=delay)
+        if self.on_registration is not None:
+            self.on_registration(registered)
+        if self.NSD:
+            self.registerThread = threading.Timer(delay, self.register)
+            self.registerThread.daemon = True
+            self.registerThread.name = "SIP re-register"
+            self.registerThread.start()
+        return registered
 
     def reject(self, raw: bytes, code: int, reason: str, why: str) -> None:
         """Log a request we will not take and answer it with `code` when it can be answered."""

@@ -80,9 +80,9 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def start_kamailio(rundir: Path) -> Kamailio:
+def start_kamailio(rundir: Path, port: int | None = None) -> Kamailio:
     binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
-    port = free_udp_port()
+    port = port or free_udp_port()
     rundir.mkdir(parents=True, exist_ok=True)
     log = rundir / "kamailio.log"
     process = subprocess.Popen(
