@@ -67,7 +67,13 @@ def test_hotline_config_masks_secrets(cli_env: dict[str, str]) -> None:
     assert bad.stderr.strip() == "hotline: error: log_format must be one of auto, json, console"
 
 
-def test_logs_are_json_lines_with_pii_scrubbed() -> None:
+@pytest.fixture
+def restore_logging():
+    yield
+    structlog.reset_defaults()  # later tests must not log into this test's private stream
+
+
+def test_logs_are_json_lines_with_pii_scrubbed(restore_logging: None) -> None:
     stream = io.StringIO()
     configure_logging("json", "info", stream=stream)
     card = id_number("19480312", "024")
