@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from telephony.agent import SipAgent
+    from telephony.agent import InboundLeg, SipAgent
 
 ROOT = Path(__file__).resolve().parent.parent
 KAMAILIO_CFG = ROOT / "docker" / "kamailio" / "kamailio.cfg"
@@ -124,6 +124,18 @@ async def run_sipp(scenario: str, proxy_port: int, *, service: str, caller: str,
 async def sipp_result(process: asyncio.subprocess.Process) -> tuple[int, str]:
     out, _ = await asyncio.wait_for(process.communicate(), 30)
     return process.returncode or 0, out.decode(errors="replace")
+
+
+async def answer_one_call(agent: SipAgent, proxy: Kamailio, caller: str) -> InboundLeg:
+    """A resident calls through the proxy, we answer, the resident hangs up (BYE via the route
+    set from our 200 OK's Record-Route); sipp fails unless every step happened."""
+    sipp = await run_sipp("resident_hangs_up.xml", proxy.port, service="hotline", caller=caller)
+    leg = await asyncio.wait_for(agent.next_call(), 10)
+    await leg.answer()
+    await asyncio.wait_for(leg.ended.wait(), 10)
+    code, out = await sipp_result(sipp)
+    assert code == 0, out + proxy.log_text()[-3000:]
+    return leg
 
 
 @pytest.fixture

@@ -11,7 +11,14 @@ import structlog.testing
 
 from telephony.agent import SipAccount, SipAgent
 from telephony.sip_ua import record_routes
-from tests.sip_peers import Kamailio, free_udp_port, run_sipp, sipp_result, start_kamailio
+from tests.sip_peers import (
+    Kamailio,
+    answer_one_call,
+    free_udp_port,
+    run_sipp,
+    sipp_result,
+    start_kamailio,
+)
 
 pytestmark = pytest.mark.sip
 
@@ -19,15 +26,8 @@ pytestmark = pytest.mark.sip
 async def test_resident_bye_through_the_record_routing_proxy_ends_the_call(
     agent: SipAgent, kamailio: Kamailio
 ) -> None:
-    sipp = await run_sipp("resident_hangs_up.xml", kamailio.port, service="hotline",
-                          caller="13800000001")
-    leg = await asyncio.wait_for(agent.next_call(), 10)
+    leg = await answer_one_call(agent, kamailio, "13800000001")
     assert leg.calling_number == "13800000001"
-    await leg.answer()
-    # the resident's BYE travelled the route set from our 200 OK's Record-Route
-    await asyncio.wait_for(leg.ended.wait(), 10)
-    code, out = await sipp_result(sipp)
-    assert code == 0, out + kamailio.log_text()[-3000:]
 
 
 async def test_our_bye_reaches_the_resident_through_the_proxy(
@@ -41,15 +41,6 @@ async def test_our_bye_reaches_the_resident_through_the_proxy(
     await leg.hangup()
     code, out = await sipp_result(sipp)
     assert code == 0, out + kamailio.log_text()[-3000:]
-
-
-async def answer_one_call(agent: SipAgent, proxy: Kamailio, caller: str) -> None:
-    sipp = await run_sipp("resident_hangs_up.xml", proxy.port, service="hotline", caller=caller)
-    leg = await asyncio.wait_for(agent.next_call(), 10)
-    await leg.answer()
-    await asyncio.wait_for(leg.ended.wait(), 10)
-    code, out = await sipp_result(sipp)
-    assert code == 0, out
 
 
 async def test_a_registrar_that_is_away_then_comes_and_restarts_is_followed(tmp_path: Path) -> None:
