@@ -5,8 +5,9 @@ pyVoIP runs on its own threads; every call from those threads into our code goes
 so the event loop never blocks on SIP. telephony/ knows nothing about residents or doctors: a leg
 has a Call-ID and a calling number, that is all.
 
-Issue 3 in progress: this is the inbound half (register, answer, keypad digits, hang up, BYE
-either way through a record-routing proxy). Dialing, prompts, bridging and recording come next.
+Issue 3 in progress: this is the inbound half (register, answer, prompts and received audio as
+G.711 bytes, keypad digits, hang up, BYE either way through a record-routing proxy). Dialing,
+bridging and recording come next.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 import structlog
 from pyVoIP.VoIP import CallState, InvalidStateError, VoIPCall
 
+from telephony.prompts import Prompt
+from telephony.rtp import PayloadRTPClient
 from telephony.sip_ua import RouteAwarePhone
 
 log = structlog.get_logger("telephony")
@@ -88,6 +91,33 @@ class InboundLeg:
                 break
             await asyncio.sleep(DIGIT_POLL_S)
         return digits
+
+    def _rtp(self) -> PayloadRTPClient:
+        client = self._call.RTPClients[0]
+        assert isinstance(client, PayloadRTPClient)
+        return client
+
+    @property
+    def codec(self) -> str:
+        return self._rtp().codec
+
+    async def play(self, prompt: Prompt) -> bool:
+        """Send a prompt in the call's codec, bytes unchanged; True when it played to the end,
+        False when the far end hung up first (the rest is dropped)."""
+        rtp = self._rtp()
+        frames = rtp.send_frames(prompt.payload(rtp.codec))
+        # the transmitter sends one frame per 20 ms; wait that long (plus a little), or less
+        # if the caller hangs up
+        try:
+            await asyncio.wait_for(self.ended.wait(), frames * 0.02 + 0.2)
+        except TimeoutError:
+            return True
+        rtp.clear_outgoing()
+        return False
+
+    def received_audio(self) -> bytes:
+        """G.711 bytes received since the last call, as they arrived (for recording, bridging)."""
+        return b"".join(self._rtp().take_received())
 
     @property
     def state(self) -> str:

@@ -28,6 +28,8 @@ import structlog
 from pyVoIP import SIP
 from pyVoIP.VoIP import PhoneStatus, VoIPPhone
 
+from telephony.rtp import adopt
+
 log = structlog.get_logger("telephony.sip")
 
 # Audio payloads pyVoIP can carry (telephone-event alone is not audio).
@@ -290,6 +292,10 @@ class RouteAwarePhone(VoIPPhone):
                 self.sip.reject(request.raw, 488, "Not Acceptable Here", problem)
                 return
         super()._callback_MSG_Invite(request)
+
+    def _create_Call(self, request: SIP.SIPMessage, sess_id: int) -> None:
+        super()._create_Call(request, sess_id)
+        adopt(self.calls[request.headers["Call-ID"]])  # G.711 payloads in and out, unchanged
 
     def _callback_MSG_Bye(self, request: SIP.SIPMessage) -> None:
         super()._callback_MSG_Bye(request)

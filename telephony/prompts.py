@@ -1,0 +1,36 @@
+"""Prompts: audio files converted once to the G.711 payload a call sends.
+
+A prompt file in any format ffmpeg reads is loaded with pydub, resampled to 8 kHz mono 16-bit,
+and encoded to μ-law and A-law once; playing it on a call then only queues bytes.
+"""
+
+from __future__ import annotations
+
+import audioop  # in the standard library up to 3.12; pydub and pyVoIP rely on it too
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydub import AudioSegment
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    seconds: float
+    encoded: dict[str, bytes]  # codec name (PCMU, PCMA) -> payload bytes
+
+    @classmethod
+    def load(cls, path: Path) -> Prompt:
+        audio = AudioSegment.from_file(path).set_channels(1).set_frame_rate(8000).set_sample_width(2)
+        linear = audio.raw_data
+        return cls(
+            name=path.stem,
+            seconds=len(audio) / 1000,
+            encoded={"PCMU": audioop.lin2ulaw(linear, 2), "PCMA": audioop.lin2alaw(linear, 2)},
+        )
+
+    def payload(self, codec: str) -> bytes:
+        try:
+            return self.encoded[codec]
+        except KeyError:
+            raise ValueError(f"prompt {self.name}: no encoding for codec {codec}") from None

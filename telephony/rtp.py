@@ -1,0 +1,91 @@
+"""G.711 payloads as they are on the wire, in and out of a pyVoIP call.
+
+pyVoIP's audio API decodes every received packet to 8-bit linear and re-encodes what it sends,
+so relaying or recording through it loses most of G.711's dynamic range, and it encodes with
+μ-law even when A-law was negotiated. PayloadRTPClient keeps pyVoIP's sockets, pacing and RTP
+headers but takes the payload of each outgoing packet from a queue of ready-encoded 20 ms frames
+(codec silence when the queue is empty) and keeps every received audio payload as it arrived.
+
+pyVoIP builds its RTPClient inside VoIPCall.__init__, so `adopt` re-classes the clients of a
+fresh call before they start, rather than copying that constructor.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any
+
+from pyVoIP import RTP
+
+FRAME_BYTES = 160  # 20 ms of 8 kHz G.711
+# The byte each codec encodes digital silence as.
+SILENCE = {"PCMU": b"\xff" * FRAME_BYTES, "PCMA": b"\xd5" * FRAME_BYTES}
+# Received frames kept for a reader that is not reading (≈ 10 s); older ones are dropped.
+INBOUND_BACKLOG = 500
+
+
+class PayloadRTPClient(RTP.RTPClient):
+    _out: collections.deque[bytes]
+    _in: collections.deque[bytes]
+    _lock: threading.Lock
+
+    def _init_payload_queues(self) -> None:
+        self._out = collections.deque()
+        self._in = collections.deque(maxlen=INBOUND_BACKLOG)
+        self._lock = threading.Lock()
+
+    @property
+    def codec(self) -> str:
+        return str(self.preference)
+
+    # --- outgoing ----------------------------------------------------------------------------
+
+    def send_frames(self, encoded: bytes) -> int:
+        """Queue G.711 bytes in the call's codec, as 20 ms frames; returns the frames queued."""
+        frames = [encoded[i:i + FRAME_BYTES] for i in range(0, len(encoded), FRAME_BYTES)]
+        if frames and len(frames[-1]) < FRAME_BYTES:
+            frames[-1] += SILENCE[self.codec][: FRAME_BYTES - len(frames[-1])]
+        with self._lock:
+            self._out.extend(frames)
+        return len(frames)
+
+    def pending_frames(self) -> int:
+        return len(self._out)
+
+    def clear_outgoing(self) -> None:
+        with self._lock:
+            self._out.clear()
+
+    def encode_packet(self, payload: bytes) -> bytes:
+        # pyVoIP's transmitter calls this every 20 ms with linear audio from its own buffer; the
+        # payload sent is ours instead.
+        with self._lock:
+            return self._out.popleft() if self._out else SILENCE[self.codec]
+
+    # --- incoming ----------------------------------------------------------------------------
+
+    def parse_pcmu(self, packet: Any) -> None:
+        self._in.append(packet.payload)
+        super().parse_pcmu(packet)
+
+    def parse_pcma(self, packet: Any) -> None:
+        self._in.append(packet.payload)
+        super().parse_pcma(packet)
+
+    def take_received(self) -> list[bytes]:
+        """Every audio payload received since the last call, in arrival order."""
+        frames = []
+        while self._in:
+            frames.append(self._in.popleft())
+        return frames
+
+
+def adopt(call: Any) -> list[PayloadRTPClient]:
+    """Make a ringing pyVoIP call's RTP clients payload clients (before answer starts them)."""
+    clients = []
+    for client in call.RTPClients:
+        client.__class__ = PayloadRTPClient
+        client._init_payload_queues()
+        clients.append(client)
+    return clients
