@@ -1,0 +1,118 @@
+"""Stereo call recordings that survive a crash: caller on the left, staff (or prompts) on the right.
+
+The WAV file is written as the call goes: a header, then 16-bit frames appended every few hundred
+milliseconds, with the header's sizes rewritten and the file fsynced at each flush. A process
+killed mid-call leaves a file whose header is at most one flush behind; `repair` recomputes it
+from the file's length (dropping a half-written sample frame), so nothing already on disk is
+lost. `finalize` closes the file and returns its duration and SHA-256 for the call record.
+"""
+
+from __future__ import annotations
+
+import audioop  # in the standard library up to 3.12; pydub and pyVoIP rely on it too
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+RATE = 8000
+CHANNELS = 2
+SAMPLE_BYTES = 2
+BLOCK = CHANNELS * SAMPLE_BYTES  # one stereo sample frame
+HEADER_BYTES = 44
+
+_DECODE = {"PCMU": audioop.ulaw2lin, "PCMA": audioop.alaw2lin}
+
+
+class RecordingError(Exception):
+    """A recording file cannot be written or repaired; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Recording:
+    path: Path
+    seconds: float
+    sha256: str
+
+
+def _header(data_bytes: int) -> bytes:
+    return (
+        b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE"
+        + b"fmt " + struct.pack("<IHHIIHH", 16, 1, CHANNELS, RATE, RATE * BLOCK, BLOCK, SAMPLE_BYTES * 8)
+        + b"data" + struct.pack("<I", data_bytes)
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class StereoRecorder:
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # x: never overwrite another call's recording
+            self._file = path.open("xb")
+        except OSError as exc:
+            raise RecordingError(f"cannot create recording {path}: {exc.strerror or exc}") from None
+        self._file.write(_header(0))
+        self._data_bytes = 0
+
+    def write(self, left: bytes, right: bytes, codec: str) -> None:
+        """Append the same span of time from both sides as G.711 bytes in `codec`; the shorter
+        side is padded with silence (a side that sent nothing was silent)."""
+        decode = _DECODE.get(codec)
+        if decode is None:
+            raise RecordingError(f"{self.path.name}: cannot record codec {codec}")
+        left_pcm, right_pcm = decode(left, SAMPLE_BYTES), decode(right, SAMPLE_BYTES)
+        length = max(len(left_pcm), len(right_pcm))
+        left_pcm = left_pcm.ljust(length, b"\0")
+        right_pcm = right_pcm.ljust(length, b"\0")
+        frames = audioop.add(audioop.tostereo(left_pcm, SAMPLE_BYTES, 1, 0),
+                             audioop.tostereo(right_pcm, SAMPLE_BYTES, 0, 1), SAMPLE_BYTES)
+        self._file.write(frames)
+        self._data_bytes += len(frames)
+
+    def flush(self) -> None:
+        """Make what was written so far durable, header included."""
+        self._file.flush()
+        end = self._file.tell()
+        self._file.seek(0)
+        self._file.write(_header(self._data_bytes))
+        self._file.seek(end)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    @property
+    def seconds(self) -> float:
+        return self._data_bytes / (RATE * BLOCK)
+
+    def finalize(self) -> Recording:
+        self.flush()
+        self._file.close()
+        return Recording(self.path, self.seconds, _sha256(self.path))
+
+
+def repair(path: Path) -> Recording:
+    """Fix the header of a recording whose writer died; return it finalized (idempotent)."""
+    try:
+        size = path.stat().st_size
+        with path.open("r+b") as f:
+            head = f.read(HEADER_BYTES)
+            if len(head) < HEADER_BYTES or head[:4] != b"RIFF" or head[8:16] != b"WAVEfmt ":
+                raise RecordingError(f"{path} is not a recording this service wrote")
+            data_bytes = (size - HEADER_BYTES) // BLOCK * BLOCK
+            f.truncate(HEADER_BYTES + data_bytes)  # a half-written sample frame goes
+            f.seek(0)
+            f.write(_header(data_bytes))
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise RecordingError(f"cannot repair recording {path}: {exc.strerror or exc}") from None
+    return Recording(path, data_bytes / (RATE * BLOCK), _sha256(path))
