@@ -25,7 +25,7 @@ class Prompt:
         linear = audio.raw_data
         return cls(
             name=path.stem,
-            seconds=len(audio) / 1000,
+            seconds=len(linear) / (2 * 8000),  # exact; pydub's len() is whole milliseconds
             encoded={"PCMU": audioop.lin2ulaw(linear, 2), "PCMA": audioop.lin2alaw(linear, 2)},
         )
 
