@@ -101,6 +101,14 @@ class InboundLeg:
     def codec(self) -> str:
         return self._rtp().codec
 
+    def set_relaying(self, relaying: bool) -> None:
+        """While relaying another call, send only what arrives (no filler between frames)."""
+        self._rtp().relaying = relaying
+
+    def send_audio(self, encoded: bytes) -> int:
+        """Queue G.711 bytes in this call's codec to be sent as they are; returns 20 ms frames queued."""
+        return self._rtp().send_frames(encoded)
+
     async def play(self, prompt: Prompt) -> bool:
         """Send a prompt in the call's codec, bytes unchanged; True when it played to the end,
         False when the far end hung up first (the rest is dropped)."""

@@ -2,9 +2,10 @@
 
 pyVoIP's audio API decodes every received packet to 8-bit linear and re-encodes what it sends,
 so relaying or recording through it loses most of G.711's dynamic range, and it encodes with
-μ-law even when A-law was negotiated. PayloadRTPClient keeps pyVoIP's sockets, pacing and RTP
-headers but takes the payload of each outgoing packet from a queue of ready-encoded 20 ms frames
-(codec silence when the queue is empty) and keeps every received audio payload as it arrived.
+μ-law even when A-law was negotiated. PayloadRTPClient keeps pyVoIP's sockets and receive loop
+but sends from a queue of ready-encoded 20 ms frames on its own fixed 20 ms grid (codec silence
+when idle, nothing extra while relaying another call) and keeps every received audio payload
+as it arrived.
 
 pyVoIP builds its RTPClient inside VoIPCall.__init__, so `adopt` re-classes the clients of a
 fresh call before they start, rather than copying that constructor.
@@ -13,12 +14,15 @@ fresh call before they start, rather than copying that constructor.
 from __future__ import annotations
 
 import collections
+import struct
 import threading
+import time
 from typing import Any
 
 from pyVoIP import RTP
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz G.711
+FRAME_S = 0.02
 # The byte each codec encodes digital silence as.
 SILENCE = {"PCMU": b"\xff" * FRAME_BYTES, "PCMA": b"\xd5" * FRAME_BYTES}
 # Received frames kept for a reader that is not reading (≈ 10 s); older ones are dropped.
@@ -34,6 +38,8 @@ class PayloadRTPClient(RTP.RTPClient):
         self._out = collections.deque()
         self._in = collections.deque(maxlen=INBOUND_BACKLOG)
         self._lock = threading.Lock()
+        # Relaying another call's audio: send only what arrived, never filler between frames.
+        self.relaying = False
 
     @property
     def codec(self) -> str:
@@ -57,11 +63,30 @@ class PayloadRTPClient(RTP.RTPClient):
         with self._lock:
             self._out.clear()
 
-    def encode_packet(self, payload: bytes) -> bytes:
-        # pyVoIP's transmitter calls this every 20 ms with linear audio from its own buffer; the
-        # payload sent is ours instead.
+    def _next_frame(self) -> bytes | None:
         with self._lock:
-            return self._out.popleft() if self._out else SILENCE[self.codec]
+            if self._out:
+                return self._out.popleft()
+        return None if self.relaying else SILENCE[self.codec]
+
+    def trans(self) -> None:
+        """Send one frame per 20 ms on a fixed grid (no drift from sleep overhead). A prompt or
+        idle silence otherwise; while relaying, only the frames that arrived, so relayed audio
+        reaches the far end contiguous instead of with filler wedged in by clock drift."""
+        next_at = time.monotonic()
+        while self.NSD:
+            frame = self._next_frame()
+            if frame is not None:
+                header = struct.pack("!BBHII", 0x80, int(self.preference), self.outSequence & 0xFFFF,
+                                     self.outTimestamp & 0xFFFFFFFF, self.outSSRC)
+                try:
+                    self.sout.sendto(header + frame, (self.outIP, self.outPort))
+                except OSError:
+                    pass  # the far end's port is gone; the call's BYE will follow
+                self.outSequence += 1
+                self.outTimestamp += FRAME_BYTES
+            next_at += FRAME_S
+            time.sleep(max(0.0, next_at - time.monotonic()))
 
     # --- incoming ----------------------------------------------------------------------------
 
