@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import structlog
 
 from hotline.config import Config, ConfigError, load_config
@@ -51,15 +53,22 @@ def cmd_config(config: Config, _args: argparse.Namespace) -> int:
     return 0
 
 
-async def _require_schema(rt: Runtime) -> None:
-    async with db.connection(rt.database_url) as conn:
-        done = await applied_versions(conn)
-    missing = [m for m in all_migrations() if m.version not in done]
-    if missing:
-        raise StoreError(
-            f"the database schema is behind ({len(missing)} migration(s) not applied): "
-            "run `hotline migrate` first"
-        )
+@asynccontextmanager
+async def _directory_pool(rt: Runtime) -> AsyncIterator[asyncpg.Pool]:
+    """A small pool for one command, refused early when the schema is not migrated."""
+    pool = await db.create_pool(rt.database_url, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            done = await applied_versions(conn)
+        missing = [m for m in all_migrations() if m.version not in done]
+        if missing:
+            raise StoreError(
+                f"the database schema is behind ({len(missing)} migration(s) not applied): "
+                "run `hotline migrate` first"
+            )
+        yield pool
+    finally:
+        await pool.close()
 
 
 async def cmd_migrate(rt: Runtime, _args: argparse.Namespace) -> int:
@@ -125,9 +134,7 @@ async def _services_status(config: Config) -> int:
 async def cmd_seed(rt: Runtime, args: argparse.Namespace) -> int:
     from routing import seed
 
-    await _require_schema(rt)
-    pool = await db.create_pool(rt.database_url, max_size=2)
-    try:
+    async with _directory_pool(rt) as pool:
         today = datetime.now(rt.config.tz).date()
         if args.kind == "demo":
             try:
@@ -142,8 +149,6 @@ async def cmd_seed(rt: Runtime, args: argparse.Namespace) -> int:
                 pool, rt.vault, residents=args.residents, seed=args.seed, today=today,
                 tz=rt.config.tz,
             )
-    finally:
-        await pool.close()
     log.info("seed.loaded", kind=args.kind, **counts)
     print(", ".join(f"{n} {what}" for what, n in counts.items()))
     return 0
@@ -152,10 +157,9 @@ async def cmd_seed(rt: Runtime, args: argparse.Namespace) -> int:
 async def cmd_import(rt: Runtime, args: argparse.Namespace) -> int:
     from routing.importer import ImportRejected, import_csv
 
-    await _require_schema(rt)
-    pool = await db.create_pool(rt.database_url, max_size=2)
     try:
-        count = await import_csv(pool, rt.vault, args.kind, Path(args.file), tz=rt.config.tz)
+        async with _directory_pool(rt) as pool:
+            count = await import_csv(pool, rt.vault, args.kind, Path(args.file), tz=rt.config.tz)
     except ImportRejected as exc:
         log.warning("import.rejected", kind=args.kind, file=args.file, problems=len(exc.problems))
         print(f"hotline: {args.file}: rejected, nothing was imported:", file=sys.stderr)
@@ -164,8 +168,6 @@ async def cmd_import(rt: Runtime, args: argparse.Namespace) -> int:
         if len(exc.problems) > 50:
             print(f"  … and {len(exc.problems) - 50} more", file=sys.stderr)
         return EXIT_ERROR
-    finally:
-        await pool.close()
     log.info("import.done", kind=args.kind, file=args.file, rows=count)
     print(f"imported {count} {args.kind} from {args.file}")
     return 0
@@ -174,9 +176,7 @@ async def cmd_import(rt: Runtime, args: argparse.Namespace) -> int:
 async def cmd_residents(rt: Runtime, args: argparse.Namespace) -> int:
     from routing.directory import Directory
 
-    await _require_schema(rt)
-    pool = await db.create_pool(rt.database_url, max_size=2)
-    try:
+    async with _directory_pool(rt) as pool:
         directory = Directory(pool, rt.vault)
         today = datetime.now(rt.config.tz).date()
         if args.action == "list":
@@ -197,8 +197,6 @@ async def cmd_residents(rt: Runtime, args: argparse.Namespace) -> int:
         views = await directory.show_residents(
             args.number, actor=rt.actor, reason=args.reason, on=today
         )
-    finally:
-        await pool.close()
     log.info("resident.read", actor=rt.actor, resident_ids=[v.id for v in views], reason=args.reason)
     if not views:
         print(f"hotline: no resident has the number {mask_phone(args.number.strip())}", file=sys.stderr)
@@ -237,15 +235,11 @@ async def cmd_route(rt: Runtime, args: argparse.Namespace) -> int:
         masked_caller = mask_phone(normalize_phone(args.caller))
     except InvalidNumber as exc:
         raise UsageError(f"--caller: {exc}") from None
-    await _require_schema(rt)
-    pool = await db.create_pool(rt.database_url, max_size=2)
-    try:
+    async with _directory_pool(rt) as pool:
         directory = Directory(pool, rt.vault)
         caller = await directory.find_caller(args.caller)
         roster = await directory.roster_at(at)
         desk = await directory.duty_desk()
-    finally:
-        await pool.close()
     hours = ServiceHours(rt.config.tz, rt.config.day_start, rt.config.day_end)
     decision = route(caller, at, roster, desk, hours)
     log.info("route.decided", caller=masked_caller,

@@ -37,12 +37,6 @@ class Runtime:
     vault: PiiVault
     actor: str
 
-    def redis_url(self) -> str:
-        """Redis is started only by the commands that use it."""
-        if self.config.redis_url:
-            return self.config.redis_url
-        return embedded.ensure_redis(self.config.data_dir)
-
 
 def with_database(url: str, name: str) -> str:
     """The same server, another database."""

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 
 from routing.numbers import InvalidNumber, normalize_phone
-from routing.records import PHONE
+from routing.records import PHONE, seal_phone
 from store.pii import PiiVault, mask_phone
 
 DISPOSITIONS = ("connected", "missed", "abandoned", "ivr_only", "failed")
@@ -37,7 +37,8 @@ class CallerNumber:
         except InvalidNumber:
             # anonymous, an extension, a SIP name: kept masked for the record, not callable back
             return cls(mask_phone(raw.strip())[:32])
-        return cls(mask_phone(number), vault.lookup_hash(PHONE, number), vault.encrypt(PHONE, number))
+        number_hash, encrypted, masked = seal_phone(vault, PHONE, number)
+        return cls(masked, number_hash, encrypted)
 
 
 class CallRecords:

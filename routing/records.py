@@ -21,6 +21,11 @@ ID_NUMBER = "id_number"
 STAFF_MOBILE = "staff_mobile"
 
 
+def seal_phone(vault: PiiVault, kind: str, number: str) -> tuple[bytes, bytes, str]:
+    """A normalized phone number as stored: (lookup hash, ciphertext, mask)."""
+    return vault.lookup_hash(kind, number), vault.encrypt(kind, number), mask_phone(number)
+
+
 @dataclass(frozen=True)
 class NewResident:
     name: str
@@ -81,10 +86,7 @@ async def write_residents(
         people.append((rid, r.name, vault.encrypt(ID_NUMBER, number),
                        vault.lookup_hash(ID_NUMBER, number), mask_id_number(number),
                        r.card.sex, r.card.birth_date, r.center_id))
-        phones.extend(
-            (rid, pos, vault.lookup_hash(PHONE, p), vault.encrypt(PHONE, p), mask_phone(p))
-            for pos, p in enumerate(r.phones)
-        )
+        phones.extend((rid, pos, *seal_phone(vault, PHONE, p)) for pos, p in enumerate(r.phones))
         if (r.contract is None) != (r.doctor_id is None):
             # a contract is a doctor for a period: half of one is a caller's bug, not data
             raise ValueError(f"resident {r.name}: contract dates and doctor go together")
@@ -127,17 +129,13 @@ async def write_staff(
     ids = await _reserve_ids(conn, "staff_id_seq", len(staff))
     rows = []
     for sid, s in zip(ids, staff, strict=True):
-        mobile = (
-            (vault.encrypt(STAFF_MOBILE, s.mobile), vault.lookup_hash(STAFF_MOBILE, s.mobile),
-             mask_phone(s.mobile))
-            if s.mobile else (None, None, None)
-        )
+        mobile = seal_phone(vault, STAFF_MOBILE, s.mobile) if s.mobile else (None, None, None)
         rows.append((sid, s.staff_no, s.name, s.role, s.district_id, s.center_id, s.team_id,
                      s.sip_uri, *mobile))
     await conn.copy_records_to_table(
         "staff", records=rows,
         columns=["id", "staff_no", "name", "role", "district_id", "center_id", "team_id",
-                 "sip_uri", "mobile_enc", "mobile_hash", "mobile_masked"],
+                 "sip_uri", "mobile_hash", "mobile_enc", "mobile_masked"],
     )
     return ids
 

@@ -53,8 +53,7 @@ class SipAccount:
 class InboundLeg:
     """One incoming call: answer it, hang it up, and learn when the far end hangs up."""
 
-    def __init__(self, agent: SipAgent, call: VoIPCall):
-        self._agent = agent
+    def __init__(self, call: VoIPCall):
         self._call = call
         self.call_id: str = call.request.headers["Call-ID"]
         from_header: dict[str, Any] = call.request.headers.get("From", {})
@@ -166,7 +165,7 @@ class SipAgent:
     # --- the event loop ------------------------------------------------------------------------
 
     def _offer(self, call: VoIPCall) -> None:
-        leg = InboundLeg(self, call)
+        leg = InboundLeg(call)
         self._legs[leg.call_id] = leg
         log.info("call.offered", call_id=leg.call_id, caller=leg.calling_number)
         self._calls.put_nowait(leg)

@@ -52,13 +52,14 @@ async def bridge(a: Leg, b: Leg, *, on_audio: Callable[[bytes, bytes, str], None
     a.set_relaying(True)
     b.set_relaying(True)
     while not (a.ended.is_set() or b.ended.is_set()):
-        from_a, from_b = a.received_audio(), b.received_audio()
+        from_a = a.received_audio()
+        from_b_for_a = transcode(b.received_audio(), b.codec, a.codec)
         if from_a:
             b.send_audio(transcode(from_a, a.codec, b.codec))
-        if from_b:
-            a.send_audio(transcode(from_b, b.codec, a.codec))
-        if on_audio is not None and (from_a or from_b):
-            on_audio(from_a, transcode(from_b, b.codec, a.codec), a.codec)
+        if from_b_for_a:
+            a.send_audio(from_b_for_a)
+        if on_audio is not None and (from_a or from_b_for_a):
+            on_audio(from_a, from_b_for_a, a.codec)
         await asyncio.sleep(RELAY_TICK_S)
     a.set_relaying(False)
     b.set_relaying(False)

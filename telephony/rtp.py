@@ -56,9 +56,6 @@ class PayloadRTPClient(RTP.RTPClient):
             self._out.extend(frames)
         return len(frames)
 
-    def pending_frames(self) -> int:
-        return len(self._out)
-
     def clear_outgoing(self) -> None:
         with self._lock:
             self._out.clear()

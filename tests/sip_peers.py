@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +32,11 @@ def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def rtp_packet(seq: int, payload: bytes, ssrc: int = 0x1234) -> bytes:
+    """A PCMU RTP packet as a resident's phone would send it."""
+    return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, ssrc) + payload
 
 
 def _answers_sip(port: int) -> bool:

@@ -13,13 +13,9 @@ import pytest
 
 from telephony.agent import SipAgent
 from telephony.bridge import bridge, transcode
-from tests.sip_peers import Kamailio, run_sipp, sipp_result
+from tests.sip_peers import Kamailio, rtp_packet, run_sipp, sipp_result
 
 pytestmark = pytest.mark.sip
-
-
-def rtp_packet(seq: int, payload: bytes) -> bytes:
-    return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0x4321) + payload
 
 
 def frames(seed: int, count: int) -> list[bytes]:

@@ -16,7 +16,7 @@ import pytest
 
 from telephony.agent import SipAgent
 from telephony.prompts import Prompt
-from tests.sip_peers import Kamailio, run_sipp, sipp_result
+from tests.sip_peers import Kamailio, rtp_packet, run_sipp, sipp_result
 
 pytestmark = pytest.mark.sip
 
@@ -30,10 +30,6 @@ def tone_wav(path: Path, hz: float, seconds: float, rate: int = 16000) -> Path:
         w.setframerate(rate)
         w.writeframes(struct.pack(f"<{len(samples)}h", *samples))
     return path
-
-
-def rtp_packet(seq: int, payload: bytes) -> bytes:
-    return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0x1234) + payload
 
 
 def test_a_prompt_is_converted_once_per_codec(tmp_path: Path) -> None:
