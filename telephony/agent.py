@@ -5,29 +5,32 @@ pyVoIP runs on its own threads; every call from those threads into our code goes
 so the event loop never blocks on SIP. telephony/ knows nothing about residents or doctors: a leg
 has a Call-ID and a calling number, that is all.
 
-Issue 3 in progress: this is the inbound half (register, answer, prompts and received audio as
-G.711 bytes, keypad digits, hang up, BYE either way through a record-routing proxy). Dialing,
-bridging and recording come next.
+Inbound calls arrive as InboundLeg (answer, play, collect_digits, hangup, ended); `dial` places
+an outbound call (telephony.dialer) and gives an OutboundLeg with the same media interface.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 from pyVoIP.VoIP import CallState, InvalidStateError, VoIPCall
 
-from telephony.prompts import Prompt
+from telephony.dialer import Dialed, Dialer
+from telephony.leg import MediaLeg
 from telephony.rtp import PayloadRTPClient
 from telephony.sip_ua import RouteAwarePhone
 
 log = structlog.get_logger("telephony")
 
-# How often a waiting collect_digits looks at pyVoIP's DTMF buffer: well under the 40 ms an
-# RFC 2833 event lasts at the least, cheap enough for hundreds of calls.
-DIGIT_POLL_S = 0.02
+# RFC 3261 Timer H (64·T1): how long a 200 OK waits for the caller's ACK (SipAgent.ack_timeout_s).
+ACK_TIMEOUT_S = 32.0
+# How long an ended call is remembered, to answer the caller's retransmitted BYE with 200.
+FORGET_AFTER_S = 32.0
 
 
 class TelephonyError(Exception):
@@ -50,21 +53,53 @@ class SipAccount:
     register_expires_s: int = 120
 
 
-class InboundLeg:
+class InboundLeg(MediaLeg):
     """One incoming call: answer it, hang it up, and learn when the far end hangs up."""
 
-    def __init__(self, call: VoIPCall):
+    def __init__(self, call: VoIPCall, ack_timeout_s: float = 32.0):
+        super().__init__()
+        self.ack_timeout_s = ack_timeout_s
         self._call = call
         self.call_id: str = call.request.headers["Call-ID"]
         from_header: dict[str, Any] = call.request.headers.get("From", {})
         self.calling_number: str = str(from_header.get("number") or "")
+        # The number dialled (the To user part): a hotline may have several (专属分机号).
+        to_header: dict[str, Any] = call.request.headers.get("To", {})
+        self.dialled_number: str = str(to_header.get("number") or "")
         self.ended = asyncio.Event()
+        self.acked = asyncio.Event()  # the caller's ACK to our 200 OK arrived
 
     async def answer(self) -> None:
         try:
             await asyncio.to_thread(self._call.answer)
         except InvalidStateError:
             raise TelephonyError(f"call {self.call_id} cannot be answered: it is no longer ringing") from None
+        self._ack_watch = asyncio.create_task(self._expect_ack())
+
+    async def _expect_ack(self) -> None:
+        """A caller who never ACKs our 200 OK has gone (its INVITE transaction timed out, e.g.
+        while the service was overloaded): end the call instead of playing prompts to nobody,
+        routing it, and promising a callback to a caller who already hung up."""
+        try:
+            await asyncio.wait_for(self.acked.wait(), self.ack_timeout_s)
+        except TimeoutError:
+            if not self.ended.is_set():
+                log.warning("call.no_ack", call_id=self.call_id, waited_s=self.ack_timeout_s)
+                await self.hangup()
+
+    async def refuse(self, code: int, reason: str, why: str) -> None:
+        """Refuse a ringing call with a final error response (e.g. 503 when the service cannot
+        take calls, so the PBX can try elsewhere); `why` goes into a Warning header and the log.
+        As pyVoIP's deny(), which can only say 486."""
+        call = self._call
+        if call.state != CallState.RINGING:
+            raise TelephonyError(f"call {self.call_id} cannot be refused: it is no longer ringing")
+        call.phone.sip.reject(call.request.raw, code, reason, why)
+        for client in call.RTPClients:
+            client.stop()
+        call.state = CallState.ENDED
+        call.phone.calls.pop(self.call_id, None)
+        self.ended.set()
 
     async def hangup(self) -> None:
         """Hang up from our side (BYE if answered, nothing to do if already ended)."""
@@ -72,63 +107,14 @@ class InboundLeg:
             await asyncio.to_thread(self._call.hangup)
         self.ended.set()
 
-    async def collect_digits(self, max_digits: int, timeout_s: float, terminator: str = "#") -> str:
-        """Keypad digits (RFC 2833) until `max_digits`, the terminator (not included), `timeout_s`
-        without a new digit, or the far end hanging up; "" when nothing was pressed."""
-        digits = ""
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while len(digits) < max_digits and not self.ended.is_set():
-            # pyVoIP buffers received events; reading the buffer is quick and non-blocking.
-            digit = self._call.get_dtmf(1)
-            if digit:
-                if digit == terminator:
-                    break
-                digits += digit
-                deadline = asyncio.get_running_loop().time() + timeout_s
-                continue
-            if asyncio.get_running_loop().time() >= deadline:
-                break
-            await asyncio.sleep(DIGIT_POLL_S)
-        return digits
+    def _next_digit(self) -> str:
+        # pyVoIP buffers received events; reading the buffer is quick and non-blocking.
+        return self._call.get_dtmf(1)
 
     def _rtp(self) -> PayloadRTPClient:
         client = self._call.RTPClients[0]
         assert isinstance(client, PayloadRTPClient)
         return client
-
-    @property
-    def codec(self) -> str:
-        return self._rtp().codec
-
-    def set_relaying(self, relaying: bool) -> None:
-        """While relaying another call, send only what arrives (no filler between frames)."""
-        self._rtp().relaying = relaying
-
-    def send_audio(self, encoded: bytes) -> int:
-        """Queue G.711 bytes in this call's codec to be sent as they are; returns 20 ms frames queued."""
-        return self._rtp().send_frames(encoded)
-
-    async def play(self, prompt: Prompt) -> bool:
-        """Send a prompt in the call's codec, bytes unchanged; True when it played to the end,
-        False when the far end hung up first (the rest is dropped)."""
-        rtp = self._rtp()
-        frames = rtp.send_frames(prompt.payload(rtp.codec))
-        # the transmitter sends one frame per 20 ms; wait that long (plus a little), or less
-        # if the caller hangs up
-        try:
-            await asyncio.wait_for(self.ended.wait(), frames * 0.02 + 0.2)
-        except TimeoutError:
-            return True
-        rtp.clear_outgoing()
-        return False
-
-    def received_audio(self) -> bytes:
-        """G.711 bytes received since the last call, as they arrived (for recording, bridging)."""
-        return b"".join(self._rtp().take_received())
-
-    @property
-    def state(self) -> str:
-        return self._call.state.value
 
 
 class SipAgent:
@@ -146,33 +132,58 @@ class SipAgent:
         self._phone.sip.register_timeout = account.register_timeout_s
         self._phone.sip.default_expires = account.register_expires_s
         self._phone.sip.on_registration = self._on_registration_thread
+        self._phone.sip.on_ack = self._on_ack_thread
         self._registered = asyncio.Event()
+        self._dialer: Dialer | None = None
+        self._watchers: set[asyncio.Task[None]] = set()
+        self.ack_timeout_s = ACK_TIMEOUT_S
+        self.forget_after_s = FORGET_AFTER_S
 
     # --- pyVoIP's threads ----------------------------------------------------------------------
 
-    def _on_call_thread(self, call: VoIPCall) -> None:
+    def _to_loop(self, callback: Any, *args: Any) -> None:
+        """Hand a pyVoIP thread's news to the event loop; dropped once the loop is gone (a
+        re-register timer or a late datagram after stop)."""
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._offer, call)
+        with contextlib.suppress(RuntimeError):  # "Event loop is closed"
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _on_call_thread(self, call: VoIPCall) -> None:
+        self._to_loop(self._offer, call)
 
     def _on_registration_thread(self, registered: bool) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._registered.set if registered else self._registered.clear)
+        self._to_loop(self._registered.set if registered else self._registered.clear)
+
+    def _on_ack_thread(self, call_id: str) -> None:
+        self._to_loop(self._acked, call_id)
+
+    def _acked(self, call_id: str) -> None:
+        leg = self._legs.get(call_id)
+        if leg is not None:
+            leg.acked.set()
 
     def _on_bye_thread(self, call_id: str) -> None:
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._remote_hangup, call_id)
+        self._to_loop(self._remote_hangup, call_id)
 
     # --- the event loop ------------------------------------------------------------------------
 
     def _offer(self, call: VoIPCall) -> None:
-        leg = InboundLeg(call)
+        leg = InboundLeg(call, self.ack_timeout_s)
         self._legs[leg.call_id] = leg
         log.info("call.offered", call_id=leg.call_id, caller=leg.calling_number)
         self._calls.put_nowait(leg)
+        self._watchers.add(task := asyncio.create_task(self._forget_when_ended(leg)))
+        task.add_done_callback(self._watchers.discard)
+
+    async def _forget_when_ended(self, leg: InboundLeg) -> None:
+        await leg.ended.wait()
+        await asyncio.sleep(self.forget_after_s)
+        self._legs.pop(leg.call_id, None)
+        self._phone.forget_call(leg._call)
 
     def _remote_hangup(self, call_id: str) -> None:
-        leg = self._legs.pop(call_id, None)
-        if leg is not None:
+        leg = self._legs.get(call_id)
+        if leg is not None and not leg.ended.is_set():
             log.info("call.remote_bye", call_id=call_id)
             leg.ended.set()
 
@@ -181,6 +192,7 @@ class SipAgent:
         failure is logged and registration retried with backoff until it answers (see
         RouteAwareSIPClient.register). TelephonyError only when the SIP port cannot be used."""
         self._loop = asyncio.get_running_loop()
+        self._dialer = Dialer(self._phone, self._loop)
         try:
             await asyncio.to_thread(self._phone.start)
         except OSError as exc:
@@ -203,8 +215,22 @@ class SipAgent:
             return False
         return True
 
+    async def dial(self, uri: str, ring_timeout_s: float, *, caller_display: str = "",
+                   codecs: tuple[str, ...] = ("PCMA", "PCMU"),
+                   on_ringing: Callable[[], None] | None = None) -> Dialed:
+        """Ring a SIP URI through the registrar for at most `ring_timeout_s`: an answered leg, or
+        the outcome (busy, no answer, rejected, unreachable) and why. Offer `codecs` in that order
+        (the inbound leg's codec first spares the bridge a transcode). `on_ringing` is called on
+        the event loop when the far end first says it rings (180/183)."""
+        if self._dialer is None:
+            raise TelephonyError("the SIP agent is not started")
+        return await self._dialer.dial(uri, ring_timeout_s, caller_display=caller_display, codecs=codecs,
+                                       on_ringing=on_ringing)
+
     async def next_call(self) -> InboundLeg:
         return await self._calls.get()
 
     async def stop(self) -> None:
+        for task in self._watchers:
+            task.cancel()
         await asyncio.to_thread(self._phone.stop)

@@ -14,6 +14,7 @@ fresh call before they start, rather than copying that constructor.
 from __future__ import annotations
 
 import collections
+import secrets
 import struct
 import threading
 import time
@@ -35,11 +36,27 @@ class PayloadRTPClient(RTP.RTPClient):
     _lock: threading.Lock
 
     def _init_payload_queues(self) -> None:
+        # pyVoIP draws SSRCs from 1000–65530: concurrent calls collide (RFC 3550 wants 32 random bits)
+        self.outSSRC = secrets.randbits(32)
         self._out = collections.deque()
         self._in = collections.deque(maxlen=INBOUND_BACKLOG)
         self._lock = threading.Lock()
         # Relaying another call's audio: send only what arrived, never filler between frames.
         self.relaying = False
+        # What this client sent, one frame per 20 ms tick (silence for a tick with nothing to
+        # send), for the recorder: the far end heard exactly this. Off until someone taps it.
+        self.tapping = False
+        self._sent: collections.deque[bytes] = collections.deque(maxlen=INBOUND_BACKLOG)
+
+    @classmethod
+    def for_answer(cls, payload_type: int, codec: str, local_ip: str, local_port: int,
+                   remote_ip: str, remote_port: int, on_digit: Any) -> PayloadRTPClient:
+        """A client for a call we placed, once the far end's SDP answer chose `codec`."""
+        assoc = {payload_type: RTP.PayloadType[codec], 101: RTP.PayloadType.EVENT}
+        client = cls(assoc, local_ip, local_port, remote_ip, remote_port, RTP.TransmitType.SENDRECV,
+                     dtmf=on_digit)
+        client._init_payload_queues()
+        return client
 
     @property
     def codec(self) -> str:
@@ -73,6 +90,8 @@ class PayloadRTPClient(RTP.RTPClient):
         next_at = time.monotonic()
         while self.NSD:
             frame = self._next_frame()
+            if self.tapping:
+                self._sent.append(frame if frame is not None else SILENCE[self.codec])
             if frame is not None:
                 header = struct.pack("!BBHII", 0x80, int(self.preference), self.outSequence & 0xFFFF,
                                      self.outTimestamp & 0xFFFFFFFF, self.outSSRC)
@@ -85,6 +104,13 @@ class PayloadRTPClient(RTP.RTPClient):
             next_at += FRAME_S
             time.sleep(max(0.0, next_at - time.monotonic()))
 
+    def stop(self) -> None:
+        """Stop sending and receiving; harmless on a client that never started (pyVoIP's deny()
+        stops the clients of a call that was never answered)."""
+        self.NSD = False
+        for sock in {getattr(self, "sin", None), getattr(self, "sout", None)} - {None}:
+            sock.close()
+
     # --- incoming ----------------------------------------------------------------------------
 
     def parse_pcmu(self, packet: Any) -> None:
@@ -94,6 +120,13 @@ class PayloadRTPClient(RTP.RTPClient):
     def parse_pcma(self, packet: Any) -> None:
         self._in.append(packet.payload)
         super().parse_pcma(packet)
+
+    def take_sent(self) -> list[bytes]:
+        """Every frame sent (or silent tick) since the last call, while `tapping`."""
+        frames = []
+        while self._sent:
+            frames.append(self._sent.popleft())
+        return frames
 
     def take_received(self) -> list[bytes]:
         """Every audio payload received since the last call, in arrival order."""

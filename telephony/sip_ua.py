@@ -17,6 +17,8 @@ touches asyncio; telephony.agent bridges into the event loop.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import re
 import secrets
 import threading
@@ -38,6 +40,7 @@ _REQUEST_LINE = re.compile(rb"^([A-Z]+) \S+ SIP/2\.0\r?$", re.MULTILINE)
 _DIALOG_HEADERS = ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq")
 # Retries after a failed REGISTER wait 1, 2, 4 … s, at most this long.
 REGISTER_RETRY_MAX_S = 60
+_CALL_ID = re.compile(rb"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 _STATIC_PAYLOADS = {"0": "PCMU", "3": "GSM", "4": "G723", "8": "PCMA", "9": "G722", "18": "G729"}
 
 # Header lines as received: "Record-Route: <sip:…;lr>" (several lines or comma-joined values).
@@ -150,6 +153,11 @@ class RouteAwareSIPClient(SIP.SIPClient):
         self.rejected = 0  # datagrams refused or dropped, for tests and metrics
         # Told the outcome of every REGISTER (on pyVoIP's threads).
         self.on_registration: Callable[[bool], None] | None = None
+        # Told the Call-ID of every ACK (the caller confirmed our 200 OK).
+        self.on_ack: Callable[[str], None] | None = None
+        # Dialogs of calls we placed (telephony.dialer): every message with their Call-ID goes
+        # to the handler as raw bytes, never to pyVoIP, which knows nothing of them.
+        self.outbound: dict[str, Callable[[bytes], None]] = {}
 
     def register(self) -> bool:
         """One REGISTER (digest answered by pyVoIP), then the next one scheduled.
@@ -197,6 +205,10 @@ class RouteAwareSIPClient(SIP.SIPClient):
             self.out.sendto(*response)
 
     def parse_message(self, message: SIP.SIPMessage) -> None:
+        if message.type == SIP.SIPMessageType.MESSAGE and message.method == "ACK":
+            if self.on_ack is not None:
+                self.on_ack(message.headers["Call-ID"])
+            return
         if (message.type == SIP.SIPMessageType.MESSAGE and message.method in ("BYE", "CANCEL")
                 and message.headers["Call-ID"] not in self.phone.calls):
             self.reject(message.raw, 481, "Call/Transaction Does Not Exist", "unknown dialog")
@@ -208,6 +220,12 @@ class RouteAwareSIPClient(SIP.SIPClient):
         raw = self.s.recv(8192)  # BlockingIOError goes back to pyVoIP's recv_loop, as it expects
         if not raw.strip(b"\x00\r\n \t"):
             return  # keep-alive
+        if self.outbound:
+            call_id = _CALL_ID.search(raw.split(b"\r\n\r\n", 1)[0])
+            handler = self.outbound.get(call_id.group(1).decode("utf-8", "replace")) if call_id else None
+            if handler is not None:
+                handler(raw)
+                return
         # pyVoIP's parser refuses methods it does not know, so decide those from the request line.
         request_line = _REQUEST_LINE.match(raw.split(b"\r\n\r\n", 1)[0])
         method = request_line.group(1).decode() if request_line else None
@@ -279,19 +297,81 @@ class RouteAwarePhone(VoIPPhone):
         # hangs in answer() (seen in our test suite); re-entrant, the nested release is harmless.
         self.portsLock = threading.RLock()
         self._on_remote_bye = on_remote_bye
+        # RTP ports of the calls we placed, which pyVoIP's bookkeeping does not know about.
+        self.dialed_ports: set[int] = set()
+        # SDP session ids of live calls (pyVoIP's random draw from 1–100 000 never frees them).
+        self._session_numbers = itertools.count(secrets.randbelow(1_000_000) + 1)
         old = self.sip
         self.sip = RouteAwareSIPClient(
             old.server, old.port, old.username, old.password, phone=self, myIP=old.myIP,
             myPort=old.myPort, callCallback=self.callback, fatalCallback=self.fatal,
         )
 
+    def hold_port(self) -> int:
+        """An RTP port for a call we place, kept until release_dialed_port."""
+        with self.portsLock:
+            port = self.request_port(blocking=False)
+            self.dialed_ports.add(port)
+            return port
+
+    def release_dialed_port(self, port: int) -> None:
+        with self.portsLock:
+            self.dialed_ports.discard(port)
+            if port in self.assignedPorts:
+                self.assignedPorts.remove(port)
+
+    def release_ports(self, call: Any = None) -> None:
+        """pyVoIP's release, minus the ports still in use. With no call given it frees every
+        port no pyVoIP call lists in assignedPorts — which pyVoIP fills only for calls it
+        places: it would hand the RTP port of a live answered call, or of a call we dialled,
+        to the next call. Ports of answered calls are freed by forget_call."""
+        with self.portsLock:
+            live = {c.inPort for x in self.calls.values() for c in x.RTPClients}
+            held = [p for p in self.assignedPorts if p in self.dialed_ports or p in live]
+            super().release_ports(call)
+            self.assignedPorts.extend(p for p in held if p not in self.assignedPorts)
+
     def _callback_MSG_Invite(self, request: SIP.SIPMessage) -> None:
-        if request.headers["Call-ID"] not in self.calls:  # a re-INVITE keeps its dialog
-            problem = offer_problem(request)
-            if problem is not None:
-                self.sip.reject(request.raw, 488, "Not Acceptable Here", problem)
-                return
-        super()._callback_MSG_Invite(request)
+        call_id = request.headers["Call-ID"]
+        if call_id in self.calls:  # a re-INVITE (or a retransmission) keeps its dialog
+            super()._callback_MSG_Invite(request)
+            return
+        problem = offer_problem(request)
+        if problem is not None:
+            self.sip.reject(request.raw, 488, "Not Acceptable Here", problem)
+            return
+        if self.callCallback is None:
+            self.sip.reject(request.raw, 486, "Busy Here", "no call handler")
+            return
+        # pyVoIP offers a new call through Timer(1, callback): every call waited a second before
+        # the service saw it, and _cleanup_dead_calls() later dropped calls whose Timer thread
+        # had ended — live calls, whose BYE then got 481 and never reached the service (found
+        # under load by bench/calls). The call is offered at once here and kept in self.calls
+        # until the service forgets it (forget_call), after its BYE retransmissions are over.
+        with self.portsLock:
+            sess_id = next(self._session_numbers)
+            self.session_ids.append(sess_id)
+        self.sip.out.sendto(self.sip.gen_ringing(request).encode("utf8"), (self.server, self.port))
+        self._create_Call(request, sess_id)
+        self.callCallback(self.calls[call_id])
+
+    def forget_call(self, call: Any) -> None:
+        """Drop an ended call: its ports and session id are free again (pyVoIP never frees
+        session ids, and draws new ones from 1–100 000: after that many calls it would spin).
+        pyVoIP itself drops the call from self.calls on BYE and hangup, but not the rest."""
+        with self.portsLock:
+            if self.calls.get(call.call_id) is call:
+                del self.calls[call.call_id]
+            for client in call.RTPClients:
+                if client.NSD:
+                    client.stop()
+            # an answered call's ports are its RTP clients' (pyVoIP fills assignedPorts only
+            # for calls it places)
+            for port in {c.inPort for c in call.RTPClients} | set(call.assignedPorts):
+                if port in self.assignedPorts:
+                    self.assignedPorts.remove(port)
+            with contextlib.suppress(ValueError):
+                self.session_ids.remove(int(call.session_id))
 
     def _create_Call(self, request: SIP.SIPMessage, sess_id: int) -> None:
         super()._create_Call(request, sess_id)

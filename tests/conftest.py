@@ -7,6 +7,7 @@ databases) to run against another server instead of the embedded one.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 import os
@@ -24,8 +25,8 @@ from store import db, embedded
 from store.migrate import migrate
 from store.pii import PiiVault
 
-# Kamailio and sipp fixtures for the SIP tests.
-pytest_plugins = ["tests.sip_peers"]
+# Kamailio, sipp and baresip fixtures for the SIP tests.
+pytest_plugins = ["tests.sip_peers", "tests.softphone"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PII_KEY = base64.b64encode(bytes(range(32))).decode()
@@ -67,8 +68,25 @@ async def scratch_database(admin_url: str, prefix: str, template: str | None = N
     try:
         yield with_database(admin_url, name)
     finally:
-        async with db.connection(admin_url) as conn:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_database(admin_url, name)
+
+
+async def drop_database(admin_url: str, name: str) -> None:
+    """Drop a scratch database, retrying on a fresh connection if the server drops ours.
+
+    Rarely (about one SIP test run in twenty) the admin connection is closed under
+    `DROP DATABASE ... WITH (FORCE)` while the server terminates the test's own sessions; the drop
+    itself is idempotent, so a second try on a new connection finishes the job.
+    """
+    for attempt in range(3):
+        try:
+            async with db.connection(admin_url) as conn:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except (asyncpg.ConnectionDoesNotExistError, asyncpg.InterfaceError, OSError):
+            if attempt == 2:
+                raise
+            await asyncio.sleep(0.5)
 
 
 @pytest.fixture

@@ -86,14 +86,16 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def start_kamailio(rundir: Path, port: int | None = None) -> Kamailio:
+def start_kamailio(rundir: Path, port: int | None = None, register_password: str | None = None) -> Kamailio:
+    """Kamailio on 127.0.0.1:port; with `register_password`, REGISTER is digest-challenged."""
     binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
     port = port or free_udp_port()
+    defines = ["-A", "WITH_AUTH", "-A", f'REGISTER_PASSWORD="{register_password}"'] if register_password else []
     rundir.mkdir(parents=True, exist_ok=True)
     log = rundir / "kamailio.log"
     process = subprocess.Popen(
         [binary, "-f", str(KAMAILIO_CFG), "-l", f"udp:127.0.0.1:{port}", "-Y", str(rundir),
-         "-P", str(rundir / "kamailio.pid"), "-D", "-E"],
+         "-P", str(rundir / "kamailio.pid"), "-D", "-E", *defines],
         stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
         preexec_fn=_die_with_parent,
     )
@@ -129,8 +131,8 @@ async def run_sipp(scenario: str, proxy_port: int, *, service: str, caller: str,
     )
 
 
-async def sipp_result(process: asyncio.subprocess.Process) -> tuple[int, str]:
-    out, _ = await asyncio.wait_for(process.communicate(), 30)
+async def sipp_result(process: asyncio.subprocess.Process, timeout_s: float = 30) -> tuple[int, str]:
+    out, _ = await asyncio.wait_for(process.communicate(), timeout_s)
     return process.returncode or 0, out.decode(errors="replace")
 
 

@@ -1,0 +1,443 @@
+"""Placing a call: our own INVITE client transaction, because pyVoIP's cannot tell outcomes.
+
+pyVoIP's `call()` reads the SIP socket itself until a 100/180/401 arrives and hands anything
+else (486, 404 …) to its parser, so a busy or unregistered softphone leaves the call "dialing"
+and the phone's receive path blocked (shared/notes/pyvoip.md). Here the receive thread hands
+every datagram with one of our Call-IDs to the dialog (RouteAwareSIPClient.outbound) and the
+transaction runs on the event loop:
+
+- INVITE with an SDP offer (PCMA/PCMU + telephone-event), retransmitted on Timer A until the
+  first response (RFC 3261 §17.1.1.2);
+- 1xx: ringing; 2xx: ACK to the Contact through the route set (§13.2.2.4), media starts;
+  3xx–6xx: ACK hop by hop (§17.1.1.3) and an outcome: busy, rejected, unreachable;
+- ring timeout: CANCEL (§9.1), then the 487 is ACKed; a 200 that crosses the CANCEL is ACKed
+  and hung up at once, so a doctor who picks up in the last instant is never left on a dead line.
+
+Requests go to the registrar, which is also our outbound proxy; the Route set it records keeps
+it in the path of the dialog. The dialog's handler stays registered a while after a failure, to
+ACK retransmitted finals and hang up late answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from telephony.leg import MediaLeg
+from telephony.rtp import PayloadRTPClient
+from telephony.sip_ua import RouteAwarePhone, record_routes, stateless_response
+
+log = structlog.get_logger("telephony.dial")
+
+# RFC 3261 T1: the first INVITE retransmission; doubled each time (Timer A).
+T1_S = 0.5
+# With no response at all in this long the proxy is not there: the target is unreachable.
+NO_RESPONSE_S = 4.0
+# How long a finished dialog still answers stray retransmissions (64·T1, Timer B's span).
+LINGER_S = 32.0
+# Static payload types we can carry, in our order of preference for the offer.
+_PAYLOADS = {8: "PCMA", 0: "PCMU"}
+_STATUS = re.compile(rb"^SIP/2\.0 (\d{3}) ?([^\r\n]*)")
+_REQUEST = re.compile(rb"^([A-Z]+) \S+ SIP/2\.0")
+
+
+class DialOutcome(enum.StrEnum):
+    ANSWERED = "answered"
+    BUSY = "busy"  # 486 / 600: on another call, or said busy
+    NO_ANSWER = "no_answer"  # rang until the ring timeout (we cancelled)
+    REJECTED = "rejected"  # declined, or refused for another reason (603, 4xx, no common codec)
+    UNREACHABLE = "unreachable"  # not registered, offline, or nothing answers the INVITE
+
+
+@dataclass
+class Dialed:
+    """What came of a dial: the connected leg, or why not."""
+
+    uri: str
+    outcome: DialOutcome
+    reason: str
+    status: int | None = None  # the final SIP status, when there was one
+    rang: bool = False  # a 180/183 arrived
+    seconds: float = 0.0  # INVITE to outcome
+    leg: OutboundLeg | None = None
+
+
+def outcome_of_status(status: int) -> DialOutcome:
+    if status in (486, 600):
+        return DialOutcome.BUSY
+    if status == 487:
+        return DialOutcome.NO_ANSWER
+    # 404/410/480/484: not registered or unknown; 408 and 5xx: nothing answered behind the proxy
+    if status in (404, 408, 410, 480, 484) or 500 <= status < 600:
+        return DialOutcome.UNREACHABLE
+    return DialOutcome.REJECTED
+
+
+def _headers(raw: bytes) -> tuple[bytes, dict[str, list[str]]]:
+    """(first line, header values by lower-case name, compact forms expanded)."""
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    first, *rows = head.split("\r\n")
+    compact = {"i": "call-id", "f": "from", "t": "to", "m": "contact", "v": "via", "l": "content-length"}
+    values: dict[str, list[str]] = {}
+    for row in rows:
+        if ":" in row:
+            name, value = row.split(":", 1)
+            name = name.strip().lower()
+            values.setdefault(compact.get(name, name), []).append(value.strip())
+    return first.encode(), values
+
+
+def _tag(header: str) -> str | None:
+    match = re.search(r";\s*tag=([^;>\s]+)", header.split(">")[-1] if ">" in header else header)
+    return match.group(1) if match else None
+
+
+def _uri(header: str) -> str:
+    """The URI in a name-addr ('"x" <sip:…>;p') or addr-spec header value."""
+    if "<" in header:
+        return header.split("<", 1)[1].split(">", 1)[0]
+    return header.split(";", 1)[0].strip()
+
+
+@dataclass(frozen=True)
+class SdpAnswer:
+    ip: str
+    port: int
+    payload_type: int
+    codec: str
+
+
+def parse_sdp_answer(body: bytes) -> SdpAnswer | None:
+    """The far end's audio address and the first codec of ours it chose; None if unusable."""
+    text = body.decode("utf-8", "replace")
+    session_ip = media_ip = None
+    port, payloads = None, []
+    rtpmap: dict[int, str] = {}
+    in_audio = False
+    for line in text.splitlines():
+        if line.startswith("c=IN IP4 "):
+            if in_audio:
+                media_ip = line[9:].split("/")[0].strip()
+            elif port is None:
+                session_ip = line[9:].split("/")[0].strip()
+        elif line.startswith("m="):
+            parts = line[2:].split()
+            in_audio = parts[0] == "audio" and port is None
+            if in_audio and len(parts) >= 4 and parts[1].isdigit() and parts[1] != "0":
+                port, payloads = int(parts[1]), [int(p) for p in parts[3:] if p.isdigit()]
+        elif line.startswith("a=rtpmap:") and in_audio:
+            number, _, encoding = line[9:].partition(" ")
+            if number.isdigit():
+                rtpmap[int(number)] = encoding.split("/")[0].upper()
+    ip = media_ip or session_ip
+    if not ip or port is None:
+        return None
+    for payload in payloads:
+        codec = rtpmap.get(payload) or _PAYLOADS.get(payload)
+        if codec in ("PCMA", "PCMU"):
+            return SdpAnswer(ip, port, payload, codec)
+    return None
+
+
+class OutboundLeg(MediaLeg):
+    """A call the service placed and the far end answered."""
+
+    def __init__(self, dialog: _Dialog, rtp: PayloadRTPClient):
+        super().__init__()
+        self._dialog = dialog
+        self._rtp_client = rtp
+        self.call_id = dialog.call_id
+        self.uri = dialog.uri
+        self.ended = asyncio.Event()
+        self._digits: deque[str] = deque()
+
+    def _rtp(self) -> PayloadRTPClient:
+        return self._rtp_client
+
+    def _next_digit(self) -> str:
+        return self._digits.popleft() if self._digits else ""
+
+    def _digit_from_rtp_thread(self, digit: str) -> None:
+        self._digits.append(digit)  # deque.append is atomic; read on the loop
+
+    async def hangup(self) -> None:
+        """BYE through the route set (nothing to do if the far end already hung up)."""
+        if not self.ended.is_set():
+            self._dialog.send_bye()
+        self._end()
+
+    def _end(self) -> None:
+        if not self.ended.is_set():
+            self.ended.set()
+            self._rtp_client.stop()
+            self._dialog.finished()
+
+
+class _Dialog:
+    """One INVITE client transaction and, once answered, the dialog it made."""
+
+    def __init__(self, dialer: Dialer, uri: str, caller_display: str, codecs: tuple[str, ...]):
+        self.dialer = dialer
+        sip = dialer.phone.sip
+        self.uri = uri
+        self.call_id = f"{secrets.token_hex(12)}@{sip.myIP}"
+        self.local_tag = secrets.token_hex(6)
+        self.branch = "z9hG4bK" + secrets.token_hex(10)
+        self.cseq = 1
+        self.rtp_port = dialer.phone.hold_port()
+        self.local = f"<sip:{sip.username}@{sip.server}>"
+        display = caller_display.replace('"', "").replace("\\", "")
+        self.from_value = (f'"{display}" ' if display else "") + self.local
+        self.contact = f"<sip:{sip.username}@{sip.myIP}:{sip.myPort}>"
+        self.codecs = codecs
+        self.responses: asyncio.Queue[bytes] = asyncio.Queue()
+        self.remote_tag: str | None = None
+        self.remote_target: str | None = None
+        self.route_set: list[str] = []
+        self.settled = False  # the dial has returned; late answers are hung up
+        self.leg: OutboundLeg | None = None
+        self._released = False
+
+    # --- messages -------------------------------------------------------------------------------
+
+    def _sdp(self) -> str:
+        ip = self.dialer.phone.sip.myIP
+        session = secrets.randbelow(10**9)
+        numbers = {name: number for number, name in _PAYLOADS.items()}
+        offered = [numbers[c] for c in self.codecs]
+        lines = [
+            "v=0", f"o=jiayi {session} {session} IN IP4 {ip}", "s=jiayi-hotline", f"c=IN IP4 {ip}",
+            "t=0 0", f"m=audio {self.rtp_port} RTP/AVP {' '.join(map(str, offered))} 101",
+            *(f"a=rtpmap:{n} {_PAYLOADS[n]}/8000" for n in offered),
+            "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-15", "a=ptime:20", "a=sendrecv",
+        ]
+        return "\r\n".join(lines) + "\r\n"
+
+    def _request(self, method: str, request_uri: str, branch: str, cseq: int, to_tag: str | None,
+                 routes: list[str], body: str = "", content_type: str = "") -> bytes:
+        sip = self.dialer.phone.sip
+        to = f"<{self.uri}>" + (f";tag={to_tag}" if to_tag else "")
+        lines = [
+            f"{method} {request_uri} SIP/2.0",
+            f"Via: SIP/2.0/UDP {sip.myIP}:{sip.myPort};branch={branch};rport",
+            *(f"Route: {r}" for r in routes),
+            "Max-Forwards: 70",
+            f"From: {self.from_value};tag={self.local_tag}",
+            f"To: {to}",
+            f"Call-ID: {self.call_id}",
+            f"CSeq: {cseq} {method}",
+        ]
+        if method in ("INVITE", "BYE"):
+            lines.append(f"Contact: {self.contact}")
+        if content_type:
+            lines.append(f"Content-Type: {content_type}")
+        lines.append(f"Content-Length: {len(body.encode())}")
+        return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+    def invite(self) -> bytes:
+        return self._request("INVITE", self.uri, self.branch, 1, None, [], self._sdp(), "application/sdp")
+
+    def cancel(self) -> bytes:
+        # Same Request-URI, Via branch and CSeq number as the INVITE (RFC 3261 §9.1).
+        return self._request("CANCEL", self.uri, self.branch, 1, None, [])
+
+    def ack_failure(self, to_tag: str | None) -> bytes:
+        # ACK for a non-2xx final: part of the INVITE transaction, same branch (§17.1.1.3).
+        return self._request("ACK", self.uri, self.branch, 1, to_tag, [])
+
+    def ack_answer(self) -> bytes:
+        # ACK for a 2xx: a new transaction to the remote target through the route set (§13.2.2.4).
+        assert self.remote_target is not None
+        return self._request("ACK", self.remote_target, "z9hG4bK" + secrets.token_hex(10), 1,
+                             self.remote_tag, self.route_set)
+
+    def bye(self) -> bytes:
+        assert self.remote_target is not None
+        self.cseq += 1
+        return self._request("BYE", self.remote_target, "z9hG4bK" + secrets.token_hex(10), self.cseq,
+                             self.remote_tag, self.route_set)
+
+    def send(self, message: bytes) -> None:
+        self.dialer.send(message)
+
+    def send_bye(self) -> None:
+        self.send(self.bye())
+        log.info("dial.bye_sent", call_id=self.call_id, uri=self.uri)
+
+    def learn_dialog(self, raw: bytes, values: dict[str, list[str]]) -> None:
+        """From a 2xx: the far end's tag, its Contact, and the route set (Record-Route reversed)."""
+        self.remote_tag = _tag(values.get("to", [""])[0])
+        self.remote_target = _uri(values.get("contact", [f"<{self.uri}>"])[0])
+        self.route_set = list(reversed(record_routes(raw)))
+
+    # --- the receive thread hands us everything with our Call-ID --------------------------------
+
+    def on_datagram_thread(self, raw: bytes) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the service is stopping
+            self.dialer.loop.call_soon_threadsafe(self.on_datagram, raw)
+
+    def on_datagram(self, raw: bytes) -> None:
+        first, values = _headers(raw)
+        request = _REQUEST.match(first)
+        if request:
+            self._on_request(request.group(1).decode(), raw)
+            return
+        status = _STATUS.match(first)
+        if not status:
+            return
+        code = int(status.group(1))
+        cseq_method = (values.get("cseq", [""])[0].split() or ["", ""])[-1]
+        if cseq_method != "INVITE":
+            return  # 200 to our CANCEL or BYE: nothing more to do
+        if not self.settled:
+            self.responses.put_nowait(raw)
+            return
+        # Late finals after the dial returned: retransmissions, or an answer crossing our CANCEL.
+        if code >= 300:
+            self.send(self.ack_failure(_tag(values.get("to", [""])[0])))
+        elif 200 <= code < 300:
+            if self.leg is None or self.remote_tag != _tag(values.get("to", [""])[0]):
+                self.learn_dialog(raw, values)
+                self.send(self.ack_answer())
+                self.send_bye()
+                log.info("dial.late_answer_hung_up", call_id=self.call_id, uri=self.uri)
+            else:
+                self.send(self.ack_answer())  # our ACK was lost; the 200 is retransmitted
+
+    def _on_request(self, method: str, raw: bytes) -> None:
+        if method == "ACK":
+            return
+        if method == "BYE" and self.leg is not None:
+            response = stateless_response(raw, 200, "OK")
+            if response is not None:
+                self.dialer.phone.sip.out.sendto(*response)
+            log.info("dial.remote_bye", call_id=self.call_id, uri=self.uri)
+            self.leg._end()
+            return
+        response = stateless_response(raw, 200 if method == "OPTIONS" else 481,
+                                      "OK" if method == "OPTIONS" else "Call/Transaction Does Not Exist")
+        if response is not None:
+            self.dialer.phone.sip.out.sendto(*response)
+
+    def finished(self) -> None:
+        """Media over: free the port; keep answering strays for LINGER_S, then forget the dialog."""
+        if not self._released:
+            self._released = True
+            self.dialer.phone.release_dialed_port(self.rtp_port)
+            self.dialer.loop.call_later(LINGER_S, self.dialer.forget, self.call_id)
+
+
+class Dialer:
+    """Places calls through the registrar (our outbound proxy) on the event loop."""
+
+    def __init__(self, phone: RouteAwarePhone, loop: asyncio.AbstractEventLoop):
+        self.phone = phone
+        self.loop = loop
+
+    def send(self, message: bytes) -> None:
+        sip = self.phone.sip
+        sip.out.sendto(message, (sip.server, sip.port))
+
+    def forget(self, call_id: str) -> None:
+        self.phone.sip.outbound.pop(call_id, None)
+
+    async def dial(self, uri: str, ring_timeout_s: float, *, caller_display: str = "",
+                   codecs: tuple[str, ...] = ("PCMA", "PCMU"),
+                   on_ringing: Callable[[], None] | None = None) -> Dialed:
+        """Ring `uri` for at most `ring_timeout_s`; the answered leg, or why not."""
+        started = time.monotonic()
+        dialog = _Dialog(self, uri, caller_display, codecs)
+        self.phone.sip.outbound[dialog.call_id] = dialog.on_datagram_thread
+        log.info("dial.start", call_id=dialog.call_id, uri=uri, ring_timeout_s=ring_timeout_s)
+        try:
+            dialed = await self._run(dialog, ring_timeout_s, on_ringing)
+        except BaseException:
+            dialog.settled = True  # cancelled by our caller (the resident hung up): stop ringing
+            self.send(dialog.cancel())
+            dialog.finished()
+            raise
+        dialed.seconds = round(time.monotonic() - started, 3)
+        dialog.settled = True
+        if dialed.leg is None:
+            dialog.finished()
+        log.info("dial.outcome", call_id=dialog.call_id, uri=uri, outcome=dialed.outcome.value,
+                 status=dialed.status, reason=dialed.reason, seconds=dialed.seconds)
+        return dialed
+
+    async def _run(self, dialog: _Dialog, ring_timeout_s: float,
+                   on_ringing: Callable[[], None] | None) -> Dialed:
+        invite = dialog.invite()
+        self.send(invite)
+        now = self.loop.time
+        ring_deadline = now() + ring_timeout_s
+        retransmit_at, interval = now() + T1_S, T1_S
+        no_response_deadline = now() + NO_RESPONSE_S
+        heard, rang = False, False
+        while True:
+            wake = ring_deadline if heard else min(retransmit_at, no_response_deadline, ring_deadline)
+            try:
+                raw = await asyncio.wait_for(dialog.responses.get(), max(0.0, wake - now()))
+            except TimeoutError:
+                raw = None
+            if raw is None:
+                if not heard and now() >= min(no_response_deadline, ring_deadline):
+                    return Dialed(dialog.uri, DialOutcome.UNREACHABLE,
+                                  f"no response to the INVITE within {min(NO_RESPONSE_S, ring_timeout_s):g} s")
+                if not heard and now() >= retransmit_at:
+                    self.send(invite)
+                    interval = min(interval * 2, 4.0)
+                    retransmit_at = now() + interval
+                    continue
+                if heard and now() >= ring_deadline:
+                    # The caller need not wait for the 487: the lingering dialog ACKs it, and
+                    # hangs up a 200 that crosses the CANCEL.
+                    self.send(dialog.cancel())
+                    return Dialed(dialog.uri, DialOutcome.NO_ANSWER, f"no answer within {ring_timeout_s:g} s",
+                                  rang=rang)
+                continue
+            heard = True
+            first, values = _headers(raw)
+            status = _STATUS.match(first)
+            assert status is not None  # on_datagram queues only responses
+            code, reason_phrase = int(status.group(1)), status.group(2).decode("utf-8", "replace")
+            if code < 200:
+                if code in (180, 183) and not rang and on_ringing is not None:
+                    on_ringing()
+                rang = rang or code in (180, 183)
+                continue
+            if code >= 300:
+                dialog.send(dialog.ack_failure(_tag(values.get("to", [""])[0])))
+                return Dialed(dialog.uri, outcome_of_status(code), f"{code} {reason_phrase}".strip(),
+                              status=code, rang=rang)
+            # 2xx: the far end answered
+            dialog.learn_dialog(raw, values)
+            dialog.send(dialog.ack_answer())
+            body = raw.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in raw else b""
+            answer = parse_sdp_answer(body)
+            if answer is None:
+                dialog.send_bye()
+                return Dialed(dialog.uri, DialOutcome.REJECTED, "the answer has no usable PCMA/PCMU audio",
+                              status=code, rang=rang)
+            sip = self.phone.sip
+            rtp = PayloadRTPClient.for_answer(answer.payload_type, answer.codec, sip.myIP, dialog.rtp_port,
+                                              answer.ip, answer.port, on_digit=None)
+            leg = OutboundLeg(dialog, rtp)
+            rtp.dtmf = leg._digit_from_rtp_thread
+            try:
+                await asyncio.to_thread(rtp.start)
+            except OSError as exc:
+                dialog.send_bye()
+                return Dialed(dialog.uri, DialOutcome.REJECTED, f"cannot open RTP port {dialog.rtp_port}: {exc}",
+                              status=code, rang=rang)
+            dialog.leg = leg
+            return Dialed(dialog.uri, DialOutcome.ANSWERED, f"{code} {reason_phrase}".strip(), status=code,
+                          rang=rang, leg=leg)

@@ -1,0 +1,158 @@
+"""The service places calls through Kamailio with its own INVITE transaction: every outcome a
+call center needs (answered, busy, no answer, unreachable), media both ways, BYE either way.
+
+The far end here is a second SIP agent of ours (pyVoIP, registered at the same Kamailio), so
+each outcome is one the far end really chose; tests/test_call_flow.py dials baresip and sipp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from telephony.agent import SipAccount, SipAgent
+from telephony.dialer import DialOutcome, outcome_of_status, parse_sdp_answer
+from tests.sip_peers import Kamailio, free_udp_port
+
+pytestmark = pytest.mark.sip
+
+
+def test_sip_statuses_map_to_call_center_outcomes() -> None:
+    assert outcome_of_status(486) is DialOutcome.BUSY
+    assert outcome_of_status(600) is DialOutcome.BUSY
+    assert outcome_of_status(487) is DialOutcome.NO_ANSWER
+    for unreachable in (404, 408, 480, 503):
+        assert outcome_of_status(unreachable) is DialOutcome.UNREACHABLE
+    assert outcome_of_status(603) is DialOutcome.REJECTED
+    assert outcome_of_status(488) is DialOutcome.REJECTED
+
+
+def test_sdp_answer_gives_the_first_codec_we_speak() -> None:
+    answer = parse_sdp_answer(
+        b"v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\n"
+        b"m=audio 4000 RTP/AVP 9 0 101\r\na=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\n"
+    )
+    assert answer is not None
+    assert (answer.ip, answer.port, answer.payload_type, answer.codec) == ("10.0.0.9", 4000, 0, "PCMU")
+    # media-level c= wins over the session's; a dynamic number mapped to PCMA is understood
+    answer = parse_sdp_answer(
+        b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5000 RTP/AVP 96\r\nc=IN IP4 10.0.0.2\r\na=rtpmap:96 PCMA/8000\r\n"
+    )
+    assert answer is not None and (answer.ip, answer.codec, answer.payload_type) == ("10.0.0.2", "PCMA", 96)
+    assert parse_sdp_answer(b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5000 RTP/AVP 18\r\n") is None
+    assert parse_sdp_answer(b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 0 RTP/AVP 0\r\n") is None  # declined stream
+    assert parse_sdp_answer(b"") is None
+
+
+async def _agent(user: str, registrar_port: int, register_timeout_s: int = 10) -> SipAgent:
+    port = free_udp_port()
+    sip = SipAgent(SipAccount("127.0.0.1", registrar_port, user, "", sip_port=port,
+                              rtp_port_low=port + 1000, rtp_port_high=port + 1100,
+                              register_timeout_s=register_timeout_s))
+    await sip.start()
+    return sip
+
+
+@pytest.fixture
+async def doctor(kamailio: Kamailio) -> AsyncIterator[SipAgent]:
+    """A second user agent registered as extension 1001: the doctor's phone."""
+    phone = await _agent("1001", kamailio.port)
+    assert await phone.wait_registered(5)
+    yield phone
+    await phone.stop()
+
+
+async def test_unregistered_extension_is_unreachable_at_once(agent: SipAgent) -> None:
+    ringing: list[bool] = []
+    dialed = await agent.dial("sip:1999@127.0.0.1", ring_timeout_s=10, on_ringing=lambda: ringing.append(True))
+    assert dialed.outcome is DialOutcome.UNREACHABLE and not ringing
+    assert dialed.status == 404 and dialed.leg is None
+    assert dialed.seconds < 3
+
+
+async def test_no_proxy_at_all_is_unreachable_after_retransmissions() -> None:
+    lonely = await _agent("hotline", free_udp_port(), register_timeout_s=1)  # nothing listens at the registrar's port
+    try:
+        dialed = await lonely.dial("sip:1001@127.0.0.1", ring_timeout_s=10)
+    finally:
+        await lonely.stop()
+    assert dialed.outcome is DialOutcome.UNREACHABLE and dialed.status is None
+    assert "no response" in dialed.reason
+
+
+async def test_busy_doctor(agent: SipAgent, doctor: SipAgent) -> None:
+    async def refuse() -> None:
+        leg = await asyncio.wait_for(doctor.next_call(), 10)
+        await asyncio.to_thread(leg._call.deny)  # pyVoIP answers 486 Busy Here
+
+    refusing = asyncio.create_task(refuse())
+    dialed = await agent.dial("sip:1001@127.0.0.1", ring_timeout_s=10)
+    await refusing
+    assert dialed.outcome is DialOutcome.BUSY and dialed.status == 486
+
+
+async def test_ring_timeout_cancels(agent: SipAgent, doctor: SipAgent) -> None:
+    loop = asyncio.get_running_loop()
+    ringing_at: list[float] = []
+    started = loop.time()
+    dialed = await agent.dial("sip:1001@127.0.0.1", ring_timeout_s=2.5,
+                              on_ringing=lambda: ringing_at.append(loop.time()))
+    assert dialed.outcome is DialOutcome.NO_ANSWER and dialed.rang
+    # told once, when the phone said 180 and well before the ring timeout (the IVR starts the
+    # caller's ringback then)
+    assert len(ringing_at) == 1 and ringing_at[0] - started < 2.0
+    assert 2.5 <= dialed.seconds < 2.5 + 1
+    # the doctor's phone was offered the call and then told it is over (CANCEL)
+    offered = await asyncio.wait_for(doctor.next_call(), 5)
+    assert offered.call_id
+
+
+async def test_answered_call_carries_audio_both_ways_and_either_side_hangs_up(
+    agent: SipAgent, doctor: SipAgent
+) -> None:
+    async def pick_up():
+        leg = await asyncio.wait_for(doctor.next_call(), 10)
+        await leg.answer()
+        return leg
+
+    picking_up = asyncio.create_task(pick_up())
+    dialed = await agent.dial("sip:1001@127.0.0.1", ring_timeout_s=10, caller_display="13800000001")
+    doctor_leg = await picking_up
+    assert dialed.outcome is DialOutcome.ANSWERED and dialed.rang, dialed
+    hotline_leg = dialed.leg
+    assert hotline_leg is not None and hotline_leg.codec == doctor_leg.codec == "PCMA"
+
+    to_doctor = bytes(range(1, 161)) * 10
+    to_hotline = bytes(range(90, 250)) * 10
+    hotline_leg.received_audio(), doctor_leg.received_audio()
+    hotline_leg.send_audio(to_doctor)
+    doctor_leg.send_audio(to_hotline)
+    heard_by_doctor, heard_by_hotline = b"", b""
+    for _ in range(100):  # bounded: 2 s
+        await asyncio.sleep(0.02)
+        heard_by_doctor += doctor_leg.received_audio()
+        heard_by_hotline += hotline_leg.received_audio()
+        if to_doctor in heard_by_doctor and to_hotline in heard_by_hotline:
+            break
+    assert to_doctor in heard_by_doctor
+    assert to_hotline in heard_by_hotline
+
+    # the doctor hangs up: the BYE reaches our dialog through the proxy
+    await doctor_leg.hangup()
+    await asyncio.wait_for(hotline_leg.ended.wait(), 5)
+
+
+async def test_service_hangs_up_a_call_it_placed(agent: SipAgent, doctor: SipAgent) -> None:
+    async def pick_up():
+        leg = await asyncio.wait_for(doctor.next_call(), 10)
+        await leg.answer()
+        return leg
+
+    picking_up = asyncio.create_task(pick_up())
+    dialed = await agent.dial("sip:1001@127.0.0.1", ring_timeout_s=10)
+    doctor_leg = await picking_up
+    assert dialed.leg is not None
+    await dialed.leg.hangup()  # BYE to the doctor's Contact through the route set
+    await asyncio.wait_for(doctor_leg.ended.wait(), 5)
