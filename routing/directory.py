@@ -13,14 +13,15 @@ from typing import Any
 
 import asyncpg
 
+from routing.chain import DutyShift
 from routing.numbers import InvalidNumber, looks_like_id_number, normalize_phone, parse_id_number
+from routing.people import Caller, Contract, StaffMember
 from routing.records import ID_NUMBER, PHONE
-from routing.rule import Caller, Contract, Shift, StaffMember
 from store.audit import record_read
 from store.pii import PiiVault
 
 
-def _staff(row: Any) -> StaffMember:
+def staff_of(row: Any) -> StaffMember:
     left_on = row["left_on"]
     if isinstance(left_on, str):  # from json_build_object
         left_on = date.fromisoformat(left_on)
@@ -67,16 +68,11 @@ FROM caller
 
 _ROSTER_SQL = """
 SELECT s.starts_at, s.ends_at, s.center_id AS shift_center, s.district_id AS shift_district,
+       s.kind, s.ring_position,
        st.id, st.name, st.role, st.sip_uri, st.center_id, st.team_id, st.left_on, st.district_id
 FROM duty_shifts s JOIN staff st ON st.id = s.doctor_id
 WHERE tstzrange(s.starts_at, s.ends_at) @> $1::timestamptz
 """
-
-_DESK_SQL = """
-SELECT id, name, role, sip_uri, center_id, team_id, left_on, district_id
-FROM staff WHERE role = 'agent' ORDER BY id
-"""
-
 
 @dataclass(frozen=True)
 class ResidentView:
@@ -139,21 +135,18 @@ class Directory:
             return None
         contracts, assistants = [], {}
         for c in json.loads(row["contracts"]):
-            doctor = _staff(c["doctor"])
+            doctor = staff_of(c["doctor"])
             contracts.append(Contract(doctor, date.fromisoformat(c["starts_on"]),
                                       date.fromisoformat(c["ends_on"])))
-            assistants[doctor.id] = tuple(_staff(a) for a in c["assistants"])
+            assistants[doctor.id] = tuple(staff_of(a) for a in c["assistants"])
         return Caller(row["id"], row["name"], row["center_id"], row["district_id"],
                       tuple(contracts), assistants)
 
-    async def roster_at(self, at: datetime) -> list[Shift]:
+    async def roster_at(self, at: datetime) -> list[DutyShift]:
+        """Who is on the roster at `at` (for checks and tests; calls use routing.snapshot)."""
         rows = await self._db.fetch(_ROSTER_SQL, at)
-        return [Shift(_staff(r), r["starts_at"], r["ends_at"], r["shift_center"], r["shift_district"])
-                for r in rows]
-
-    async def duty_desk(self) -> list[StaffMember]:
-        rows = await self._db.fetch(_DESK_SQL)
-        return [_staff(r) for r in rows]
+        return [DutyShift(staff_of(r), r["starts_at"], r["ends_at"], r["shift_center"], r["shift_district"],
+                          r["kind"], r["ring_position"]) for r in rows]
 
     async def _resident_ids_for(self, number: str) -> list[int]:
         if looks_like_id_number(number):

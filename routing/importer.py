@@ -618,6 +618,10 @@ class _Staff(_Importer[NewStaff]):
         await write_staff(self.conn, self.vault, batch)
 
 
+# 值班: rings first for the center; 备班 (二线): after every duty doctor. A district-wide shift is
+# a backup unless the file says otherwise.
+_SHIFT_KINDS = {"duty": "duty", "值班": "duty", "backup": "backup", "备班": "backup", "二线": "backup"}
+
 _ROSTER_OVERLAPS_SQL = """
 SELECT f.line, d.starts_at, d.ends_at
 FROM unnest($1::int[], $2::int[], $3::timestamptz[], $4::timestamptz[])
@@ -635,6 +639,8 @@ class _Roster(_Importer[NewShift]):
         Column("starts_at", ("starts_at", "开始"), required=True),
         Column("ends_at", ("ends_at", "结束"), required=True),
         Column("scope", ("scope", "范围")),
+        Column("kind", ("kind", "类型")),
+        Column("ring_order", ("ring_order", "顺序")),
     )
 
     _shifts: list[tuple[int, str, NewShift]] = field(default_factory=list)  # line, staff_no, …
@@ -656,9 +662,22 @@ class _Roster(_Importer[NewShift]):
         if row["scope"].casefold() not in _DISTRICT_WIDE:
             center_id = self._center_in(row, "scope", doctor["district_id"],
                                         f"the district of doctor {row['doctor']}")
+        kind_text = row["kind"].strip().casefold()
+        kind = _SHIFT_KINDS.get(kind_text, "backup" if center_id is None else "duty") if kind_text \
+            else ("backup" if center_id is None else "duty")
+        if kind_text and kind_text not in _SHIFT_KINDS:
+            row.problem(f"{row.label('kind')} {row['kind']!r} is not one of 值班/duty, 备班/backup")
+        ring_position = 1
+        if row["ring_order"].strip():
+            text = row["ring_order"].strip()
+            if not text.isdigit() or not 1 <= int(text) <= 9:
+                row.problem(f"{row.label('ring_order')} {text!r} must be a number from 1 to 9"
+                            " (equal numbers ring together)")
+            else:
+                ring_position = int(text)
         if not row.ok or starts is None or ends is None:
             return None
-        return NewShift(doctor["id"], doctor["district_id"], center_id, starts, ends)
+        return NewShift(doctor["id"], doctor["district_id"], center_id, starts, ends, kind, ring_position)
 
     def remember(self, row: _Row, record: NewShift) -> None:
         self._shifts.append((row.line, row["doctor"], record))

@@ -57,6 +57,8 @@ class NewShift:
     center_id: int | None
     starts_at: datetime
     ends_at: datetime
+    kind: str = "duty"  # 'backup' rings after every duty doctor
+    ring_position: int = 1  # equal positions ring together
 
 
 @dataclass
@@ -143,6 +145,7 @@ async def write_staff(
 async def write_shifts(conn: asyncpg.Connection, shifts: Sequence[NewShift]) -> None:
     await conn.copy_records_to_table(
         "duty_shifts",
-        records=[(s.doctor_id, s.district_id, s.center_id, s.starts_at, s.ends_at) for s in shifts],
-        columns=["doctor_id", "district_id", "center_id", "starts_at", "ends_at"],
+        records=[(s.doctor_id, s.district_id, s.center_id, s.starts_at, s.ends_at, s.kind, s.ring_position)
+                 for s in shifts],
+        columns=["doctor_id", "district_id", "center_id", "starts_at", "ends_at", "kind", "ring_position"],
     )

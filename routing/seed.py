@@ -29,6 +29,8 @@ sip:<extension>@synthetic<seed>.invalid in a synthetic district (nobody's softph
     2001…  assistants (助理) in the same order: team n has doctor 100n and assistant 200n
     3001…  night duty doctors (夜间值班医生): the centers' in center order, then the district's
     4001…  call-center agents (客服): one per center in center order, then the district desk
+Hotline numbers (hotline_lines): `hotline` for the whole district, and each center's own
+extension 8001… in center order (Kamailio hands 8000–8999 to the service).
 Supervisors, directors and the district admin work in the web console and have no extension.
 Staff numbers (工号) are <district prefix><4 digits> in the same order: BH0001… in the demo,
 S<seed>-0001… in a synthetic district.
@@ -38,7 +40,9 @@ before `today` (so this morning until 08:00 is covered too) through the night st
 today+29, each center has a night shift 17:00 → 08:00 (the center's night doctors in turn) and
 the district a backup shift (the district's night doctors in turn); on Saturdays and Sundays each
 center also has a day shift 08:00 → 17:00, taken by its family doctors in turn. Public holidays
-are not rostered yet: the working-day calendar arrives with issue 4.
+are not rostered by default; seed_synthetic takes `roster_days` (e.g. 365 for a year of roster)
+and `holidays` (dates whose daytime is rostered like a weekend day), and
+extend_synthetic_roster brings a district seeded with a shorter roster up to that length.
 
 seed_synthetic — the district at real size for benchmarks: "合成区<seed>", one family doctor per
 ~2 500 residents, 8 teams per center (510 000 residents: 204 teams in 26 centers), staff and roster
@@ -52,7 +56,7 @@ from __future__ import annotations
 import math
 import random
 import time as clock
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from itertools import accumulate
@@ -432,11 +436,13 @@ async def _create_district(conn: asyncpg.Connection, vault: PiiVault, plan: _Dis
     return _District(district_id, centers, [ids[n] for n in district_nights], len(staff))
 
 
-def _roster(district: _District, today: date, tz: ZoneInfo) -> list[NewShift]:
-    """Night shifts (centers + district backup) and weekend day shifts; see the module docstring."""
+def _roster(district: _District, today: date, tz: ZoneInfo, days: int = ROSTER_DAYS,
+            holidays: Collection[date] = frozenset()) -> list[NewShift]:
+    """Night shifts (centers + district backup) and weekend day shifts, and day shifts on
+    `holidays` too; see the module docstring."""
     shifts: list[NewShift] = []
     weekend_days = 0
-    for n in range(-1, ROSTER_DAYS):
+    for n in range(-1, days):
         day = today + timedelta(days=n)
         night = (datetime.combine(day, DAY_ENDS, tz),
                  datetime.combine(day + timedelta(days=1), DAY_STARTS, tz))
@@ -444,8 +450,8 @@ def _roster(district: _District, today: date, tz: ZoneInfo) -> list[NewShift]:
             doctor = center.night_doctor_ids[n % len(center.night_doctor_ids)]
             shifts.append(NewShift(doctor, district.id, center.id, *night))
         backup = district.night_doctor_ids[n % len(district.night_doctor_ids)]
-        shifts.append(NewShift(backup, district.id, None, *night))
-        if n >= 0 and day.weekday() >= 5:
+        shifts.append(NewShift(backup, district.id, None, *night, kind="backup"))
+        if n >= 0 and (day.weekday() >= 5 or day in holidays):
             daytime = (datetime.combine(day, DAY_STARTS, tz), datetime.combine(day, DAY_ENDS, tz))
             for center in district.centers:
                 doctor = center.teams[weekend_days % len(center.teams)].doctor_id
@@ -535,6 +541,12 @@ async def seed_demo(pool: asyncpg.Pool, vault: PiiVault, *, today: date, tz: Zon
         await link_guardians(conn, [(written.ids[c], written.ids[g], r) for c, g, r in links])
         shifts = _roster(district, today, tz)
         await write_shifts(conn, shifts)
+        # The district's hotline number, and one exclusive extension per center (8001…).
+        await conn.executemany(
+            "INSERT INTO hotline_lines (number, district_id, center_id, label) VALUES ($1, $2, $3, $4)",
+            [("hotline", district.id, None, f"{_DEMO.name}家庭医生签约服务热线"),
+             *((f"{8001 + i}", district.id, c.id, f"{plan.name}专线")
+               for i, (plan, c) in enumerate(zip(_DEMO.centers, district.centers, strict=True)))])
     return {"centers": len(district.centers),
             "teams": sum(len(c.teams) for c in district.centers),
             "staff": district.staff, "residents": len(residents), "guardians": len(links),
@@ -573,8 +585,13 @@ def _synthetic_residents(rng: random.Random, seed: int, ids: _IdNumbers, teams: 
 
 
 async def seed_synthetic(pool: asyncpg.Pool, vault: PiiVault, *, residents: int, seed: int,
-                         today: date, tz: ZoneInfo) -> dict[str, int]:
-    """Load the synthetic district 合成区<seed> with `residents` residents (see the docstring)."""
+                         today: date, tz: ZoneInfo, roster_days: int = ROSTER_DAYS,
+                         holidays: Collection[date] = frozenset()) -> dict[str, int]:
+    """Load the synthetic district 合成区<seed> with `residents` residents (see the docstring).
+
+    The roster covers the night before `today` and `roster_days` days from `today`; the daytime
+    of `holidays` (public holidays on weekdays) gets day shifts like a weekend day.
+    """
     if residents < 1:
         raise SeedError("a synthetic district needs at least 1 resident")
     plan = _synthetic_plan(residents, seed)
@@ -593,10 +610,57 @@ async def seed_synthetic(pool: asyncpg.Pool, vault: PiiVault, *, residents: int,
             await write_residents(conn, vault, _synthetic_residents(rng, seed, ids, teams, today, indexes))
             log.info("seed.synthetic.progress", residents=indexes.stop, of=residents,
                      seconds=round(clock.perf_counter() - started, 1))
-        shifts = _roster(district, today, tz)
+        shifts = _roster(district, today, tz, roster_days, frozenset(holidays))
         await write_shifts(conn, shifts)
         # Fresh statistics, so the first lookups after a bulk load are planned on the real sizes.
         await conn.execute("ANALYZE residents, resident_phones, contracts, resident_conditions, "
                            "staff, duty_shifts")
     return {"centers": len(district.centers), "teams": len(teams), "staff": district.staff,
             "residents": residents, "shifts": len(shifts)}
+
+
+async def extend_synthetic_roster(pool: asyncpg.Pool, *, seed: int, tz: ZoneInfo, roster_days: int,
+                                  holidays: Collection[date] = frozenset()) -> tuple[date, int]:
+    """Bring the roster of the synthetic district 合成区<seed> up to `roster_days` days from the
+    day it was seeded, e.g. a district seeded with the default 30 days, when a year is needed.
+
+    Adds exactly the shifts seed_synthetic(roster_days=…, holidays=…) would have written and the
+    roster lacks (by center, kind and start), in one transaction; shifts already there, swapped
+    or not, are left alone. Returns (the day it was seeded, the number of shifts added).
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        district_id = await conn.fetchval(
+            "SELECT id FROM districts WHERE name = $1", synthetic_district_name(seed))
+        if district_id is None:
+            raise SeedError(f"the synthetic district {synthetic_district_name(seed)} is not loaded")
+        first = await conn.fetchval(
+            "SELECT min(starts_at) FROM duty_shifts WHERE district_id = $1", district_id)
+        if first is None or first.astimezone(tz).time() != DAY_ENDS:
+            raise SeedError(f"{synthetic_district_name(seed)} has no roster as seed_synthetic writes it")
+        today = first.astimezone(tz).date() + timedelta(days=1)  # its first night: the one before
+        centers = {r["id"]: _Center(r["id"], r["name"]) for r in await conn.fetch(
+            "SELECT id, name FROM centers WHERE district_id = $1 ORDER BY id", district_id)}
+        # staff in hiring order (ids are handed out in that order): family doctors by team, then
+        # the centers' night doctors, then the district's
+        for r in await conn.fetch(
+                "SELECT DISTINCT ON (t.id) t.id, t.name, t.center_id, s.id AS doctor_id"
+                " FROM teams t JOIN staff s ON s.team_id = t.id AND s.role = 'family_doctor'"
+                " WHERE t.center_id = ANY($1::int[]) ORDER BY t.id, s.id", list(centers)):
+            centers[r["center_id"]].teams.append(_Team(r["id"], r["name"], r["doctor_id"]))
+        district_nights = []
+        for r in await conn.fetch(
+                "SELECT id, center_id FROM staff WHERE district_id = $1 AND role = 'night_doctor'"
+                " ORDER BY id", district_id):
+            if r["center_id"] is None:
+                district_nights.append(r["id"])
+            else:
+                centers[r["center_id"]].night_doctor_ids.append(r["id"])
+        district = _District(district_id, list(centers.values()), district_nights, 0)
+        have = {(r["center_id"], r["kind"], r["starts_at"]) for r in await conn.fetch(
+            "SELECT center_id, kind, starts_at FROM duty_shifts WHERE district_id = $1", district_id)}
+        missing = [s for s in _roster(district, today, tz, roster_days, frozenset(holidays))
+                   if (s.center_id, s.kind, s.starts_at) not in have]
+        if missing:
+            await write_shifts(conn, missing)
+            await conn.execute("ANALYZE duty_shifts")
+    return today, len(missing)

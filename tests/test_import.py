@@ -170,6 +170,24 @@ async def test_roster_file(district: District, pool: asyncpg.Pool, vault: PiiVau
     assert [r["district_id"] for r in district_ids] == [district.district_id]
 
 
+async def test_roster_kinds_and_ring_order(district: District, pool: asyncpg.Pool, vault: PiiVault,
+                                           tmp_path: Path) -> None:
+    path = write_csv(tmp_path, text=(
+        "医生工号,开始,结束,范围,类型,顺序\n"
+        "N001,2026-12-01 17:00,2026-12-02 08:00,测试街,值班,2\n"
+        "D001,2026-12-01 17:00,2026-12-02 08:00,测试街,备班,\n"
+        "N001,2026-12-02 17:00,2026-12-03 08:00,,,\n"
+    ))
+    assert await import_file(pool, vault, "roster", path) == 3
+    rows = await pool.fetch("SELECT doctor_id, center_id, kind, ring_position FROM duty_shifts"
+                            " WHERE starts_at >= '2026-12-01' ORDER BY starts_at, doctor_id")
+    assert [tuple(r) for r in rows] == [
+        (district.doctor_id, district.center_id, "backup", 1),
+        (district.night_id, district.center_id, "duty", 2),
+        (district.night_id, None, "backup", 1),  # a district-wide shift is a backup by default
+    ]
+
+
 # --- files that are refused ----------------------------------------------------------------------
 
 def resident(number: str, phones: str = "13830000001", *, center: str = "测试街", team: str = "",
@@ -255,6 +273,10 @@ REFUSED = {
                         [(2, "doctor D002 left on 2026-10-23")]),
     "agent on the roster": ("roster", f"{ROSTER_HEADER}\nG001,2026-12-01 17:00,2026-12-02 08:00,",
                             [(2, "G001 has role agent, not night_doctor or family_doctor")]),
+    "bad kind and ring order": ("roster", "doctor,starts_at,ends_at,scope,kind,ring_order\n"
+                                          "N001,2026-12-01 17:00,2026-12-02 08:00,测试街,夜班,0",
+                                [(2, "kind (类型) '夜班' is not one of 值班/duty, 备班/backup"),
+                                 (2, "ring_order (顺序) '0' must be a number from 1 to 9 (equal numbers ring together)")]),
     "bad time and scope": ("roster", f"{ROSTER_HEADER}\nN001,tonight,2026-12-02 08:00,别的街",
                            [(2, "starts_at (开始) 'tonight' is not a time"),
                             (2, "unknown center '别的街' in the district of doctor N001")]),

@@ -53,27 +53,38 @@ async def test_route_by_time_of_day(district: District, cli_env: dict[str, str],
 async def test_route_day_targets_and_caller_number_forms(district: District, cli_env: dict[str, str]) -> None:
     # the landline, written the way people write it, finds the same resident
     data = route_json(cli_env, "022-2532 0001", "2026-11-23T10:00:00+08:00")
-    assert [t["staff_id"] for t in data["targets"]] == [district.doctor_id, district.assistant_id]
+    assert [(t["staff_id"], t["step"]) for t in data["targets"]] == [
+        (district.doctor_id, "own_doctor"), (district.assistant_id, "assistant"),
+        (district.agent_id, "desk")]
     assert data["targets"][0]["sip_uri"] == "sip:1001@127.0.0.1"
+    # the team's third member left: shown as skipped, with why
+    assert [s["step"] for s in data["steps"]] == ["own_doctor", "assistant", "team", "desk", "voicemail"]
+    assert data["steps"][2]["skipped"][0]["reason"].startswith("陈医生 left on")
     assert data["caller"] == "022****0001"  # the output masks the number too
 
 
 async def test_route_unknown_caller_and_departed_doctor(district: District, cli_env: dict[str, str]) -> None:
     unknown = route_json(cli_env, "13912345678", "2026-11-23T10:00:00+08:00")
     assert unknown["resident"] is None
-    assert unknown["reason"].startswith("unknown caller")
+    assert "unknown caller" in unknown["reason"]
     assert [t["staff_id"] for t in unknown["targets"]] == [district.agent_id]
 
     orphan = route_json(cli_env, "13800000002", "2026-11-23T10:00:00+08:00")
-    assert "陈医生 left on" in orphan["reason"]
-    assert [t["staff_id"] for t in orphan["targets"]] == [district.agent_id]
+    own = orphan["steps"][0]
+    assert own["step"] == "own_doctor" and own["targets"] == []
+    assert own["skipped"][0]["reason"].startswith("陈医生 left on")
+    # the departed doctor's team answers for him: assistant, then the team's other doctor
+    assert [t["staff_id"] for t in orphan["targets"]] == [district.assistant_id, district.doctor_id,
+                                                          district.agent_id]
 
 
 async def test_route_text_output_explains(district: District, cli_env: dict[str, str]) -> None:
     result = run_cli(cli_env, "route", "--caller", "13800000001", "--at", "2026-11-23T10:00")
     assert result.returncode == 0, result.stderr
     assert "张桂兰" in result.stdout
-    assert "1. 王医生 (family_doctor, sip:1001@127.0.0.1) — own family doctor of 张桂兰" in result.stdout
+    assert "own family doctor: own family doctor of 张桂兰, rings 20 s" in result.stdout
+    assert "1. 王医生 (family_doctor, sip:1001@127.0.0.1) — family doctor under contract" in result.stdout
+    assert "voicemail and callback" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -162,3 +173,44 @@ async def test_commands_refuse_a_database_without_schema(cli_env: dict[str, str]
     assert "run `hotline migrate` first" in result.stderr
     assert run_cli(env, "migrate").returncode == 0
     assert run_cli(env, "residents", "list").returncode == 0
+
+
+async def test_route_follows_the_state_councils_calendar(district: District, cli_env: dict[str, str]) -> None:
+    holiday = route_json(cli_env, "13800000001", "2026-10-01T10:00:00+08:00")
+    assert holiday["service"] == "night"
+    assert "2026-10-01 is a public holiday (国庆节)" in holiday["reason"]
+    # a Sunday that is a make-up working day (调休上班): day service, own doctor first
+    makeup = route_json(cli_env, "13800000001", "2026-09-20T10:00:00+08:00")
+    assert makeup["service"] == "day"
+    assert makeup["targets"][0]["staff_id"] == district.doctor_id
+    assert "make-up working day" in makeup["reason"]
+
+
+async def test_lines_add_list_remove_and_route_by_line(district: District, cli_env: dict[str, str],
+                                                       tmp_path) -> None:
+    from ivr.prompts import PROMPT_DIR
+
+    added = run_cli(cli_env, "lines", "add", "8001", "--center", "测试街", "--label", "测试街专线",
+                    "--greeting", str(PROMPT_DIR / "desk.wav"))
+    assert added.returncode == 0, added.stderr
+    listed = run_cli(cli_env, "lines", "list")
+    assert "8001: 测试区 / 测试街 — 测试街专线, greeting" in listed.stdout
+    unknown = route_json(cli_env, "13912345678", "2026-11-23T10:00:00+08:00")
+    assert "on 测试街专线" not in unknown["reason"]
+    result = run_cli(cli_env, "route", "--caller", "13912345678", "--line", "8001", "--at",
+                     "2026-11-23T10:00:00+08:00", "--json")
+    assert "on 测试街专线" in json.loads(result.stdout)["reason"]
+
+    (tmp_path / "noise.wav").write_bytes(b"not audio")
+    for args, message in [
+        (["add", "8001", "--center", "测试街"], "8001 is already a hotline line"),
+        (["add", "8002", "--center", "无此中心"], "no center named '无此中心'"),
+        (["add", "80 02"], "is not a dialable number"),
+        (["add", "8002", "--greeting", str(tmp_path / "noise.wav")], "cannot be played"),
+        (["remove", "9999"], "no hotline line has the number '9999'"),
+    ]:
+        bad = run_cli(cli_env, "lines", *args)
+        assert bad.returncode == 2 and message in bad.stderr, (args, bad.stderr)
+    assert run_cli(cli_env, "route", "--caller", "13912345678", "--line", "9999").returncode == 2
+    assert run_cli(cli_env, "lines", "remove", "8001").returncode == 0
+    assert "no hotline lines" in run_cli(cli_env, "lines", "list").stdout

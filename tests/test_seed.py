@@ -17,6 +17,7 @@ from routing.seed import (
     ROSTER_DAYS,
     AlreadySeeded,
     SeedError,
+    extend_synthetic_roster,
     seed_demo,
     seed_synthetic,
     synthetic_phone,
@@ -227,6 +228,40 @@ async def test_synthetic_is_the_same_for_the_same_seed(pool: asyncpg.Pool, other
     assert await pool.fetchval("SELECT count(*) FROM residents") == 4000
     assert (await Directory(pool, vault).find_caller(synthetic_phone(4, 0))).name \
         != (await Directory(pool, vault).find_caller(synthetic_phone(3, 0))).name
+
+
+async def roster_fingerprint(pool: asyncpg.Pool) -> list[tuple]:
+    rows = await pool.fetch(
+        "SELECT st.staff_no, c.name AS center, s.kind, s.starts_at, s.ends_at FROM duty_shifts s"
+        " JOIN staff st ON st.id = s.doctor_id LEFT JOIN centers c ON c.id = s.center_id"
+        " ORDER BY s.starts_at, c.name NULLS LAST, s.kind")
+    return [tuple(r) for r in rows]
+
+
+async def test_synthetic_roster_of_a_year_and_extending_a_short_one(
+        pool: asyncpg.Pool, other_pool: asyncpg.Pool, vault: PiiVault) -> None:
+    days, holiday = 60, date(2026, 12, 31)  # a Thursday, rostered like a weekend day
+    counts = await seed_synthetic(other_pool, vault, residents=2000, seed=5, today=TODAY, tz=SH,
+                                  roster_days=days, holidays={holiday})
+    weekend_days = sum((TODAY + timedelta(days=n)).weekday() >= 5 for n in range(days))
+    assert counts["shifts"] == (days + 1) * 2 + weekend_days + 1  # 1 center + the district backup
+    directory = Directory(other_pool, vault)
+    assert {s.center_id for s in await directory.roster_at(local(TODAY + timedelta(days=days - 1), 21))} \
+        >= {None}
+    assert len(await directory.roster_at(local(holiday, 10))) == 1
+    assert await directory.roster_at(local(holiday + timedelta(days=1), 10)) == []  # a Friday
+
+    # the same district seeded with the default 30 days, then extended: the same roster
+    await seed_synthetic(pool, vault, residents=2000, seed=5, today=TODAY, tz=SH)
+    assert await pool.fetchval("SELECT count(*) FROM duty_shifts") < counts["shifts"]
+    seeded_on, added = await extend_synthetic_roster(pool, seed=5, tz=SH, roster_days=days,
+                                                     holidays={holiday})
+    assert seeded_on == TODAY and added > 0
+    assert await roster_fingerprint(pool) == await roster_fingerprint(other_pool)
+    assert await extend_synthetic_roster(pool, seed=5, tz=SH, roster_days=days,
+                                         holidays={holiday}) == (TODAY, 0)
+    with pytest.raises(SeedError, match="合成区6 is not loaded"):
+        await extend_synthetic_roster(pool, seed=6, tz=SH, roster_days=days)
 
 
 def test_synthetic_phones_are_distinct_valid_mobiles() -> None:

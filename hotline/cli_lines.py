@@ -1,0 +1,85 @@
+"""`hotline lines`: the numbers residents dial (专属分机号), and whose chain and greeting each selects."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from hotline.runtime import Runtime, checked_pool
+from routing.calendar_store import CalendarError, Place, find_center, find_district
+
+
+class LineError(Exception):
+    """A line that cannot be added or removed; the message says why."""
+
+
+def add_parsers(sub: Any) -> None:
+    s = sub.add_parser("lines", help="hotline numbers (专属分机号): list, add, remove")
+    lines = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    lines.add_parser("list", help="every hotline number and what it selects")
+    add = lines.add_parser("add", help="a number for a district, or for one center")
+    add.add_argument("number", help="the number or extension dialled (the SIP user part)")
+    add.add_argument("--district", help="district name (default: the only one)")
+    add.add_argument("--center", help="a center of its own: unknown callers reach its agents first")
+    add.add_argument("--label", default="")
+    add.add_argument("--greeting", help="an audio file the line greets with (WAV, or anything ffmpeg reads)")
+    rm = lines.add_parser("remove", help="stop answering a number specially")
+    rm.add_argument("number")
+
+
+async def cmd_lines(rt: Runtime, args: argparse.Namespace) -> int:
+    async with checked_pool(rt.database_url) as pool, pool.acquire() as conn:
+        if args.action == "list":
+            return await _list(conn)
+        if args.action == "remove":
+            done = await conn.execute("DELETE FROM hotline_lines WHERE number = $1", args.number)
+            if done == "DELETE 0":
+                raise LineError(f"no hotline line has the number {args.number!r}")
+            print(f"{args.number}: removed")
+            return 0
+        return await _add(conn, args)
+
+
+async def _list(conn: asyncpg.Connection) -> int:
+    rows = await conn.fetch(
+        """SELECT l.number, l.label, l.greeting, d.name AS district, c.name AS center
+           FROM hotline_lines l JOIN districts d ON d.id = l.district_id
+           LEFT JOIN centers c ON c.id = l.center_id ORDER BY l.number""")
+    for r in rows:
+        scope = f"{r['district']} / {r['center']}" if r["center"] else f"{r['district']} (whole district)"
+        greeting = f", greeting {r['greeting']}" if r["greeting"] else ""
+        print(f"{r['number']}: {scope}{' — ' + r['label'] if r['label'] else ''}{greeting}")
+    if not rows:
+        print("no hotline lines: every number dialled gets the default chain and greeting")
+    return 0
+
+
+async def _add(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+    try:
+        place: Place = await find_center(conn, args.center) if args.center else await find_district(conn, args.district)
+    except CalendarError as exc:
+        raise LineError(str(exc)) from None
+    greeting = None
+    if args.greeting:
+        path = await asyncio.to_thread(lambda: Path(args.greeting).expanduser().resolve())
+        try:  # refuse a file the service could not play, now rather than on a resident's call
+            from telephony.prompts import Prompt
+
+            await asyncio.to_thread(Prompt.load, path)
+        except Exception as exc:
+            raise LineError(f"--greeting {args.greeting}: cannot be played ({type(exc).__name__}: {exc})") from None
+        greeting = str(path)
+    try:
+        await conn.execute(
+            "INSERT INTO hotline_lines (number, district_id, center_id, label, greeting) VALUES ($1, $2, $3, $4, $5)",
+            args.number, place.district_id, place.center_id, args.label, greeting)
+    except asyncpg.UniqueViolationError:
+        raise LineError(f"{args.number} is already a hotline line (remove it first)") from None
+    except asyncpg.CheckViolationError:
+        raise LineError(f"{args.number!r} is not a dialable number (digits, letters, . _ + -; up to 32)") from None
+    print(f"{args.number}: {place.center or place.district}" + (f", greeting {greeting}" if greeting else ""))
+    return 0
