@@ -19,6 +19,11 @@ lint: setup
 bench: setup
 	.venv/bin/python -m bench.route
 
+# Calls per second and simultaneous bridged, recorded calls: `hotline serve` under sipp load.
+.PHONY: bench-calls
+bench-calls: setup
+	.venv/bin/python -m bench.calls
+
 # Stop the embedded PostgreSQL and Redis that `make demo` started in .hotline/.
 stop:
 	@$(HOTLINE) services stop

@@ -57,3 +57,13 @@ class Callbacks:
                 row["id"], call_record_id,
             )
         return OwedCallback(row["id"], row["created"], row["due_at"])
+
+    async def attach_voicemail(self, *, task_id: int, call_record_id: int, path: str, seconds: float,
+                               sha256: str, recorded_at: datetime) -> int:
+        """Keep the caller's message with the task (once per call: a replay attaches nothing new)."""
+        return await self._pool.fetchval(
+            """INSERT INTO voicemails (task_id, call_record_id, path, seconds, sha256, recorded_at)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               ON CONFLICT (call_record_id) DO UPDATE SET call_record_id = EXCLUDED.call_record_id
+               RETURNING id""",
+            task_id, call_record_id, path, seconds, sha256, recorded_at)

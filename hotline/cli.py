@@ -6,29 +6,28 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import structlog
 
+from hotline import cli_calendar, cli_lines, cli_roster
+from hotline.cli_common import EXIT_ERROR, EXIT_NOT_FOUND, print_rejected
 from hotline.config import Config, ConfigError, load_config
 from hotline.logs import configure_logging
-from hotline.runtime import Runtime, all_migrations, open_runtime
+from hotline.runtime import Runtime, all_migrations, checked_pool, open_runtime
 from routing.numbers import InvalidNumber
 from routing.seed import SeedError
 from store import db, embedded
 from store.errors import StoreError
-from store.migrate import applied_versions, migrate
+from store.migrate import migrate
 from store.pii import PiiKeyError, mask_phone
+from telephony.agent import TelephonyError
 
 log = structlog.get_logger("hotline.cli")
 
-EXIT_NOT_FOUND = 1
-EXIT_ERROR = 2
 
 
 class UsageError(Exception):
@@ -51,24 +50,6 @@ def cmd_config(config: Config, _args: argparse.Namespace) -> int:
     for name, value in config.masked().items():
         print(f"{name} = {value or unset.get(name, '')}")
     return 0
-
-
-@asynccontextmanager
-async def _directory_pool(rt: Runtime) -> AsyncIterator[asyncpg.Pool]:
-    """A small pool for one command, refused early when the schema is not migrated."""
-    pool = await db.create_pool(rt.database_url, max_size=2)
-    try:
-        async with pool.acquire() as conn:
-            done = await applied_versions(conn)
-        missing = [m for m in all_migrations() if m.version not in done]
-        if missing:
-            raise StoreError(
-                f"the database schema is behind ({len(missing)} migration(s) not applied): "
-                "run `hotline migrate` first"
-            )
-        yield pool
-    finally:
-        await pool.close()
 
 
 async def cmd_migrate(rt: Runtime, _args: argparse.Namespace) -> int:
@@ -125,16 +106,20 @@ async def _services_status(config: Config) -> int:
             ok = False
     if not config.database_url:
         running = embedded.postgres_running(config.data_dir)
+        ok = ok and running
         print(f"embedded PostgreSQL: {'running' if running else 'stopped'}")
     if not config.redis_url:
-        print(f"embedded Redis: {'running' if embedded.redis_running(config.data_dir) else 'stopped'}")
+        running = embedded.redis_running(config.data_dir)
+        ok = ok and running
+        print(f"embedded Redis: {'running' if running else 'stopped'}")
+    # non-zero when anything is down, so scripts can tell (scripts/demo.sh does)
     return 0 if ok else EXIT_ERROR
 
 
 async def cmd_seed(rt: Runtime, args: argparse.Namespace) -> int:
     from routing import seed
 
-    async with _directory_pool(rt) as pool:
+    async with checked_pool(rt.database_url) as pool:
         today = datetime.now(rt.config.tz).date()
         if args.kind == "demo":
             try:
@@ -158,16 +143,11 @@ async def cmd_import(rt: Runtime, args: argparse.Namespace) -> int:
     from routing.importer import ImportRejected, import_csv
 
     try:
-        async with _directory_pool(rt) as pool:
+        async with checked_pool(rt.database_url) as pool:
             count = await import_csv(pool, rt.vault, args.kind, Path(args.file), tz=rt.config.tz)
     except ImportRejected as exc:
         log.warning("import.rejected", kind=args.kind, file=args.file, problems=len(exc.problems))
-        print(f"hotline: {args.file}: rejected, nothing was imported:", file=sys.stderr)
-        for problem in exc.problems[:50]:
-            print(f"  {problem}", file=sys.stderr)
-        if len(exc.problems) > 50:
-            print(f"  … and {len(exc.problems) - 50} more", file=sys.stderr)
-        return EXIT_ERROR
+        return print_rejected(args.file, exc.problems)
     log.info("import.done", kind=args.kind, file=args.file, rows=count)
     print(f"imported {count} {args.kind} from {args.file}")
     return 0
@@ -176,7 +156,7 @@ async def cmd_import(rt: Runtime, args: argparse.Namespace) -> int:
 async def cmd_residents(rt: Runtime, args: argparse.Namespace) -> int:
     from routing.directory import Directory
 
-    async with _directory_pool(rt) as pool:
+    async with checked_pool(rt.database_url) as pool:
         directory = Directory(pool, rt.vault)
         today = datetime.now(rt.config.tz).date()
         if args.action == "list":
@@ -226,48 +206,55 @@ def _parse_instant(text: str | None, config: Config) -> datetime:
 
 
 async def cmd_route(rt: Runtime, args: argparse.Namespace) -> int:
+    """The whole fallback chain for a call, with a reason per step and per person skipped."""
+    from routing.chain import route_chain
     from routing.directory import Directory
     from routing.numbers import normalize_phone
-    from routing.rule import ServiceHours, route
+    from routing.snapshot import load_routing_data
 
     at = _parse_instant(args.at, rt.config)
     try:
         masked_caller = mask_phone(normalize_phone(args.caller))
     except InvalidNumber as exc:
         raise UsageError(f"--caller: {exc}") from None
-    async with _directory_pool(rt) as pool:
-        directory = Directory(pool, rt.vault)
-        caller = await directory.find_caller(args.caller)
-        roster = await directory.roster_at(at)
-        desk = await directory.duty_desk()
-    hours = ServiceHours(rt.config.tz, rt.config.day_start, rt.config.day_end)
-    decision = route(caller, at, roster, desk, hours)
+    async with checked_pool(rt.database_url) as pool:
+        caller = await Directory(pool, rt.vault).find_caller(args.caller)
+        async with pool.acquire() as conn:
+            data = await load_routing_data(conn, at, _calendar_loader(rt.config),
+                                           rt.config.step_ring_timeouts, rt.config.tz)
+    line = data.lines.get(args.line) if args.line else None
+    if args.line and line is None:
+        raise UsageError(f"--line: {args.line!r} is not a hotline line (see `hotline lines list`)")
+    decision = route_chain(caller, at, data, line=line)
     log.info("route.decided", caller=masked_caller,
              resident_id=caller.resident_id if caller else None, service=decision.service,
-             targets=[t.staff.id for t in decision.targets])
-    data = {
-        "caller": masked_caller,
-        "resident": {"id": caller.resident_id, "name": caller.name} if caller else None,
-        "at": at.astimezone(rt.config.tz).isoformat(),
-        "service": decision.service,
-        "reason": decision.reason,
-        "targets": [
-            {"staff_id": t.staff.id, "name": t.staff.name, "role": t.staff.role,
-             "sip_uri": t.staff.sip_uri, "reason": t.reason}
-            for t in decision.targets
-        ],
-    }
+             steps=[s.name for s in decision.steps])
+    explained = decision.as_json()
     if args.json:
-        _print_json(data)
+        _print_json({"caller": masked_caller,
+                     "resident": {"id": caller.resident_id, "name": caller.name} if caller else None,
+                     "at": at.astimezone(rt.config.tz).isoformat(), **explained})
         return 0
     who = f"{caller.name} (resident {caller.resident_id})" if caller else "unknown caller"
-    print(f"caller {data['caller']}: {who}")
-    print(f"at {data['at']}: {decision.reason}")
-    if not decision.targets:
-        print("  no one to ring: the call goes to voicemail and a callback")
-    for i, t in enumerate(data["targets"], 1):
-        print(f"  {i}. {t['name']} ({t['role']}, {t['sip_uri'] or 'no softphone'}) — {t['reason']}")
+    print(f"caller {masked_caller}: {who}")
+    print(f"at {at.astimezone(rt.config.tz).isoformat()}: {decision.reason}")
+    n = 0
+    for step in explained["steps"]:
+        timeout = f", rings {step['ring_timeout_s']:g} s" if step["targets"] else ""
+        print(f"  {step['title']}: {step['reason']}{timeout}")
+        for t in step["targets"]:
+            n += 1
+            print(f"    {n}. {t['name']} ({t['role']}, {t['sip_uri']}) — {t['reason']}")
+        for k in step["skipped"]:
+            print(f"    -  {k['reason']}")
     return 0
+
+
+def _calendar_loader(config: Config) -> Any:
+    """The working-day calendar routing judges day and night by (routing/calendar.py)."""
+    from routing.calendar_store import calendar_loader
+
+    return calendar_loader(config.tz, config.day_start, config.day_end)
 
 
 # --- parsing and dispatch ---------------------------------------------------------------------
@@ -309,9 +296,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("route", help="who would answer a call, and why")
     s.add_argument("--caller", required=True, help="the calling number")
+    s.add_argument("--line", help="the hotline number dialled (专属分机号), if not the default")
     s.add_argument("--at", help="ISO 8601 instant (default: now; no offset = the center's zone)")
     s.add_argument("--json", action="store_true")
+
+    sub.add_parser("serve", help="run the hotline: register with the PBX and take calls (Ctrl-C stops)")
+    cli_roster.add_parsers(sub)
+    cli_calendar.add_parser(sub)
+    cli_lines.add_parsers(sub)
     return p
+
+
+async def cmd_serve(rt: Runtime, _args: argparse.Namespace) -> int:
+    """Run the hotline until SIGINT/SIGTERM; calls in progress are hung up and written down."""
+    import signal
+
+    from hotline.service import running
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    config = rt.config
+    async with running(rt) as service:
+        state = "registered" if service.agent.registered else "registering (the registrar does not answer yet)"
+        print(f"hotline: serving sip:{config.sip_user}@{config.sip_registrar} from "
+              f"{config.sip_local_ip}:{config.sip_port}, {state}; clock {service.clock.now():%Y-%m-%d %H:%M %Z}",
+              flush=True)
+        await stop.wait()
+    return 0
 
 
 _NEEDS_RUNTIME: dict[str, Callable[[Runtime, argparse.Namespace], Awaitable[int]]] = {
@@ -320,6 +333,11 @@ _NEEDS_RUNTIME: dict[str, Callable[[Runtime, argparse.Namespace], Awaitable[int]
     "import": cmd_import,
     "residents": cmd_residents,
     "route": cmd_route,
+    "serve": cmd_serve,
+    "roster": lambda rt, args: cli_roster.cmd_roster(rt, args, _calendar_loader(rt.config)),
+    "staff": cli_roster.cmd_staff,
+    "calendar": cli_calendar.cmd_calendar,
+    "lines": cli_lines.cmd_lines,
 }
 
 
@@ -338,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "services":
             return cmd_services(config, args)
         return asyncio.run(_run(config, args))
-    except (ConfigError, StoreError, PiiKeyError, UsageError, InvalidNumber, SeedError) as exc:
+    except (ConfigError, StoreError, PiiKeyError, UsageError, InvalidNumber, SeedError,
+            TelephonyError, cli_roster.RosterError, cli_lines.LineError) as exc:
         print(f"hotline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -7,10 +7,11 @@ its TOML key is the field name. `hotline config` prints the result with secrets 
 from __future__ import annotations
 
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from datetime import time
+from datetime import datetime, time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -21,7 +22,7 @@ class ConfigError(Exception):
     """A setting is missing or malformed; the message names the setting and its source."""
 
 
-SECRET_FIELDS = frozenset({"pii_key"})
+SECRET_FIELDS = frozenset({"pii_key", "sip_password"})
 URL_FIELDS = frozenset({"database_url", "redis_url"})
 
 
@@ -42,6 +43,57 @@ class Config:
     log_level: str = "info"
     # Who the CLI acts as in the audit log (defaults to the OS user).
     actor: str = ""
+
+    # --- the SIP edge (`hotline serve`) ---
+    # The PBX the service registers with, host:port; it is also the outbound proxy for dialing.
+    sip_registrar: str = "127.0.0.1:5060"
+    sip_user: str = "hotline"  # the hotline's own extension: residents dial this
+    sip_password: str = ""  # digest password, when the registrar challenges
+    sip_local_ip: str = "127.0.0.1"
+    sip_port: int = 5070
+    rtp_port_low: int = 20000
+    rtp_port_high: int = 20999
+    # How long a phone rings before the next in the chain is tried: one value for every step,
+    # and per step overrides, e.g. "own_doctor=25,assistant=15,duty=30,desk=40" (steps:
+    # own_doctor, assistant, team, center_agents, duty, backup, desk).
+    ring_timeout_s: float = 20.0
+    ring_timeouts: str = ""
+    # Seconds the caller has to press a key after the menu.
+    menu_timeout_s: float = 5.0
+    # When everyone is busy: the longest wait in the queue before voicemail, how often the
+    # position is announced, and the longest message.
+    queue_wait_s: float = 120.0
+    queue_announce_every_s: float = 20.0
+    voicemail_max_s: float = 60.0
+    # This service node's name in call records (several nodes may share one database).
+    # Unset: <host name>:<sip_port>.
+    node_name: str = ""
+    # Unset: data_dir/recordings.
+    recordings_dir: str = ""
+    # ISO 8601 instant the service's clock starts at, then runs at real speed (tests, demos
+    # outside office hours). Unset: the wall clock.
+    clock_start: str = ""
+
+    @property
+    def registrar(self) -> tuple[str, int]:
+        host, _, port = self.sip_registrar.rpartition(":")
+        return host, int(port)
+
+    @property
+    def step_ring_timeouts(self) -> dict[str, float]:
+        return _step_ring_timeouts(self.ring_timeout_s, self.ring_timeouts)
+
+    @property
+    def node(self) -> str:
+        return self.node_name or f"{socket.gethostname()}:{self.sip_port}"
+
+    @property
+    def recordings_path(self) -> Path:
+        return Path(self.recordings_dir) if self.recordings_dir else self.data_dir / "recordings"
+
+    @property
+    def clock_start_at(self) -> datetime | None:
+        return datetime.fromisoformat(self.clock_start) if self.clock_start else None
 
     @property
     def tz(self) -> ZoneInfo:
@@ -69,6 +121,26 @@ def mask_url_password(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _step_ring_timeouts(default_s: float, overrides: str) -> dict[str, float]:
+    """Ring timeout per chain step: `default_s` for all, then "step=seconds,…" overrides."""
+    from routing.chain import DEFAULT_RING_TIMEOUTS
+
+    timeouts = dict.fromkeys(DEFAULT_RING_TIMEOUTS, default_s)
+    for item in filter(None, (p.strip() for p in overrides.split(","))):
+        step, _, seconds = item.partition("=")
+        if step.strip() not in DEFAULT_RING_TIMEOUTS:
+            raise ConfigError(f"ring_timeouts: unknown step {step.strip()!r}; steps are "
+                              f"{', '.join(DEFAULT_RING_TIMEOUTS)}")
+        try:
+            value = float(seconds)
+        except ValueError:
+            value = 0.0
+        if value <= 0:
+            raise ConfigError(f"ring_timeouts: {item!r} needs a positive number of seconds")
+        timeouts[step.strip()] = value
+    return timeouts
+
+
 def _env_name(name: str) -> str:
     return "HOTLINE_" + name.upper()
 
@@ -82,6 +154,10 @@ def _coerce(name: str, kind: Any, raw: Any, source: str) -> Any:
                 return raw
             hours, minutes = str(raw).split(":")
             return time(int(hours), int(minutes))
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
         return str(raw)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{name} from {source}: cannot read {raw!r} ({exc})") from None
@@ -125,6 +201,27 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"timezone: unknown time zone {config.timezone!r}") from None
     if config.day_start >= config.day_end:
         raise ConfigError("day_start must be earlier than day_end")
+    host, _, port = config.sip_registrar.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"sip_registrar: expected host:port, got {config.sip_registrar!r}")
+    for name in ("sip_port", "rtp_port_low", "rtp_port_high"):
+        if not 0 < getattr(config, name) < 65536:
+            raise ConfigError(f"{name}: not a port number: {getattr(config, name)}")
+    if config.rtp_port_low >= config.rtp_port_high:
+        raise ConfigError("rtp_port_low must be below rtp_port_high")
+    for name in ("ring_timeout_s", "menu_timeout_s", "queue_announce_every_s", "voicemail_max_s"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
+    if config.queue_wait_s < 0:
+        raise ConfigError("queue_wait_s cannot be negative (0: no queue, straight to voicemail)")
+    _step_ring_timeouts(config.ring_timeout_s, config.ring_timeouts)  # raises on a bad entry
+    if config.clock_start:
+        try:
+            start = datetime.fromisoformat(config.clock_start)
+        except ValueError:
+            raise ConfigError(f"clock_start: not an ISO 8601 instant: {config.clock_start!r}") from None
+        if start.tzinfo is None:
+            raise ConfigError("clock_start needs a UTC offset, e.g. 2026-11-24T10:00:00+08:00")
     if config.log_format not in {"auto", "json", "console"}:
         raise ConfigError("log_format must be one of auto, json, console")
     for name in URL_FIELDS:

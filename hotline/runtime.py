@@ -7,14 +7,19 @@ already running) so that every command, the demo and the tests work on a bare ma
 from __future__ import annotations
 
 import getpass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
+
 from hotline.config import Config
 from store import db, embedded
-from store.migrate import Migration, discover
+from store.errors import StoreError
+from store.migrate import Migration, applied_versions, discover
 from store.pii import PiiVault, load_or_create_key
 
 # The slices that own tables, in the order their first migrations were written.
@@ -61,3 +66,21 @@ async def open_runtime(config: Config) -> Runtime:
     key = load_or_create_key(config.pii_key, config.data_dir)
     actor = config.actor or f"cli:{getpass.getuser()}"
     return Runtime(config, database_url, PiiVault.from_base64(key), actor)
+
+
+@asynccontextmanager
+async def checked_pool(database_url: str, max_size: int = 2) -> AsyncIterator[asyncpg.Pool]:
+    """A pool for a command or the service, refused early when the schema is not migrated."""
+    pool = await db.create_pool(database_url, max_size=max_size)
+    try:
+        async with pool.acquire() as conn:
+            done = await applied_versions(conn)
+        missing = [m for m in all_migrations() if m.version not in done]
+        if missing:
+            raise StoreError(
+                f"the database schema is behind ({len(missing)} migration(s) not applied): "
+                "run `hotline migrate` first"
+            )
+        yield pool
+    finally:
+        await pool.close()

@@ -12,7 +12,16 @@ from telephony.prompts import Prompt
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 # What each prompt is for; the spoken text is in prompts/texts.tsv.
-NAMES = ("greeting", "menu", "busy", "callback", "invalid", "desk")
+NAMES = ("greeting", "menu", "busy", "callback", "invalid", "desk", "queue_next", "queue_many",
+         *(f"queue_{n}" for n in range(1, 10)), "queue_options", "voicemail", "beep", "hold",
+         "ringback")
+
+
+def queue_position(ahead: int) -> str:
+    """The prompt telling a caller how many callers are ahead of them."""
+    if ahead <= 0:
+        return "queue_next"
+    return f"queue_{ahead}" if ahead <= 9 else "queue_many"
 
 
 @cache
@@ -25,3 +34,9 @@ def prompt(name: str) -> Prompt:
 def texts() -> dict[str, str]:
     lines = (PROMPT_DIR / "texts.tsv").read_text(encoding="utf-8").splitlines()
     return dict(line.split("\t", 1) for line in lines if line)
+
+
+@cache
+def prompt_file(path: str) -> Prompt:
+    """A prompt of a hotline line's own (e.g. a center's greeting), loaded and encoded once."""
+    return Prompt.load(Path(path))

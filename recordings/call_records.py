@@ -41,20 +41,37 @@ class CallerNumber:
         return cls(masked, number_hash, encrypted)
 
 
+@dataclass(frozen=True)
+class UnfinishedCall:
+    record_id: int
+    call_id: str
+    resident_id: int | None
+    number_hash: bytes | None
+    number_encrypted: bytes | None
+    number_masked: str
+    offered_at: datetime
+    connected: bool  # a human answered
+    dialed: bool  # the caller was waiting for a human when the service died
+    recording_to_repair: str | None
+    route_targets: list[dict[str, Any]]
+
+
 class CallRecords:
-    def __init__(self, pool: asyncpg.Pool, vault: PiiVault):
+    def __init__(self, pool: asyncpg.Pool, vault: PiiVault, node: str = ""):
         self._pool = pool
         self._vault = vault
+        # The service node writing these records (see unfinished).
+        self.node = node
 
     async def open(self, call_id: str, caller: CallerNumber, offered_at: datetime) -> int:
         """The record of a new call; the same record again for a retransmitted INVITE."""
         row = await self._pool.fetchrow(
             """INSERT INTO call_records (call_id, caller_number_hash, caller_number_enc,
-                                         caller_number_masked, offered_at)
-               VALUES ($1, $2, $3, $4, $5)
+                                         caller_number_masked, offered_at, node)
+               VALUES ($1, $2, $3, $4, $5, $6)
                ON CONFLICT (call_id) DO UPDATE SET call_id = EXCLUDED.call_id
                RETURNING id""",
-            call_id, caller.hash, caller.encrypted, caller.masked, offered_at,
+            call_id, caller.hash, caller.encrypted, caller.masked, offered_at, self.node,
         )
         return row["id"]
 
@@ -63,10 +80,18 @@ class CallRecords:
             "UPDATE call_records SET resident_id = $2 WHERE id = $1", record_id, resident_id)
 
     async def routed(self, record_id: int, service: str, reason: str,
-                     targets: list[dict[str, Any]]) -> None:
+                     targets: list[dict[str, Any]], explanation: dict[str, Any] | None = None) -> None:
         await self._pool.execute(
-            "UPDATE call_records SET route_service = $2, route_reason = $3, route_targets = $4::jsonb"
-            " WHERE id = $1", record_id, service, reason, json.dumps(targets, ensure_ascii=False))
+            "UPDATE call_records SET route_service = $2, route_reason = $3, route_targets = $4::jsonb,"
+            " route_explanation = $5::jsonb WHERE id = $1", record_id, service, reason,
+            json.dumps(targets, ensure_ascii=False), json.dumps(explanation or {}, ensure_ascii=False))
+
+    async def explained_more(self, record_id: int, skipped_live: list[dict[str, Any]]) -> None:
+        """Add to the explanation what only ringing found out (people claimed by other calls)."""
+        await self._pool.execute(
+            "UPDATE call_records SET route_explanation = jsonb_set(route_explanation, '{skipped_live}',"
+            " COALESCE(route_explanation->'skipped_live', '[]'::jsonb) || $2::jsonb) WHERE id = $1",
+            record_id, json.dumps(skipped_live, ensure_ascii=False))
 
     async def answered(self, record_id: int, at: datetime) -> None:
         await self._pool.execute(
@@ -100,6 +125,25 @@ class CallRecords:
         await self._pool.execute(
             "UPDATE call_records SET ended_at = $2, disposition = $3 WHERE id = $1 AND ended_at IS NULL",
             record_id, at, disposition)
+
+    async def recording_started(self, record_id: int, path: str) -> None:
+        """Name the file before a byte is written: after a crash, recovery finds it by the record."""
+        await self._pool.execute("UPDATE call_records SET recording_path = $2 WHERE id = $1", record_id, path)
+
+    async def unfinished(self) -> list[UnfinishedCall]:
+        """Calls a previous run of this node left open (it was killed or crashed mid-call).
+        Other nodes' open calls are live: they are not ours to close."""
+        rows = await self._pool.fetch(
+            """SELECT r.id, r.call_id, r.resident_id, r.caller_number_hash, r.caller_number_enc,
+                      r.caller_number_masked, r.offered_at, r.connected_at, r.recording_path,
+                      r.recording_sha256, r.route_targets,
+                      EXISTS (SELECT 1 FROM dial_attempts d WHERE d.call_record_id = r.id) AS dialed
+               FROM call_records r WHERE r.ended_at IS NULL AND r.node = $1 ORDER BY r.id""", self.node)
+        return [UnfinishedCall(
+            r["id"], r["call_id"], r["resident_id"], r["caller_number_hash"], r["caller_number_enc"],
+            r["caller_number_masked"], r["offered_at"], r["connected_at"] is not None, r["dialed"],
+            r["recording_path"] if r["recording_sha256"] is None else None,
+            json.loads(r["route_targets"])) for r in rows]
 
     async def recorded(self, record_id: int, path: str, seconds: float, sha256: str) -> None:
         await self._pool.execute(

@@ -99,6 +99,75 @@ class StereoRecorder:
         return Recording(self.path, self.seconds, _sha256(self.path))
 
 
+# G.711 silence, to pad a side that sent nothing.
+_SILENCE_BYTE = {"PCMU": b"\xff", "PCMA": b"\xd5"}
+# How far one side may run ahead of the other before the late side is taken as silent: more
+# than RTP jitter, less than anyone would notice as an echo between the channels.
+MAX_SKEW_BYTES = 2400  # 0.3 s of G.711
+
+
+class AlignedStereo:
+    """Feeds a StereoRecorder from two sides that deliver audio at their own pace.
+
+    The staff side (what the service sent the caller) comes on the service's own 20 ms grid;
+    the caller side comes as RTP arrives, with jitter. Writing each delivery as it came would
+    pad the shorter side every time and stretch the recording; here each side is buffered and
+    only the span both sides have is written. A side silent for longer than MAX_SKEW_BYTES
+    (caller's phone muted with silence suppression, RTP lost) is padded so the other side
+    is never held back for long.
+    """
+
+    def __init__(self, recorder: StereoRecorder, codec: str):
+        if codec not in _SILENCE_BYTE:
+            raise RecordingError(f"{recorder.path.name}: cannot record codec {codec}")
+        self.recorder = recorder
+        self.codec = codec
+        self._left = bytearray()
+        self._right = bytearray()
+
+    def feed(self, left: bytes, right: bytes) -> None:
+        self._left += left
+        self._right += right
+        skew = len(self._left) - len(self._right)
+        if skew > MAX_SKEW_BYTES:
+            self._right += _SILENCE_BYTE[self.codec] * (skew - MAX_SKEW_BYTES)
+        elif -skew > MAX_SKEW_BYTES:
+            self._left += _SILENCE_BYTE[self.codec] * (-skew - MAX_SKEW_BYTES)
+        self._write(min(len(self._left), len(self._right)))
+
+    def close(self) -> Recording:
+        """Write what is left (the shorter side padded) and finalize the file."""
+        self._write(max(len(self._left), len(self._right)))
+        return self.recorder.finalize()
+
+    def _write(self, length: int) -> None:
+        if length:
+            self.recorder.write(bytes(self._left[:length]), bytes(self._right[:length]), self.codec)
+            del self._left[:length], self._right[:length]
+
+
+def write_voicemail(path: Path, payload: bytes, codec: str) -> Recording:
+    """A caller's message as a mono 16-bit WAV next to the call recordings (written once, at
+    the end of the message: a message cut by a crash is lost with the call, and the callback
+    is owed anyway)."""
+    decode = _DECODE.get(codec)
+    if decode is None:
+        raise RecordingError(f"{path.name}: cannot record codec {codec}")
+    pcm = decode(payload, SAMPLE_BYTES)
+    header = (b"RIFF" + struct.pack("<I", 36 + len(pcm)) + b"WAVE"
+              + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, RATE, RATE * SAMPLE_BYTES, SAMPLE_BYTES, 16)
+              + b"data" + struct.pack("<I", len(pcm)))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("xb") as f:
+            f.write(header + pcm)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise RecordingError(f"cannot write voicemail {path}: {exc.strerror or exc}") from None
+    return Recording(path, len(pcm) / (RATE * SAMPLE_BYTES), _sha256(path))
+
+
 def repair(path: Path) -> Recording:
     """Fix the header of a recording whose writer died; return it finalized (idempotent)."""
     try:

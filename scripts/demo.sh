@@ -1,32 +1,88 @@
 #!/usr/bin/env bash
-# `make demo`: the private PostgreSQL and Redis, the schema, the demo district, and a tour.
+# `make demo`: a hotline a softphone can call. The private PostgreSQL and Redis, the schema, the
+# demo district, Kamailio (Debian's package, docker/kamailio/kamailio.cfg) as the PBX on
+# 127.0.0.1, and the service registered with it. Ctrl-C stops everything this script started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hotline=.venv/bin/hotline
 export HOTLINE_LOG_FORMAT=${HOTLINE_LOG_FORMAT:-console}
-# The tour prints what each command found; its log lines would only repeat it.
-export HOTLINE_LOG_LEVEL=${HOTLINE_LOG_LEVEL:-warning}
+export HOTLINE_LOG_LEVEL=${HOTLINE_LOG_LEVEL:-info}
+data_dir=${HOTLINE_DATA_DIR:-.hotline}
+pbx=${HOTLINE_SIP_REGISTRAR:-127.0.0.1:5060}
+export HOTLINE_SIP_REGISTRAR=$pbx
+pbx_host=${pbx%:*}
+pbx_port=${pbx##*:}
 
-$hotline services start
-$hotline migrate
-$hotline seed demo --if-missing
+# Only what this script starts is stopped on exit.
+started_services=""
+kamailio_pid=""
+stop_all() {
+    trap - EXIT INT TERM
+    if [ -n "$kamailio_pid" ] && kill -0 "$kamailio_pid" 2>/dev/null; then
+        kill -TERM -- "-$kamailio_pid" 2>/dev/null || kill -TERM "$kamailio_pid" 2>/dev/null || true
+        echo "demo: Kamailio stopped"
+    fi
+    if [ -n "$started_services" ]; then
+        HOTLINE_LOG_LEVEL=warning $hotline services stop >/dev/null && echo "demo: PostgreSQL and Redis stopped"
+    fi
+}
+trap stop_all EXIT INT TERM
 
-monday=$(.venv/bin/python -c 'import datetime as d; t=d.date.today(); print(t + d.timedelta(days=(7 - t.weekday()) % 7 or 7))')
+if ! HOTLINE_LOG_LEVEL=warning $hotline services status >/dev/null 2>&1; then
+    started_services=yes
+fi
+HOTLINE_LOG_LEVEL=warning $hotline services start >/dev/null
+HOTLINE_LOG_LEVEL=warning $hotline migrate
+HOTLINE_LOG_LEVEL=warning $hotline seed demo --if-missing
+
+# The PBX stand-in. A SIP server already on the port (another Kamailio, Asterisk …) is not ours
+# to stop; say so instead of failing later with a confusing registration error.
+if .venv/bin/python - "$pbx_host" "$pbx_port" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.bind((sys.argv[1], int(sys.argv[2])))
+except OSError:
+    sys.exit(0)  # taken
+sys.exit(1)
+PY
+then
+    echo "demo: something already listens on udp $pbx; using it as the PBX (set HOTLINE_SIP_REGISTRAR to change)"
+else
+    mkdir -p "$data_dir/kamailio"
+    kamailio=$(command -v kamailio || echo /usr/sbin/kamailio)
+    setsid "$kamailio" -f docker/kamailio/kamailio.cfg -l "udp:$pbx" -Y "$data_dir/kamailio" \
+        -P "$data_dir/kamailio/kamailio.pid" -D -E >"$data_dir/kamailio/kamailio.log" 2>&1 &
+    kamailio_pid=$!
+    sleep 0.5
+    if ! kill -0 "$kamailio_pid" 2>/dev/null; then
+        echo "demo: Kamailio did not start; its log:" >&2
+        tail -20 "$data_dir/kamailio/kamailio.log" >&2
+        exit 1
+    fi
+    echo "demo: Kamailio (the PBX) on udp $pbx, log in $data_dir/kamailio/kamailio.log"
+fi
+
 cat <<MSG
 
 The demo district 滨海新区 is loaded (centers 北塘街, 寨上朝阳, 古林街).
 
-Who answers 张桂兰 (13800000001) next Monday at 10:00, and at 21:00:
-MSG
-$hotline route --caller 13800000001 --at "${monday}T10:00"
-$hotline route --caller 13800000001 --at "${monday}T21:00"
-cat <<MSG
+Connect a softphone (Linphone, MicroSIP, baresip …) on this machine, no password:
+  SIP server / domain   $pbx           (UDP)
+  user                  1001           张桂兰's family doctor (北塘街一团队); 2001 is the assistant,
+                                       3001/3002 北塘街's night duty doctors, 4001 its call-center agent
+Then call the hotline from a second softphone account registered as 13800000001 (张桂兰),
+or any number: dial  sip:${HOTLINE_SIP_USER:-hotline}@$pbx  — greeting, press 1, and the route decides who rings:
+working days 08:00–17:00 (Asia/Shanghai, holidays and 调休 included) the own family doctor, then
+the assistant, the center's agent and the district desk; otherwise the night duty doctor.
+Each center has its own number too: 8001 北塘街, 8002 寨上朝阳, 8003 古林街.
+Try another time of day: HOTLINE_CLOCK_START=2026-11-24T21:00:00+08:00 make demo
 
-Try it yourself:
-  .venv/bin/hotline residents list --center 北塘街
-  .venv/bin/hotline residents show 13800000001 --reason demo
-  .venv/bin/hotline route --caller 13800000001 --at "${monday}T07:59"
-
-Not yet: the SIP service a softphone can call arrives with issue 3 (see README "What works today").
-\`make stop\` stops the private PostgreSQL and Redis.
+Who answers 张桂兰 right now:
 MSG
+HOTLINE_LOG_LEVEL=warning $hotline route --caller 13800000001 ${HOTLINE_CLOCK_START:+--at "$HOTLINE_CLOCK_START"} || true
+echo
+echo "Recordings go to $data_dir/recordings. Ctrl-C stops the hotline, Kamailio and the databases."
+echo
+# Not exec: the trap must run when the service exits.
+$hotline serve

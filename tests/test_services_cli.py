@@ -31,12 +31,15 @@ def test_embedded_servers_start_once_are_reused_and_stop(tmp_path: Path) -> None
         status = run_cli(env, "services", "status")
         assert "embedded PostgreSQL: running" in status.stdout
         assert "embedded Redis: running" in status.stdout
+        assert status.returncode == 0
 
         stopped = run_cli(env, "services", "stop")
         assert "embedded PostgreSQL: stopped" in stopped.stdout
         assert "embedded Redis: stopped" in stopped.stdout
         assert not embedded.postgres_running(data_dir) and not embedded.redis_running(data_dir)
-        assert "stopped" in run_cli(env, "services", "status").stdout
+        down = run_cli(env, "services", "status")
+        assert "stopped" in down.stdout
+        assert down.returncode == 2  # scripts/demo.sh tells whether it started them by this
     finally:
         embedded.stop_postgres(data_dir)
         embedded.stop_redis(data_dir)

@@ -114,3 +114,20 @@ def test_masks() -> None:
     assert mask_phone("02225321234") == "022****1234"
     assert mask_id_number("11010519491231002X") == "1101**********002X"
     assert mask_id_number("1101051949") == "**********"  # a short mistyped value, masked whole
+
+
+async def test_a_connection_released_mid_transaction_comes_back_clean(database_url: str) -> None:
+    from store import db
+
+    pool = await db.create_pool(database_url, max_size=1)
+    try:
+        await pool.execute("CREATE TABLE leaked (x int)")
+        conn = await pool.acquire()
+        await conn.execute("BEGIN")
+        await conn.execute("INSERT INTO leaked VALUES (1)")
+        await pool.release(conn)  # a bug forgot to commit or roll back
+        async with pool.acquire() as again:
+            assert not again.is_in_transaction()
+            assert await again.fetchval("SELECT count(*) FROM leaked") == 0
+    finally:
+        await pool.close()

@@ -1,0 +1,119 @@
+"""The running hotline: the SIP agent, one call flow per incoming call, until told to stop.
+
+Start: check the schema, close what a previous run left open (recordings repaired, callbacks
+owed to callers who were waiting), bind the SIP port and register. A registrar that is away is
+not fatal: the agent keeps retrying (telephony.sip_ua) and calls flow once it answers.
+Stop (SIGINT/SIGTERM): take no new calls, hang up the calls in progress, finish their records
+and recordings, unregister by going away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+
+from handover.callbacks import Callbacks
+from hotline.clock import Clock
+from hotline.runtime import Runtime, checked_pool
+from ivr.flow import CallFlow, FlowSettings
+from ivr.queue import CallQueue
+from recordings.call_records import CallRecords
+from routing.calendar_store import calendar_loader
+from routing.directory import Directory
+from routing.presence import Presence, presence_client
+from routing.snapshot import RoutingCache
+from store import embedded
+from telephony.agent import SipAccount, SipAgent
+
+log = structlog.get_logger("hotline.service")
+
+# Database connections: a few per concurrent call step, far fewer than calls (steps are short).
+POOL_SIZE = 10
+# How long a stopping service gives its calls to wrap up (records, recordings) before cancelling.
+DRAIN_S = 5.0
+
+
+def sip_account(rt: Runtime) -> SipAccount:
+    config = rt.config
+    host, port = config.registrar
+    return SipAccount(host, port, config.sip_user, config.sip_password, local_ip=config.sip_local_ip,
+                      sip_port=config.sip_port, rtp_port_low=config.rtp_port_low,
+                      rtp_port_high=config.rtp_port_high)
+
+
+@dataclass
+class RunningService:
+    agent: SipAgent
+    flow: CallFlow
+    clock: Clock
+    calls: set[asyncio.Task[str]]
+
+    async def serve_forever(self) -> None:
+        while True:
+            leg = await self.agent.next_call()
+            task = asyncio.create_task(self.flow.handle(leg), name=f"call {leg.call_id}")
+            self.calls.add(task)
+            task.add_done_callback(self.calls.discard)
+
+    async def drain(self) -> None:
+        """Hang up every call in progress and let its flow write the ending."""
+        if not self.calls:
+            return
+        log.info("service.hanging_up_calls", count=len(self.calls))
+        for task in list(self.calls):
+            task.cancel()
+        await asyncio.wait(list(self.calls), timeout=DRAIN_S)
+
+
+@asynccontextmanager
+async def running(rt: Runtime) -> AsyncIterator[RunningService]:
+    config = rt.config
+    clock = Clock(config.clock_start_at)
+    if clock.shifted:
+        log.warning("clock.shifted", starts_at=config.clock_start, why="clock_start is set")
+    async with checked_pool(rt.database_url, max_size=POOL_SIZE) as pool:
+        agent = SipAgent(sip_account(rt))
+        routing = RoutingCache(pool, rt.database_url, calendar_loader(config.tz, config.day_start, config.day_end),
+                               config.step_ring_timeouts, config.tz)
+        await routing.start()
+        # Presence and the queue live in Redis, shared by every node; without Redis the service
+        # still takes calls (presence.py degrades to "everyone ringable", the queue to this node).
+        redis = presence_client(config.redis_url or embedded.ensure_redis(config.data_dir))
+        presence = Presence(redis, tz=config.tz, now=clock.now)
+        flow = CallFlow(
+            records=CallRecords(pool, rt.vault, config.node), callbacks=Callbacks(pool),
+            directory=Directory(pool, rt.vault), routing=routing.data, vault=rt.vault, clock=clock,
+            dial=agent.dial, presence=presence, queue=CallQueue(redis),
+            settings=FlowSettings(recordings_dir=config.recordings_path, tz=config.tz,
+                                  menu_timeout_s=config.menu_timeout_s, queue_wait_s=config.queue_wait_s,
+                                  queue_announce_every_s=config.queue_announce_every_s,
+                                  voicemail_max_s=config.voicemail_max_s))
+        await flow.recover()
+        today = clock.now().astimezone(config.tz).date()
+        missing = (await routing.data(clock.now())).calendar.missing_years(today, today + timedelta(days=60))
+        if missing:
+            log.warning("calendar.missing_years", years=list(missing),
+                        why="public holidays unknown: those days are treated as ordinary weeks; "
+                            "`hotline calendar import` the State Council's notice")
+        await agent.start()
+        service = RunningService(agent, flow, clock, set())
+        serving = asyncio.create_task(service.serve_forever(), name="take calls")
+        log.info("service.started", sip=f"sip:{config.sip_user}@{config.sip_registrar}",
+                 local=f"{config.sip_local_ip}:{config.sip_port}", registered=agent.registered)
+        try:
+            yield service
+        finally:
+            serving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await serving
+            await service.drain()
+            await agent.stop()
+            await routing.stop()
+            await redis.aclose()
+            log.info("service.stopped")

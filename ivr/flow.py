@@ -1,0 +1,486 @@
+"""One resident's call, from INVITE to hang-up: greet, identify, 按1, route, dial, bridge, or promise
+a callback — recorded, and written down at every step.
+
+The record is opened before anything else happens, so every call that reaches the service
+leaves a row whatever becomes of it. Each step updates it: who called (if a resident), the route
+decision and its reason, every dial attempt with its outcome, the disposition, the recording.
+
+Dispositions:
+    connected  a human answered and talked with the caller
+    missed     the caller waited for a human and nobody answered (busy, no answer, unreachable):
+               the callback task is opened (or the call attached to the open one)
+    abandoned  the caller hung up while a human was being rung: a callback is owed too
+    ivr_only   the caller hung up before asking for a human (mid-greeting, at the menu)
+    failed     the service could not handle the call (a bug, the database gone): logged
+
+The prompts and the order come from the issue's flow: greeting; "按1 转接您的家庭医生" (a key
+outside the menu, or none, replays it, at most three times; after that the caller is put
+through anyway, because a resident who cannot work the keypad still needs a doctor); every
+target that fails is followed by 「签约服务热线提示您坐席忙，请稍后」 before the next; when all fail the
+caller hears that their doctor will call back within 8 hours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from handover.callbacks import Callbacks
+from hotline.clock import Clock
+from ivr.hunt import Answered, Dial, Hunt, NoPresence
+from ivr.prompts import prompt, prompt_file, queue_position
+from ivr.queue import CallQueue, queue_key
+from recordings.call_records import CallerNumber, CallRecords
+from recordings.recorder import (
+    AlignedStereo,
+    Recording,
+    RecordingError,
+    StereoRecorder,
+    repair,
+    write_voicemail,
+)
+from routing.chain import ChainDecision, HotlineLine, RoutingData, route_chain
+from routing.directory import Directory
+from routing.people import Caller
+from store.errors import reason_of
+from store.pii import PiiVault
+from telephony.bridge import bridge
+from telephony.leg import MediaLeg
+from telephony.prompts import Prompt
+
+log = structlog.get_logger("ivr")
+
+# How often the recorder takes audio from the call, and how often it makes it durable.
+RECORD_TICK_S = 0.1
+RECORD_FLUSH_EVERY = 10  # ticks: ≤ 1 s of audio lost to a crash
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    recordings_dir: Path
+    tz: ZoneInfo = field(default_factory=lambda: ZoneInfo("Asia/Shanghai"))
+    menu_timeout_s: float = 5.0
+    menu_tries: int = 3
+    # When everyone the caller waits for is busy: how long they wait in the queue (they may
+    # press 1 to leave a message at once), and how long a message may be.
+    queue_wait_s: float = 120.0
+    voicemail_max_s: float = 60.0
+    # How often a waiting caller hears their position again (hold audio in between).
+    queue_announce_every_s: float = 20.0
+
+
+class _Recording:
+    """The call's stereo recording: caller left, what the caller heard right."""
+
+    def __init__(self, leg: MediaLeg, path: Path):
+        self.leg = leg
+        self.path = path
+        self.writer = AlignedStereo(StereoRecorder(path), leg.codec)
+        self.caller_side_from_bridge: list[bytes] | None = None
+        # While the caller leaves a message, their side also goes here.
+        self.message: list[bytes] | None = None
+        leg.tap()
+        leg.received_audio()  # from answer on
+        self.task = asyncio.create_task(self._pump(), name=f"record {path.name}")
+
+    def take(self) -> None:
+        if self.caller_side_from_bridge is None:
+            left = self.leg.received_audio()
+        else:  # the bridge reads the caller's audio; it hands us a copy
+            left = b"".join(self.caller_side_from_bridge)
+            self.caller_side_from_bridge.clear()
+        if self.message is not None:
+            self.message.append(left)
+        self.writer.feed(left, self.leg.sent_audio())
+
+    async def _pump(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(RECORD_TICK_S)
+            self.take()
+            ticks += 1
+            if ticks % RECORD_FLUSH_EVERY == 0:
+                await asyncio.to_thread(self.writer.recorder.flush)
+
+    async def finish(self):
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        self.take()
+        return await asyncio.to_thread(self.writer.close)
+
+
+def recording_path(root: Path, offered_at: datetime, record_id: int, call_id: str) -> Path:
+    safe_call_id = re.sub(r"[^A-Za-z0-9._-]", "_", call_id)[:48]
+    return root / f"{offered_at:%Y/%m/%d}" / f"{record_id:08d}-{safe_call_id}.wav"
+
+
+def callback_owner(caller: Caller | None, decision: ChainDecision | None, on: Any) -> int | None:
+    """Who owes the callback: the caller's family doctor under a contract in force; otherwise
+    the first person the call was routed to (the duty doctor, the desk)."""
+    if caller is not None:
+        contract = next((c for c in caller.contracts if c.in_force(on)), None)
+        if contract is not None:
+            return contract.doctor.id
+    if decision is not None and decision.targets:
+        return decision.targets[0].staff.id
+    return None
+
+
+class CallFlow:
+    def __init__(self, *, records: CallRecords, callbacks: Callbacks, directory: Directory,
+                 routing: Callable[[datetime], Awaitable[RoutingData]], vault: PiiVault, clock: Clock,
+                 dial: Dial, settings: FlowSettings, presence: Any = None, queue: CallQueue | None = None):
+        self.records = records
+        self.routing = routing
+        # Live staff state and claims (routing.presence); without it everyone is free.
+        self.presence = presence if presence is not None else NoPresence()
+        self.queue = queue if queue is not None else CallQueue(None)
+        self.callbacks = callbacks
+        self.directory = directory
+        self.vault = vault
+        self.clock = clock
+        self.dial = dial
+        self.settings = settings
+
+    async def handle(self, leg: Any) -> str:
+        """Run one call to its end; returns the disposition. Never raises for a call's troubles:
+        they are logged, the record says 'failed', and the caller is hung up on politely."""
+        offered_at = self.clock.now()
+        number = CallerNumber.of(self.vault, leg.calling_number)
+        bound = log.bind(call_id=leg.call_id, caller=number.masked)
+        try:
+            record_id = await self.records.open(leg.call_id, number, offered_at)
+        except Exception as exc:
+            # Without the database there is no record, no caller, no route: refuse at once so
+            # the PBX can send the call elsewhere (its overflow, a recorded announcement)
+            # instead of leaving the resident in silence.
+            bound.error("call.refused_no_database", why=reason_of(exc))
+            with contextlib.suppress(Exception):
+                await leg.refuse(503, "Service Unavailable", "the hotline cannot reach its database")
+            return "failed"
+        call = _Call(self, leg, record_id, number, offered_at, bound)
+        cancelled = False
+        try:
+            disposition = await call.run()
+        except asyncio.CancelledError:  # the service is stopping
+            cancelled = True
+            disposition = "failed"
+            bound.warning("call.cut_by_shutdown")
+            if call.waiting_for_human:
+                await call.owe_callback()
+        except Exception:
+            bound.exception("call.failed")
+            disposition = "failed"
+        await call.finish()
+        try:
+            await self.records.ended(record_id, self.clock.now(), disposition)
+        except Exception:
+            bound.exception("call.record_not_closed")
+        bound.info("call.ended", disposition=disposition, record_id=record_id)
+        if cancelled:
+            raise asyncio.CancelledError
+        return disposition
+
+    async def recover(self) -> int:
+        """Close what a previous run left open: repair its recordings, end its records as
+        'failed', and keep the promise to callers who were waiting for a human when it died."""
+        now = self.clock.now()
+        closed = 0
+        for call in await self.records.unfinished():
+            if call.recording_to_repair:
+                try:
+                    fixed = await asyncio.to_thread(repair, Path(call.recording_to_repair))
+                    await self.records.recorded(call.record_id, str(fixed.path), fixed.seconds, fixed.sha256)
+                except RecordingError as exc:
+                    log.warning("recovery.recording_lost", record_id=call.record_id, why=str(exc))
+            if call.dialed and not call.connected and call.number_hash is not None:
+                owner = next((t["staff_id"] for t in call.route_targets), None)
+                await self.callbacks.owe_for_missed_call(
+                    call_record_id=call.record_id, resident_id=call.resident_id,
+                    number_hash=call.number_hash, number_encrypted=call.number_encrypted or b"",
+                    number_masked=call.number_masked, owner_staff_id=owner, missed_at=call.offered_at)
+            await self.records.ended(call.record_id, now, "failed")
+            closed += 1
+        if closed:
+            log.warning("recovery.closed_calls", count=closed)
+        return closed
+
+
+class _Call:
+    def __init__(self, flow: CallFlow, leg: Any, record_id: int, number: CallerNumber,
+                 offered_at: datetime, log: Any):
+        self.flow = flow
+        self.leg = leg
+        self.record_id = record_id
+        self.number = number
+        self.offered_at = offered_at
+        self.log = log
+        self.caller: Caller | None = None
+        self.decision: ChainDecision | None = None
+        self.recording: _Recording | None = None
+        self.connected = False
+        self.line: HotlineLine | None = None  # the number dialled, found with the greeting
+
+    @property
+    def waiting_for_human(self) -> bool:
+        return self.decision is not None and not self.connected
+
+    @property
+    def gone(self) -> bool:
+        return self.leg.ended.is_set()
+
+    async def run(self) -> str:
+        flow = self.flow
+        self.caller = await flow.directory.find_caller(self.leg.calling_number)
+        if self.caller is not None:
+            await flow.records.identified(self.record_id, self.caller.resident_id)
+        self.log.info("call.identified" if self.caller else "call.unknown_caller",
+                      resident_id=self.caller.resident_id if self.caller else None)
+        await self.leg.answer()
+        await flow.records.answered(self.record_id, flow.clock.now())
+        await self._start_recording()
+
+        # A resident who knows the menu may press 1 during the greeting (barge-in).
+        if not await self.leg.play(await self._greeting(), barge_in=True) or not await self._menu():
+            return "ivr_only"
+
+        self.decision = await self._decide()
+        hunt = Hunt(leg=self.leg, record_id=self.record_id, records=flow.records, presence=flow.presence,
+                    dial=flow.dial, now=flow.clock.now, log=self.log)
+        try:
+            return await self._hunt(hunt)
+        finally:
+            with contextlib.suppress(Exception):
+                await self._record_live_skips(hunt)
+
+    async def _hunt(self, hunt: Hunt) -> str:
+        """Ring the chain; queue if people were busy; voicemail and the callback promise."""
+        flow = self.flow
+        assert self.decision is not None
+        for step in self.decision.steps:
+            for group in step.groups():
+                result = await hunt.ring_group(step, group)
+                if result.answered is not None:
+                    await self._talk(result.answered)
+                    return "connected"
+                if result.abandoned or self.gone:
+                    await self.owe_callback()
+                    return "abandoned"
+                # A phone that rang or said busy made the caller wait: tell them. Phones that
+                # are not registered, or people busy with other calls, are passed over at once.
+                if result.rang and not await self.leg.play(prompt("busy")):
+                    await self.owe_callback()
+                    return "abandoned"
+        if hunt.busy_seen or self._someone_busy():
+            waited = await self._wait_in_queue(hunt)
+            if waited == "connected":
+                return "connected"
+            if waited == "abandoned":
+                await self.owe_callback()
+                return "abandoned"
+        message = await self._voicemail()
+        task_id = await self.owe_callback()
+        if message is not None and task_id is not None:
+            await flow.callbacks.attach_voicemail(
+                task_id=task_id, call_record_id=self.record_id, path=str(message.path),
+                seconds=message.seconds, sha256=message.sha256, recorded_at=flow.clock.now())
+        if not self.gone:
+            await self.leg.play(prompt("callback"))
+            await self.leg.hangup()
+        return "missed"
+
+    def _someone_busy(self) -> bool:
+        """The chain skipped someone for being on a call (presence), not for being away."""
+        return any(k.busy for s in (self.decision.steps if self.decision else ()) for k in s.skipped)
+
+    async def _wait_in_queue(self, hunt: Hunt) -> str:
+        """Everyone is busy: the caller waits, hears their position and hold audio, and is put
+        through as soon as someone is free and nobody waits ahead; 1 or the wait running out
+        leads to voicemail. Returns 'connected', 'abandoned' or 'voicemail'."""
+        flow, decision = self.flow, self.decision
+        assert decision is not None
+        people = [t.staff.id for s in decision.steps for t in s.targets] + \
+                 [k.staff.id for s in decision.steps for k in s.skipped if k.busy]
+        key = queue_key(people, decision.service)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + flow.settings.queue_wait_s
+        await flow.queue.join(key, self.leg.call_id)
+        self.log.info("queue.joined", queue=key)
+        try:
+            first = True
+            while loop.time() < deadline and not self.gone:
+                ahead = await flow.queue.ahead(key, self.leg.call_id)
+                for name in (["busy"] if first else []) + [queue_position(ahead), "queue_options"]:
+                    if not await self.leg.play(prompt(name), barge_in=True):
+                        return "abandoned"
+                    if await self._pressed_1():
+                        return "voicemail"
+                first = False
+                until = min(deadline, loop.time() + flow.settings.queue_announce_every_s)
+                while loop.time() < until:
+                    if not await self.leg.play(prompt("hold"), barge_in=True):
+                        return "abandoned"
+                    if await self._pressed_1():
+                        return "voicemail"
+                # Once per announcement cycle, not on every chime: without presence a phone that
+                # said busy would otherwise be rung again every few seconds.
+                if ahead == 0 and loop.time() < deadline and await self._someone_free(hunt):
+                    return "connected"
+            return "abandoned" if self.gone else "voicemail"
+        finally:
+            await flow.queue.leave(key, self.leg.call_id)
+
+    async def _pressed_1(self) -> bool:
+        return await self.leg.collect_digits(1, 0.0) == "1"
+
+    async def _someone_free(self, hunt: Hunt) -> bool:
+        """Ring whoever of the chain is free now (silently: the caller keeps their hold audio)."""
+        decision = await self._decide(store=False)
+        for step in decision.steps:
+            for group in step.groups():
+                result = await hunt.ring_group(step, group)
+                if result.answered is not None:
+                    await self._talk(result.answered)
+                    return True
+                if result.abandoned or self.gone:
+                    return False
+        return False
+
+    async def _voicemail(self) -> Recording | None:
+        """The caller's message after the beep, until #, hang-up or the limit; None when the
+        caller left before the beep or said nothing."""
+        if self.gone or self.recording is None:
+            return None
+        if not await self.leg.play(prompt("voicemail"), barge_in=False) or not await self.leg.play(prompt("beep")):
+            return None
+        self.recording.message = []
+        await self.leg.collect_digits(64, self.flow.settings.voicemail_max_s, terminator="#")
+        self.recording.take()  # what arrived up to now
+        chunks, self.recording.message = self.recording.message, None
+        payload = b"".join(chunks)
+        if len(payload) < 8000 // 2:  # under half a second: nothing said
+            return None
+        path = self.recording.path.with_name(self.recording.path.stem + "-voicemail.wav")
+        message = await asyncio.to_thread(write_voicemail, path, payload, self.leg.codec)
+        self.log.info("voicemail.saved", seconds=round(message.seconds, 1), path=str(path))
+        return message
+
+    async def _greeting(self) -> Prompt:
+        """The greeting of the number dialled (a center's own line may have its own)."""
+        data = await self.flow.routing(self.flow.clock.now())
+        self.line = data.lines.get(self.leg.dialled_number) if self.leg.dialled_number else None
+        line = self.line
+        if line is not None and line.greeting:
+            try:
+                return await asyncio.to_thread(prompt_file, line.greeting)
+            except Exception as exc:  # a missing or unreadable file must not cost the call
+                self.log.warning("ivr.line_greeting_unusable", line=line.number, path=line.greeting,
+                                 why=str(exc))
+        return prompt("greeting")
+
+    async def _decide(self, store: bool = True) -> ChainDecision:
+        """The chain for this call, with the live state of everyone in it (one Redis round trip)."""
+        flow = self.flow
+        now = flow.clock.now()
+        data = await flow.routing(now)
+        line = self.line
+        draft = route_chain(self.caller, now, data, line=line)
+        people = [t.staff.id for s in draft.steps for t in s.targets]
+        states = await flow.presence.states(people) if people else {}
+        decision = route_chain(self.caller, now, data, states, line=line) \
+            if states else draft
+        if not store:
+            return decision
+        explained = decision.as_json()
+        await flow.records.routed(self.record_id, decision.service, decision.reason,
+                                  explained["targets"], explained)
+        self.log.info("call.routed", service=decision.service, reason=decision.reason,
+                      steps=[s.name for s in decision.steps], targets=len(decision.targets))
+        return decision
+
+    async def _record_live_skips(self, hunt: Hunt) -> None:
+        """People skipped because another call held them, added to the stored explanation."""
+        if hunt.claims_elsewhere:
+            await self.flow.records.explained_more(self.record_id, [
+                {"staff_id": t.staff.id, "name": t.staff.name, "reason": f"{t.staff.name} {why}"}
+                for t, why in hunt.claims_elsewhere])
+
+    async def _menu(self) -> bool:
+        """True when the caller asked for a human (or could not work the menu); False if gone."""
+        tries = self.flow.settings.menu_tries
+        for attempt in range(1, tries + 1):
+            if not await self.leg.play(prompt("menu"), barge_in=True):
+                return False
+            digits = await self.leg.collect_digits(1, self.flow.settings.menu_timeout_s)
+            if self.gone:
+                return False
+            if digits == "1":
+                return True
+            self.log.info("ivr.menu_invalid", pressed=digits or None, attempt=attempt)
+            if attempt < tries and digits and not await self.leg.play(prompt("invalid")):
+                return False
+        self.log.info("ivr.menu_gave_up", tries=tries)
+        return True
+
+    async def _talk(self, answered: Answered) -> None:
+        """Bridge the caller with the person who answered until either hangs up."""
+        flow = self.flow
+        staff_id = answered.target.staff.id
+        self.connected = True
+        self.leg.stop_playing()
+        await flow.presence.call_started(staff_id, self.leg.call_id)
+        if self.recording is not None:
+            self.recording.caller_side_from_bridge = []
+        side = self.recording.caller_side_from_bridge if self.recording else None
+
+        def keep_caller_side(from_caller: bytes, _from_staff: bytes, _codec: str) -> None:
+            if side is not None and from_caller:
+                side.append(from_caller)
+
+        try:
+            await bridge(self.leg, answered.leg, on_audio=keep_caller_side)
+        finally:
+            await flow.presence.call_ended(staff_id, self.leg.call_id)
+
+    async def _start_recording(self) -> None:
+        path = recording_path(self.flow.settings.recordings_dir, self.offered_at, self.record_id,
+                              self.leg.call_id)
+        await self.flow.records.recording_started(self.record_id, str(path))
+        self.recording = _Recording(self.leg, path)
+
+    async def owe_callback(self) -> int | None:
+        if self.number.hash is None:
+            self.log.warning("callback.no_number", why="withheld or not a phone number; nobody to call back")
+            return None
+        owed = await self.flow.callbacks.owe_for_missed_call(
+            call_record_id=self.record_id,
+            resident_id=self.caller.resident_id if self.caller else None,
+            number_hash=self.number.hash, number_encrypted=self.number.encrypted or b"",
+            number_masked=self.number.masked,
+            owner_staff_id=callback_owner(self.caller, self.decision,
+                                          self.offered_at.astimezone(self.flow.settings.tz).date()),
+            missed_at=self.offered_at)
+        self.log.info("callback.owed", task_id=owed.task_id, new=owed.created, due_at=owed.due_at.isoformat())
+        return owed.task_id
+
+    async def finish(self) -> None:
+        """Hang up if still up, and close the recording into the record."""
+        if not self.gone:
+            with contextlib.suppress(Exception):
+                await self.leg.hangup()
+        if self.recording is not None:
+            try:
+                done = await self.recording.finish()
+                await self.flow.records.recorded(self.record_id, str(done.path), done.seconds, done.sha256)
+            except Exception:
+                self.log.exception("recording.not_finalized", path=str(self.recording.path))
