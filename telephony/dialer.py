@@ -11,7 +11,9 @@ transaction runs on the event loop:
 - 1xx: ringing; 2xx: ACK to the Contact through the route set (§13.2.2.4), media starts;
   3xx–6xx: ACK hop by hop (§17.1.1.3) and an outcome: busy, rejected, unreachable;
 - ring timeout: CANCEL (§9.1), then the 487 is ACKed; a 200 that crosses the CANCEL is ACKed
-  and hung up at once, so a doctor who picks up in the last instant is never left on a dead line.
+  and hung up at once, so a doctor who picks up in the last instant is never left on a dead line;
+- CANCEL and BYE are retransmitted until answered (telephony.transactions);
+- a 401/407 challenge is answered once with the hotline's SIP credentials (telephony.digest).
 
 Requests go to the registrar, which is also our outbound proxy; the Route set it records keeps
 it in the path of the dialog. The dialog's handler stays registered a while after a failure, to
@@ -32,9 +34,11 @@ from dataclasses import dataclass
 
 import structlog
 
+from telephony.digest import Challenge, DigestError, authorization
 from telephony.leg import MediaLeg
 from telephony.rtp import PayloadRTPClient
 from telephony.sip_ua import RouteAwarePhone, record_routes, stateless_response
+from telephony.transactions import transaction_key
 
 log = structlog.get_logger("telephony.dial")
 
@@ -192,7 +196,10 @@ class _Dialog:
         self.call_id = f"{secrets.token_hex(12)}@{sip.myIP}"
         self.local_tag = secrets.token_hex(6)
         self.branch = "z9hG4bK" + secrets.token_hex(10)
-        self.cseq = 1
+        self.invite_cseq = 1  # 2 once the INVITE is sent again with credentials
+        self.cseq = 1  # the last CSeq we used in the dialog (BYE takes the next)
+        # ("Proxy-Authorization" or "Authorization", value) once the PBX has challenged us
+        self.credentials: tuple[str, str] | None = None
         self.rtp_port = dialer.phone.hold_port()
         self.local = f"<sip:{sip.username}@{sip.server}>"
         display = caller_display.replace('"', "").replace("\\", "")
@@ -236,6 +243,9 @@ class _Dialog:
             f"Call-ID: {self.call_id}",
             f"CSeq: {cseq} {method}",
         ]
+        if self.credentials is not None and method in ("INVITE", "ACK"):
+            # the INVITE's credentials, and the same on its ACK (RFC 3261 §13.2.2.4, §22.2)
+            lines.append(f"{self.credentials[0]}: {self.credentials[1]}")
         if method in ("INVITE", "BYE"):
             lines.append(f"Contact: {self.contact}")
         if content_type:
@@ -244,20 +254,41 @@ class _Dialog:
         return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
 
     def invite(self) -> bytes:
-        return self._request("INVITE", self.uri, self.branch, 1, None, [], self._sdp(), "application/sdp")
+        return self._request("INVITE", self.uri, self.branch, self.invite_cseq, None, [], self._sdp(),
+                             "application/sdp")
+
+    def answer_challenge(self, response: bytes, code: int) -> bytes:
+        """The INVITE again, with credentials for the 401/407 in `response` (RFC 3261 §22.2):
+        a new transaction (branch, CSeq + 1) in the same call (Call-ID, From tag).
+        DigestError when we cannot answer it."""
+        _first, values = _headers(response)
+        name = "proxy-authenticate" if code == 407 else "www-authenticate"
+        if not values.get(name):
+            raise DigestError(f"{code} without a {name} header")
+        sip = self.dialer.phone.sip
+        if not sip.password:
+            raise DigestError(f"the PBX asks for credentials ({code}) and the hotline has no SIP password")
+        challenge = Challenge.parse(values[name][0])
+        value = authorization(challenge, method="INVITE", uri=self.uri, username=sip.username,
+                              password=sip.password)
+        self.credentials = ("Proxy-Authorization" if code == 407 else "Authorization", value)
+        self.branch = "z9hG4bK" + secrets.token_hex(10)
+        self.invite_cseq += 1
+        self.cseq = self.invite_cseq
+        return self.invite()
 
     def cancel(self) -> bytes:
         # Same Request-URI, Via branch and CSeq number as the INVITE (RFC 3261 §9.1).
-        return self._request("CANCEL", self.uri, self.branch, 1, None, [])
+        return self._request("CANCEL", self.uri, self.branch, self.invite_cseq, None, [])
 
-    def ack_failure(self, to_tag: str | None) -> bytes:
+    def ack_failure(self, to_tag: str | None, branch: str | None = None, cseq: int | None = None) -> bytes:
         # ACK for a non-2xx final: part of the INVITE transaction, same branch (§17.1.1.3).
-        return self._request("ACK", self.uri, self.branch, 1, to_tag, [])
+        return self._request("ACK", self.uri, branch or self.branch, cseq or self.invite_cseq, to_tag, [])
 
     def ack_answer(self) -> bytes:
         # ACK for a 2xx: a new transaction to the remote target through the route set (§13.2.2.4).
         assert self.remote_target is not None
-        return self._request("ACK", self.remote_target, "z9hG4bK" + secrets.token_hex(10), 1,
+        return self._request("ACK", self.remote_target, "z9hG4bK" + secrets.token_hex(10), self.invite_cseq,
                              self.remote_tag, self.route_set)
 
     def bye(self) -> bytes:
@@ -270,8 +301,20 @@ class _Dialog:
         self.dialer.send(message)
 
     def send_bye(self) -> None:
-        self.send(self.bye())
+        self.dialer.send_reliably(self.bye())
         log.info("dial.bye_sent", call_id=self.call_id, uri=self.uri)
+
+    def stale(self, raw: bytes, code: int, values: dict[str, list[str]]) -> bool:
+        """A response of the INVITE we sent before answering a challenge (a retransmitted 407):
+        its final is ACKed for its own transaction, and it is not news."""
+        key = transaction_key(raw)
+        if key is None or key[0] == self.branch:
+            return False
+        if code >= 300:
+            number = values.get("cseq", ["1"])[0].split()[0]
+            self.send(self.ack_failure(_tag(values.get("to", [""])[0]), key[0],
+                                       int(number) if number.isdigit() else 1))
+        return True
 
     def learn_dialog(self, raw: bytes, values: dict[str, list[str]]) -> None:
         """From a 2xx: the far end's tag, its Contact, and the route set (Record-Route reversed)."""
@@ -298,6 +341,8 @@ class _Dialog:
         cseq_method = (values.get("cseq", [""])[0].split() or ["", ""])[-1]
         if cseq_method != "INVITE":
             return  # 200 to our CANCEL or BYE: nothing more to do
+        if self.stale(raw, code, values):
+            return
         if not self.settled:
             self.responses.put_nowait(raw)
             return
@@ -347,6 +392,10 @@ class Dialer:
         sip = self.phone.sip
         sip.out.sendto(message, (sip.server, sip.port))
 
+    def send_reliably(self, request: bytes) -> None:
+        """A BYE or CANCEL: retransmitted until answered (telephony.transactions)."""
+        self.phone.sip.transactions.start(request)
+
     def forget(self, call_id: str) -> None:
         self.phone.sip.outbound.pop(call_id, None)
 
@@ -362,7 +411,7 @@ class Dialer:
             dialed = await self._run(dialog, ring_timeout_s, on_ringing)
         except BaseException:
             dialog.settled = True  # cancelled by our caller (the resident hung up): stop ringing
-            self.send(dialog.cancel())
+            self.send_reliably(dialog.cancel())
             dialog.finished()
             raise
         dialed.seconds = round(time.monotonic() - started, 3)
@@ -400,22 +449,37 @@ class Dialer:
                 if heard and now() >= ring_deadline:
                     # The caller need not wait for the 487: the lingering dialog ACKs it, and
                     # hangs up a 200 that crosses the CANCEL.
-                    self.send(dialog.cancel())
+                    self.send_reliably(dialog.cancel())
                     return Dialed(dialog.uri, DialOutcome.NO_ANSWER, f"no answer within {ring_timeout_s:g} s",
                                   rang=rang)
                 continue
-            heard = True
             first, values = _headers(raw)
             status = _STATUS.match(first)
             assert status is not None  # on_datagram queues only responses
             code, reason_phrase = int(status.group(1)), status.group(2).decode("utf-8", "replace")
+            if dialog.stale(raw, code, values):  # queued before we answered the challenge
+                continue
+            heard = True
             if code < 200:
                 if code in (180, 183) and not rang and on_ringing is not None:
                     on_ringing()
                 rang = rang or code in (180, 183)
                 continue
+            if code in (401, 407) and dialog.credentials is None:
+                dialog.send(dialog.ack_failure(_tag(values.get("to", [""])[0])))
+                try:
+                    invite = dialog.answer_challenge(raw, code)
+                except DigestError as exc:
+                    return Dialed(dialog.uri, DialOutcome.REJECTED, f"{code}: {exc}", status=code, rang=rang)
+                self.send(invite)
+                heard, interval = False, T1_S
+                retransmit_at, no_response_deadline = now() + T1_S, now() + NO_RESPONSE_S
+                continue
             if code >= 300:
                 dialog.send(dialog.ack_failure(_tag(values.get("to", [""])[0])))
+                if code in (401, 407):
+                    return Dialed(dialog.uri, DialOutcome.REJECTED,
+                                  f"{code}: the PBX refused the hotline's SIP credentials", status=code, rang=rang)
                 return Dialed(dialog.uri, outcome_of_status(code), f"{code} {reason_phrase}".strip(),
                               status=code, rang=rang)
             # 2xx: the far end answered

@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import re
 import secrets
+import socket
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -28,9 +29,10 @@ from typing import Any
 import pyVoIP
 import structlog
 from pyVoIP import SIP
-from pyVoIP.VoIP import PhoneStatus, VoIPPhone
+from pyVoIP.VoIP import CallState, PhoneStatus, VoIPPhone
 
 from telephony.rtp import adopt
+from telephony.transactions import NonInviteTransactions
 
 log = structlog.get_logger("telephony.sip")
 
@@ -158,6 +160,20 @@ class RouteAwareSIPClient(SIP.SIPClient):
         # Dialogs of calls we placed (telephony.dialer): every message with their Call-ID goes
         # to the handler as raw bytes, never to pyVoIP, which knows nothing of them.
         self.outbound: dict[str, Callable[[bytes], None]] = {}
+        # BYEs and CANCELs we send, retransmitted until answered (UDP loses them).
+        self.transactions = NonInviteTransactions(lambda message: self.out.sendto(message, (self.server, self.port)))
+
+    def start(self) -> None:
+        """pyVoIP's start, minus its one-second wait: it starts the receive loop on Timer(1, …),
+        so for a second after start nothing was read (a first call, the 407 to a first INVITE)."""
+        if self.NSD:
+            raise RuntimeError("the SIP client is already started")
+        self.NSD = True
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.s.bind((self.myIP, self.myPort))
+        self.out = self.s
+        self.register()
+        threading.Thread(target=self.recv_loop, name="SIP receive", daemon=True).start()
 
     def register(self) -> bool:
         """One REGISTER (digest answered by pyVoIP), then the next one scheduled.
@@ -213,13 +229,21 @@ class RouteAwareSIPClient(SIP.SIPClient):
                 and message.headers["Call-ID"] not in self.phone.calls):
             self.reject(message.raw, 481, "Call/Transaction Does Not Exist", "unknown dialog")
             return
+        if message.type == SIP.SIPMessageType.MESSAGE and message.method == "CANCEL":
+            self.out.sendto(self.gen_ok(message).encode("utf8"), (self.server, self.port))
+            self.phone.cancelled(message)
+            return
         super().parse_message(message)
 
     def recv(self) -> None:
         """pyVoIP's receive step, with refusals that are logged and answered, never swallowed."""
+        # pyVoIP's recv_loop comes here every 10 ms when the socket is idle: the retransmission clock
+        self.transactions.tick()
         raw = self.s.recv(8192)  # BlockingIOError goes back to pyVoIP's recv_loop, as it expects
         if not raw.strip(b"\x00\r\n \t"):
             return  # keep-alive
+        if raw.startswith(b"SIP/2.0 "):
+            self.transactions.on_response(raw)  # and on to whoever owns the dialog
         if self.outbound:
             call_id = _CALL_ID.search(raw.split(b"\r\n\r\n", 1)[0])
             handler = self.outbound.get(call_id.group(1).decode("utf-8", "replace")) if call_id else None
@@ -259,6 +283,10 @@ class RouteAwareSIPClient(SIP.SIPClient):
 
     def gen_answer(self, request: SIP.SIPMessage, sess_id: str, ms: Any, sendtype: Any) -> str:
         return self._copy_record_route(request, super().gen_answer(request, sess_id, ms, sendtype))
+
+    def bye(self, request: SIP.SIPMessage) -> None:
+        """Our BYE to the caller, retransmitted until answered (pyVoIP sends it once)."""
+        self.transactions.start(self.gen_bye(request).encode("utf8"))
 
     def gen_bye(self, request: SIP.SIPMessage) -> str:
         """BYE for a dialog in which we are the UAS (the INVITE came from the other side).
@@ -381,3 +409,25 @@ class RouteAwarePhone(VoIPPhone):
         super()._callback_MSG_Bye(request)
         if self._on_remote_bye is not None:
             self._on_remote_bye(request.headers["Call-ID"])
+
+    def cancelled(self, request: SIP.SIPMessage) -> None:
+        """The caller gave up before we answered (CANCEL, already answered 200 by the client).
+
+        pyVoIP ignores a CANCEL: the INVITE never got its 487 (the proxy kept the transaction
+        until its own timer) and the call stayed "ringing", to be answered later for a caller
+        who was gone. Here the INVITE is ended with 487 and the service told, as for a BYE."""
+        call_id = request.headers["Call-ID"]
+        with self.portsLock:
+            call = self.calls.get(call_id)
+            if call is None or call.state != CallState.RINGING:
+                return  # answered already: the caller's BYE follows the 200 (RFC 3261 §9.2)
+            call.state = CallState.ENDED
+            del self.calls[call_id]
+        for client in call.RTPClients:
+            client.stop()
+        response = stateless_response(call.request.raw, 487, "Request Terminated")
+        if response is not None:
+            self.sip.out.sendto(*response)
+        log.info("sip.cancelled", call_id=call_id)
+        if self._on_remote_bye is not None:
+            self._on_remote_bye(call_id)

@@ -12,6 +12,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -57,6 +58,55 @@ def _answers_sip(port: int) -> bool:
             return s.recv(4096).startswith(b"SIP/2.0")
         except TimeoutError:
             return False
+
+
+class LossyLink:
+    """A UDP hop between one user agent and the proxy that loses chosen requests, as a real
+    network does: the agent registers at `port` instead of the proxy's, everything it sends is
+    passed on to the proxy and everything the proxy sends back is passed to it, except the first
+    `drop` requests of each method in `lose` (counted in `dropped`). `seen` counts every request
+    the agent sent through the link, by method."""
+
+    def __init__(self, proxy_port: int, lose: dict[str, int]):
+        self.proxy = ("127.0.0.1", proxy_port)
+        self.lose = dict(lose)
+        self.seen: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port = self.sock.getsockname()[1]
+        self.agent: tuple[str, int] | None = None
+        self._open = True
+        self._thread = threading.Thread(target=self._pass, name="lossy-link", daemon=True)
+        self._thread.start()
+
+    def _pass(self) -> None:
+        while self._open:
+            try:
+                data, source = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            if source == self.proxy:
+                if self.agent is not None:
+                    self.sock.sendto(data, self.agent)
+                continue
+            self.agent = source
+            method = data.split(b" ", 1)[0].decode("ascii", "replace")
+            if not method.startswith("SIP/"):
+                self.seen[method] = self.seen.get(method, 0) + 1
+                if self.lose.get(method, 0) > 0:
+                    self.lose[method] -= 1
+                    self.dropped[method] = self.dropped.get(method, 0) + 1
+                    continue
+            self.sock.sendto(data, self.proxy)
+
+    def close(self) -> None:
+        self._open = False
+        self._thread.join(1)
+        self.sock.close()
 
 
 @dataclass

@@ -1,0 +1,103 @@
+"""Timer E and Timer F of RFC 3261 §17.1.2.2 as pure logic, on a clock the test moves.
+
+The same table against a real proxy and a link that loses packets: tests/test_dial.py
+(test_a_lost_bye_is_sent_again_until_answered and its neighbours).
+"""
+
+from __future__ import annotations
+
+from telephony.transactions import T2_S, TIMER_F_S, NonInviteTransactions, transaction_key
+
+
+def request(method: str, branch: str = "z9hG4bKabc", cseq: int = 2) -> bytes:
+    return (f"{method} sip:1001@127.0.0.1:5062 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport\r\n"
+            "From: <sip:hotline@127.0.0.1>;tag=a\r\nTo: <sip:1001@127.0.0.1>;tag=b\r\n"
+            f"Call-ID: call-1@127.0.0.1\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+def response(code: int, method: str, branch: str = "z9hG4bKabc", cseq: int = 2) -> bytes:
+    return (f"SIP/2.0 {code} Whatever\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch};rport=5070;received=127.0.0.1\r\n"
+            "From: <sip:hotline@127.0.0.1>;tag=a\r\nTo: <sip:1001@127.0.0.1>;tag=b\r\n"
+            f"Call-ID: call-1@127.0.0.1\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def send_times(clock: Clock, table: NonInviteTransactions, sent: list[bytes], until: float) -> list[float]:
+    """Tick every 10 ms (as the receive loop does) until `until`; when each send happened."""
+    times, start = [], clock.now
+    count = len(sent)
+    while clock.now - start < until:
+        clock.now = round(clock.now + 0.01, 2)
+        table.tick()
+        if len(sent) > count:
+            times.append(round(clock.now - start, 2))
+            count = len(sent)
+    return times
+
+
+def test_timer_e_doubles_from_t1_to_t2_and_a_final_response_stops_it() -> None:
+    clock, sent = Clock(), []
+    table = NonInviteTransactions(sent.append, clock)
+    table.start(request("BYE"))
+    assert len(sent) == 1
+    assert send_times(clock, table, sent, 11.0) == [0.5, 1.5, 3.5, 7.5]  # +0.5, +1, +2, +4 (T2)
+    assert table.on_response(response(200, "BYE")) is True
+    assert table.waiting() == 0
+    assert send_times(clock, table, sent, 10.0) == []
+
+
+def test_a_provisional_response_stretches_retransmissions_to_t2() -> None:
+    clock, sent = Clock(), []
+    table = NonInviteTransactions(sent.append, clock)
+    table.start(request("BYE"))
+    clock.now += 0.1
+    assert table.on_response(response(100, "BYE")) is True
+    assert send_times(clock, table, sent, 8.5) == [T2_S, 2 * T2_S]
+    assert table.waiting() == 1
+
+
+def test_timer_f_gives_up_counts_and_stops() -> None:
+    clock, sent = Clock(), []
+    table = NonInviteTransactions(sent.append, clock)
+    table.start(request("BYE"))
+    times = send_times(clock, table, sent, TIMER_F_S + 5)
+    assert times[-1] < TIMER_F_S and table.waiting() == 0
+    assert table.timed_out == 1
+    assert len(sent) == 1 + len(times) == 11  # 0, .5, 1.5, 3.5, 7.5, 11.5, … 31.5
+
+
+def test_the_invites_final_response_ends_its_cancel() -> None:
+    clock, sent = Clock(), []
+    table = NonInviteTransactions(sent.append, clock)
+    table.start(request("CANCEL", branch="z9hG4bKinv", cseq=1))
+    # the 487 for the INVITE overtook the CANCEL's 200: the INVITE is over, and so is the CANCEL
+    assert table.on_response(response(487, "INVITE", branch="z9hG4bKinv", cseq=1)) is False
+    assert table.waiting() == 0
+
+
+def test_responses_of_other_transactions_are_not_ours() -> None:
+    clock, sent = Clock(), []
+    table = NonInviteTransactions(sent.append, clock)
+    table.start(request("BYE", branch="z9hG4bKone"))
+    assert table.on_response(response(200, "BYE", branch="z9hG4bKtwo")) is False
+    assert table.on_response(response(200, "INVITE", branch="z9hG4bKone")) is False  # method differs
+    assert table.on_response(b"garbage") is False
+    assert table.waiting() == 1
+
+
+def test_transaction_key_reads_the_top_via_and_the_cseq_method() -> None:
+    two_vias = request("BYE").replace(
+        b"Via:", b"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKtop\r\nVia:", 1)
+    assert transaction_key(two_vias) == ("z9hG4bKtop", "BYE")
+    compact = request("BYE").replace(b"Via:", b"v:")
+    assert transaction_key(compact) == ("z9hG4bKabc", "BYE")
+    assert transaction_key(b"BYE sip:x SIP/2.0\r\n\r\n") is None
