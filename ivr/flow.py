@@ -36,7 +36,7 @@ import structlog
 
 from handover.callbacks import Callbacks
 from hotline.clock import Clock
-from ivr.hunt import Answered, Dial, Hunt, NoPresence
+from ivr.hunt import Answered, Dial, Hunt, NoPresence, keep_on_call
 from ivr.prompts import prompt, prompt_file, queue_position
 from ivr.queue import CallQueue, queue_key
 from recordings.call_records import CallerNumber, CallRecords
@@ -51,6 +51,7 @@ from recordings.recorder import (
 from routing.chain import ChainDecision, HotlineLine, RoutingData, route_chain
 from routing.directory import Directory
 from routing.people import Caller
+from routing.presence import ON_CALL_TTL_S
 from store.errors import reason_of
 from store.pii import PiiVault
 from telephony.bridge import bridge
@@ -447,9 +448,14 @@ class _Call:
             if side is not None and from_caller:
                 side.append(from_caller)
 
+        # her on_call state expires by itself (for a node that dies mid-call): refresh it
+        refreshing = asyncio.create_task(keep_on_call(flow.presence, staff_id, self.leg.call_id, ON_CALL_TTL_S))
         try:
             await bridge(self.leg, answered.leg, on_audio=keep_caller_side)
         finally:
+            refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refreshing  # no refresh may land after the call's end clears her state
             await flow.presence.call_ended(staff_id, self.leg.call_id)
 
     async def _start_recording(self) -> None:

@@ -39,6 +39,19 @@ class Presence(Protocol):
     async def call_started(self, staff_id: int, call_id: str) -> None: ...
     async def call_ended(self, staff_id: int, call_id: str) -> None: ...
     async def mark_offline(self, staff_id: int) -> None: ...
+    async def extend(self, staff_id: int, call_id: str, ttl_s: float) -> bool: ...
+
+
+async def keep_on_call(presence: Presence, staff_id: int, call_id: str, ttl_s: float) -> None:
+    """Refresh someone's on_call state while the call lasts (cancel this when it ends).
+
+    The state expires after `ttl_s` so that a node that dies mid-call does not leave the doctor
+    "busy" for ever; a call that outlives it would otherwise make her ringable while she talks.
+    Refreshed at a third of the expiry, so one lost refresh (Redis away for a moment) is harmless.
+    """
+    while True:
+        await asyncio.sleep(ttl_s / 3)
+        await presence.extend(staff_id, call_id, ttl_s)
 
 
 class NoPresence:
@@ -54,6 +67,9 @@ class NoPresence:
     async def call_started(self, staff_id: int, call_id: str) -> None: ...
     async def call_ended(self, staff_id: int, call_id: str) -> None: ...
     async def mark_offline(self, staff_id: int) -> None: ...
+
+    async def extend(self, staff_id: int, call_id: str, ttl_s: float) -> bool:
+        return True
 
 
 Dial = Callable[..., Awaitable[Dialed]]

@@ -450,6 +450,12 @@ class Presence:
             async with asyncio.timeout(self.timeout_s):
                 result = await action()
         except REDIS_DOWN as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # The caller was cancelled mid-command and the client turned that into a
+                # connection error (it drops the connection it was reading): not an outage,
+                # and the cancellation must go on (else a cancelled refresher lives on).
+                raise asyncio.CancelledError(f"cancelled during {op}") from exc
             self._failed(op, exc)
             return fallback
         if self._degraded_at is not None:

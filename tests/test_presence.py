@@ -12,9 +12,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 import structlog
 from redis.asyncio.connection import parse_url
 
+from ivr.hunt import keep_on_call
 from routing.presence import (
     Kind,
     Presence,
@@ -224,6 +226,50 @@ async def test_an_answered_call_is_on_call_until_that_call_ends(
     assert await presence.call_ended(DOCTOR, "c1")
     assert (await node2.state(DOCTOR)).kind is Kind.AVAILABLE
     assert await node2.claim(DOCTOR, "c2", 30)
+
+
+async def test_a_call_longer_than_the_on_call_expiry_keeps_her_busy_until_it_ends(
+    presence: Presence, node2: Presence
+) -> None:
+    """The expiry is there for a node that dies mid-call; a live call keeps refreshing it."""
+    ttl_s = 0.6
+    assert await presence.call_started(DOCTOR, "long-call", ttl_s=ttl_s)
+    refreshing = asyncio.create_task(keep_on_call(presence, DOCTOR, "long-call", ttl_s))
+    try:
+        for _ in range(8):  # 2 s: more than three expiries
+            await asyncio.sleep(0.25)
+            assert (await node2.state(DOCTOR)).kind is Kind.ON_CALL
+    finally:
+        refreshing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refreshing
+    # the node "died" (nothing refreshes): she is ringable again by herself
+    await asyncio.sleep(ttl_s + 0.2)
+    assert (await node2.state(DOCTOR)).kind is Kind.AVAILABLE
+
+
+async def test_a_cancellation_the_client_turns_into_a_connection_error_is_still_a_cancellation(
+    presence: Presence
+) -> None:
+    """redis-py drops the connection it was reading when its caller is cancelled, and may raise
+    ConnectionError instead: presence must not take that for an outage and swallow the cancel
+    (a cancelled keep_on_call went on refreshing a finished call, seen once in the suite)."""
+    started = asyncio.Event()
+
+    async def command_cut_by_cancel() -> int:
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise redis.exceptions.ConnectionError("Connection closed by server.") from None
+        return 1
+
+    task = asyncio.create_task(presence._run("extend", command_cut_by_cancel, 0))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not presence.degraded and presence.degraded_operations == 0
 
 
 async def test_people_on_dnd_or_offline_cannot_be_claimed(presence: Presence) -> None:
