@@ -247,7 +247,13 @@ class _Call:
             await flow.records.identified(self.record_id, self.caller.resident_id)
         self.log.info("call.identified" if self.caller else "call.unknown_caller",
                       resident_id=self.caller.resident_id if self.caller else None)
-        await self.leg.answer()
+        try:
+            await self.leg.answer()
+        except Exception:
+            if self.gone:  # the caller gave up (CANCEL) before we answered: nobody to call back
+                self.log.info("call.cancelled_before_answer")
+                return "ivr_only"
+            raise
         await flow.records.answered(self.record_id, flow.clock.now())
         await self._start_recording()
 
