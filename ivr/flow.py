@@ -27,7 +27,7 @@ import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -45,6 +45,7 @@ from recordings.recorder import (
     Recording,
     RecordingError,
     StereoRecorder,
+    cut_voicemail,
     repair,
     write_voicemail,
 )
@@ -63,6 +64,8 @@ log = structlog.get_logger("ivr")
 # How often the recorder takes audio from the call, and how often it makes it durable.
 RECORD_TICK_S = 0.1
 RECORD_FLUSH_EVERY = 10  # ticks: ≤ 1 s of audio lost to a crash
+# A shorter message is taken as nothing said (the caller hung up or pressed # at the beep).
+NOTHING_SAID_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,15 @@ class _Recording:
         self.message: list[bytes] | None = None
         leg.tap()
         leg.received_audio()  # from answer on
+        # The flush runs in a thread (seek to the header, rewrite it, seek back): no frame may be
+        # written meanwhile, from the pump or from anyone taking audio now (take_now, finish).
+        self.io = asyncio.Lock()
         self.task = asyncio.create_task(self._pump(), name=f"record {path.name}")
+
+    async def take_now(self) -> None:
+        """Write what arrived up to now (e.g. the end of a voicemail), between flushes."""
+        async with self.io:
+            self.take()
 
     def take(self) -> None:
         if self.caller_side_from_bridge is None:
@@ -107,13 +118,17 @@ class _Recording:
         ticks = 0
         while True:
             await asyncio.sleep(RECORD_TICK_S)
-            self.take()
-            ticks += 1
-            if ticks % RECORD_FLUSH_EVERY == 0:
-                await asyncio.to_thread(self.writer.recorder.flush)
+            async with self.io:
+                self.take()
+                ticks += 1
+                if ticks % RECORD_FLUSH_EVERY == 0:
+                    await asyncio.to_thread(self.writer.recorder.flush)
 
     async def finish(self):
-        self.task.cancel()
+        # Holding the lock, the pump is asleep or waiting for it, never mid-flush: cancelling it
+        # cannot leave a flush thread writing under the close.
+        async with self.io:
+            self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
         self.take()
@@ -123,6 +138,11 @@ class _Recording:
 def recording_path(root: Path, offered_at: datetime, record_id: int, call_id: str) -> Path:
     safe_call_id = re.sub(r"[^A-Za-z0-9._-]", "_", call_id)[:48]
     return root / f"{offered_at:%Y/%m/%d}" / f"{record_id:08d}-{safe_call_id}.wav"
+
+
+def voicemail_path(recording: Path) -> Path:
+    """The caller's message, next to the call's recording."""
+    return recording.with_name(recording.stem + "-voicemail.wav")
 
 
 def callback_owner(caller: Caller | None, decision: ChainDecision | None, on: Any) -> int | None:
@@ -178,7 +198,7 @@ class CallFlow:
             disposition = "failed"
             bound.warning("call.cut_by_shutdown")
             if call.waiting_for_human:
-                await call.owe_callback()
+                await call.keep_message_cut_short(await call.owe_callback())
         except Exception:
             bound.exception("call.failed")
             disposition = "failed"
@@ -194,27 +214,54 @@ class CallFlow:
 
     async def recover(self) -> int:
         """Close what a previous run left open: repair its recordings, end its records as
-        'failed', and keep the promise to callers who were waiting for a human when it died."""
+        'failed', and keep the promise to callers who were waiting for a human when it died —
+        with the message a caller was leaving, cut from the repaired recording."""
         now = self.clock.now()
         closed = 0
         for call in await self.records.unfinished():
+            fixed: Recording | None = None
             if call.recording_to_repair:
                 try:
                     fixed = await asyncio.to_thread(repair, Path(call.recording_to_repair))
                     await self.records.recorded(call.record_id, str(fixed.path), fixed.seconds, fixed.sha256)
                 except RecordingError as exc:
                     log.warning("recovery.recording_lost", record_id=call.record_id, why=str(exc))
-            if call.dialed and not call.connected and call.number_hash is not None:
+            # Routed is waiting for a human, whether being rung, in the queue (everyone busy,
+            # nobody rung) or leaving a message.
+            offset_s = call.voicemail_offset_s
+            if (call.routed or offset_s is not None) and not call.connected and call.number_hash is not None:
                 owner = next((t["staff_id"] for t in call.route_targets), None)
-                await self.callbacks.owe_for_missed_call(
+                owed = await self.callbacks.owe_for_missed_call(
                     call_record_id=call.record_id, resident_id=call.resident_id,
                     number_hash=call.number_hash, number_encrypted=call.number_encrypted or b"",
                     number_masked=call.number_masked, owner_staff_id=owner, missed_at=call.offered_at)
+                if offset_s is not None and fixed is not None:
+                    await self._recover_voicemail(call.record_id, call.offered_at, fixed, offset_s, owed.task_id)
             await self.records.ended(call.record_id, now, "failed")
             closed += 1
         if closed:
             log.warning("recovery.closed_calls", count=closed)
         return closed
+
+    async def _recover_voicemail(self, record_id: int, offered_at: datetime, recording: Recording,
+                                 offset_s: float, task_id: int) -> None:
+        """The message a crash cut short, from the repaired recording (its audio reached the disk
+        as it was said, up to the last flush), attached to the caller's callback task."""
+        try:
+            message = await asyncio.to_thread(cut_voicemail, recording.path, offset_s,
+                                              voicemail_path(recording.path), min_seconds=NOTHING_SAID_S)
+        except RecordingError as exc:
+            log.warning("recovery.voicemail_lost", record_id=record_id, why=str(exc))
+            return
+        if message is None:
+            log.info("recovery.voicemail_nothing_said", record_id=record_id)
+            return
+        # The message ended where the recording ends; the recording starts at answer, moments
+        # after the call was offered.
+        await self.callbacks.attach_voicemail(
+            task_id=task_id, call_record_id=record_id, path=str(message.path), seconds=message.seconds,
+            sha256=message.sha256, recorded_at=offered_at + timedelta(seconds=recording.seconds))
+        log.info("recovery.voicemail_saved", record_id=record_id, seconds=round(message.seconds, 1))
 
 
 class _Call:
@@ -371,16 +418,49 @@ class _Call:
         if not await self.leg.play(prompt("voicemail"), barge_in=False) or not await self.leg.play(prompt("beep")):
             return None
         self.recording.message = []
+        # No await between the line above and this read: the message's first byte goes to
+        # exactly this position in the recording's caller channel.
+        await self._note_voicemail(self.recording.writer.left_seconds)
         await self.leg.collect_digits(64, self.flow.settings.voicemail_max_s, terminator="#")
-        self.recording.take()  # what arrived up to now
+        return await self._save_message()
+
+    async def _save_message(self) -> Recording | None:
+        """The message gathered since the beep, written next to the recording; None when
+        nothing was said."""
+        assert self.recording is not None and self.recording.message is not None
+        await self.recording.take_now()  # what arrived up to now
         chunks, self.recording.message = self.recording.message, None
         payload = b"".join(chunks)
-        if len(payload) < 8000 // 2:  # under half a second: nothing said
+        if len(payload) < NOTHING_SAID_S * 8000:  # G.711: 8000 bytes a second
+            # else a crash while the caller hears the callback promise would have recovery
+            # take those seconds of silence for a message
+            await self._note_voicemail(None)
             return None
-        path = self.recording.path.with_name(self.recording.path.stem + "-voicemail.wav")
+        path = voicemail_path(self.recording.path)
         message = await asyncio.to_thread(write_voicemail, path, payload, self.leg.codec)
         self.log.info("voicemail.saved", seconds=round(message.seconds, 1), path=str(path))
         return message
+
+    async def keep_message_cut_short(self, task_id: int | None) -> None:
+        """The service is stopping while the caller leaves a message: keep what they said."""
+        if task_id is None or self.recording is None or self.recording.message is None:
+            return
+        message = await self._save_message()
+        if message is not None:
+            await self.flow.callbacks.attach_voicemail(
+                task_id=task_id, call_record_id=self.record_id, path=str(message.path),
+                seconds=message.seconds, sha256=message.sha256, recorded_at=self.flow.clock.now())
+
+    async def _note_voicemail(self, offset_s: float | None) -> None:
+        """Tell the record where the message starts (None: nothing was said). Only recovery
+        after a crash needs it: failing to store it must not cost the caller the message."""
+        try:
+            if offset_s is None:
+                await self.flow.records.voicemail_nothing_said(self.record_id)
+            else:
+                await self.flow.records.voicemail_started(self.record_id, offset_s)
+        except Exception as exc:
+            self.log.warning("voicemail.offset_not_stored", why=reason_of(exc))
 
     async def _greeting(self) -> Prompt:
         """The greeting of the number dialled (a center's own line may have its own)."""

@@ -51,9 +51,13 @@ class UnfinishedCall:
     number_masked: str
     offered_at: datetime
     connected: bool  # a human answered
-    dialed: bool  # the caller was waiting for a human when the service died
+    # routed and not connected: the caller was waiting for a human when the service died
+    # (ringing, in the queue, or at the voicemail), as the live flow's waiting_for_human
+    routed: bool
     recording_to_repair: str | None
     route_targets: list[dict[str, Any]]
+    # Where the caller's message starts in the recording (seconds), when they were leaving one.
+    voicemail_offset_s: float | None
 
 
 class CallRecords:
@@ -130,20 +134,32 @@ class CallRecords:
         """Name the file before a byte is written: after a crash, recovery finds it by the record."""
         await self._pool.execute("UPDATE call_records SET recording_path = $2 WHERE id = $1", record_id, path)
 
+    async def voicemail_started(self, record_id: int, offset_s: float) -> None:
+        """The beep has played: the caller's message starts `offset_s` seconds into the
+        recording, on the caller's channel. A crash mid-message leaves the message there on
+        disk; recovery cuts it out from this point."""
+        await self._pool.execute(
+            "UPDATE call_records SET voicemail_offset_s = $2 WHERE id = $1", record_id, offset_s)
+
+    async def voicemail_nothing_said(self, record_id: int) -> None:
+        """The caller said nothing after the beep: there is no message for recovery to cut."""
+        await self._pool.execute(
+            "UPDATE call_records SET voicemail_offset_s = NULL WHERE id = $1", record_id)
+
     async def unfinished(self) -> list[UnfinishedCall]:
         """Calls a previous run of this node left open (it was killed or crashed mid-call).
         Other nodes' open calls are live: they are not ours to close."""
         rows = await self._pool.fetch(
             """SELECT r.id, r.call_id, r.resident_id, r.caller_number_hash, r.caller_number_enc,
                       r.caller_number_masked, r.offered_at, r.connected_at, r.recording_path,
-                      r.recording_sha256, r.route_targets,
-                      EXISTS (SELECT 1 FROM dial_attempts d WHERE d.call_record_id = r.id) AS dialed
+                      r.recording_sha256, r.route_targets, r.voicemail_offset_s,
+                      r.route_service IS NOT NULL AS routed
                FROM call_records r WHERE r.ended_at IS NULL AND r.node = $1 ORDER BY r.id""", self.node)
         return [UnfinishedCall(
             r["id"], r["call_id"], r["resident_id"], r["caller_number_hash"], r["caller_number_enc"],
-            r["caller_number_masked"], r["offered_at"], r["connected_at"] is not None, r["dialed"],
+            r["caller_number_masked"], r["offered_at"], r["connected_at"] is not None, r["routed"],
             r["recording_path"] if r["recording_sha256"] is None else None,
-            json.loads(r["route_targets"])) for r in rows]
+            json.loads(r["route_targets"]), r["voicemail_offset_s"]) for r in rows]
 
     async def recorded(self, record_id: int, path: str, seconds: float, sha256: str) -> None:
         await self._pool.execute(

@@ -5,6 +5,9 @@ milliseconds, with the header's sizes rewritten and the file fsynced at each flu
 killed mid-call leaves a file whose header is at most one flush behind; `repair` recomputes it
 from the file's length (dropping a half-written sample frame), so nothing already on disk is
 lost. `finalize` closes the file and returns its duration and SHA-256 for the call record.
+
+A caller's message (voicemail) is written as a mono file of its own when it ends; if a crash
+comes first, `cut_voicemail` takes it from the repaired recording's caller channel.
 """
 
 from __future__ import annotations
@@ -90,6 +93,11 @@ class StereoRecorder:
         os.fsync(self._file.fileno())
 
     @property
+    def frames(self) -> int:
+        """Stereo sample frames written so far (one per 1/8000 s)."""
+        return self._data_bytes // BLOCK
+
+    @property
     def seconds(self) -> float:
         return self._data_bytes / (RATE * BLOCK)
 
@@ -135,6 +143,13 @@ class AlignedStereo:
             self._left += _SILENCE_BYTE[self.codec] * (-skew - MAX_SKEW_BYTES)
         self._write(min(len(self._left), len(self._right)))
 
+    @property
+    def left_seconds(self) -> float:
+        """Where the next audio fed on the left side will sit in the file, in seconds: what the
+        recorder has written plus what waits here for the right side (one G.711 byte a sample).
+        Padding only ever goes after what was fed, so the position holds whatever comes next."""
+        return (self.recorder.frames + len(self._left)) / RATE
+
     def close(self) -> Recording:
         """Write what is left (the shorter side padded) and finalize the file."""
         self._write(max(len(self._left), len(self._right)))
@@ -146,26 +161,82 @@ class AlignedStereo:
             del self._left[:length], self._right[:length]
 
 
-def write_voicemail(path: Path, payload: bytes, codec: str) -> Recording:
-    """A caller's message as a mono 16-bit WAV next to the call recordings (written once, at
-    the end of the message: a message cut by a crash is lost with the call, and the callback
-    is owed anyway)."""
-    decode = _DECODE.get(codec)
-    if decode is None:
-        raise RecordingError(f"{path.name}: cannot record codec {codec}")
-    pcm = decode(payload, SAMPLE_BYTES)
-    header = (b"RIFF" + struct.pack("<I", 36 + len(pcm)) + b"WAVE"
-              + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, RATE, RATE * SAMPLE_BYTES, SAMPLE_BYTES, 16)
-              + b"data" + struct.pack("<I", len(pcm)))
+def _mono_header(data_bytes: int) -> bytes:
+    return (b"RIFF" + struct.pack("<I", 36 + data_bytes) + b"WAVE"
+            + b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, RATE, RATE * SAMPLE_BYTES, SAMPLE_BYTES, 16)
+            + b"data" + struct.pack("<I", data_bytes))
+
+
+def _write_voicemail_file(path: Path, pcm: bytes) -> Recording:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("xb") as f:
-            f.write(header + pcm)
+        with path.open("xb") as f:  # x: a message is never overwritten
+            f.write(_mono_header(len(pcm)) + pcm)
             f.flush()
             os.fsync(f.fileno())
     except OSError as exc:
         raise RecordingError(f"cannot write voicemail {path}: {exc.strerror or exc}") from None
     return Recording(path, len(pcm) / (RATE * SAMPLE_BYTES), _sha256(path))
+
+
+def write_voicemail(path: Path, payload: bytes, codec: str) -> Recording:
+    """A caller's message as a mono 16-bit WAV next to the call recordings (written once, at
+    the end of the message; a message cut by a crash is recovered by `cut_voicemail`)."""
+    decode = _DECODE.get(codec)
+    if decode is None:
+        raise RecordingError(f"{path.name}: cannot record codec {codec}")
+    return _write_voicemail_file(path, decode(payload, SAMPLE_BYTES))
+
+
+def _voicemail_on_disk(path: Path) -> Recording | None:
+    """The complete voicemail already at `path`, or None when there is none."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(HEADER_BYTES)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RecordingError(f"cannot read voicemail {path}: {exc.strerror or exc}") from None
+    if size < HEADER_BYTES or head != _mono_header(size - HEADER_BYTES):
+        raise RecordingError(f"{path} exists and is not a complete voicemail")
+    return Recording(path, (size - HEADER_BYTES) / (RATE * SAMPLE_BYTES), _sha256(path))
+
+
+def cut_voicemail(recording: Path, offset_s: float, path: Path, *, min_seconds: float) -> Recording | None:
+    """The caller's message from a stereo recording (finalized or repaired): its caller channel
+    (left) from `offset_s` seconds to the end, written to `path` as `write_voicemail` writes a
+    message (mono, 16-bit, 8 kHz), with its duration and SHA-256.
+
+    None when less than `min_seconds` of the caller's side lies past the offset — nothing was
+    said, or nothing of it reached the disk. An offset beyond the end is such a case, not an
+    error: a writer killed just after the beep may not have written the beep out yet.
+
+    A complete voicemail already at `path` (the call wrote its message, then died before the
+    record was closed; or an earlier recovery did) is returned as it is: a message is never
+    overwritten, and cutting again changes nothing. Something else at `path` is an error.
+    """
+    if not offset_s >= 0:  # NaN too
+        raise RecordingError(f"{recording.name}: a voicemail cannot start at {offset_s} s")
+    kept = _voicemail_on_disk(path)
+    if kept is not None:
+        return kept
+    try:
+        size = recording.stat().st_size
+        with recording.open("rb") as f:
+            head = f.read(HEADER_BYTES)
+            if len(head) < HEADER_BYTES or head[:4] != b"RIFF" or head[8:16] != b"WAVEfmt " \
+                    or head[22:24] != struct.pack("<H", CHANNELS):
+                raise RecordingError(f"{recording} is not a recording this service wrote")
+            frames = (size - HEADER_BYTES) // BLOCK
+            first = round(offset_s * RATE)
+            if frames - first <= 0 or frames - first < min_seconds * RATE:
+                return None
+            f.seek(HEADER_BYTES + first * BLOCK)
+            stereo = f.read((frames - first) * BLOCK)
+    except OSError as exc:
+        raise RecordingError(f"cannot read recording {recording}: {exc.strerror or exc}") from None
+    return _write_voicemail_file(path, audioop.tomono(stereo, SAMPLE_BYTES, 1, 0))
 
 
 def repair(path: Path) -> Recording:

@@ -171,6 +171,9 @@ async def assert_missed_with_one_callback(pool: asyncpg.Pool, heard: bytes, firs
     assert heard.count(prompt("ringback").payload("PCMU")[400:7600]) == ringback_heard
     record = await pool.fetchrow("SELECT * FROM call_records")
     assert record["disposition"] == "missed" and record["connected_at"] is None
+    # the caller said nothing after the beep: no message, and no start of one left for recovery
+    assert record["voicemail_offset_s"] is None
+    assert await pool.fetchval("SELECT count(*) FROM voicemails") == 0
     attempts = await pool.fetch("SELECT sip_uri, outcome FROM dial_attempts ORDER BY seq")
     # the chain: own doctor, assistant, the center's agent, the district desk (nobody but the
     # doctor has a softphone registered: unreachable at once)

@@ -4,6 +4,7 @@ Kamailio, the service on the test PostgreSQL and Redis, baresip doctors."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -15,11 +16,14 @@ import structlog.testing
 
 from ivr.prompts import PROMPT_DIR, prompt
 from routing.presence import Presence, presence_client
+from store.pii import PiiVault
+from tests.conftest import TEST_PII_KEY
 from tests.hotline_peer import (  # noqa: F401  (fresh_kamailio: this module's `kamailio` fixture)
     Earpiece,
     Hotline,
     calls_done,
     fresh_kamailio,
+    hotline_at,
     hotline_fixture,
 )
 from tests.rtp_pcap import ulaw_sine, write_rtp_pcap
@@ -163,6 +167,56 @@ async def test_everyone_busy_queue_with_position_then_voicemail_on_the_callback_
     message = await asyncio.to_thread(read_wav, voicemail["path"])
     assert has_tone(message.mono, message.rate, 440), describe(message.mono, message.rate)
     assert Path(voicemail["path"]).parent == Path(record["recording_path"]).parent  # the same store
+    # where the message starts in the recording, for recovery after a crash: past the greeting,
+    # the queue and the beep, and the message fits between it and the end of the recording
+    offset_s = record["voicemail_offset_s"]
+    assert 10 < offset_s <= float(record["recording_seconds"]) - float(voicemail["seconds"])
+    # the message is the recording's caller channel from exactly there
+    recording = await asyncio.to_thread(read_wav, record["recording_path"])
+    first = round(offset_s * recording.rate)
+    assert recording.channels[0][first:first + len(message.mono)] == message.mono
+
+
+async def test_a_message_cut_by_a_service_shutdown_is_kept_on_the_callback_task(
+    kamailio: Kamailio, database_url: str, pool: asyncpg.Pool, vault: PiiVault, redis_url: str,
+    presence: Presence, voice_440: Path, tmp_path: Path
+) -> None:
+    """SIGTERM (a deploy) while a caller is leaving a message: the service hangs up its calls and
+    gives their flows DRAIN_S to write their endings; what the caller said so far is kept with
+    the callback."""
+    for row in await pool.fetch("SELECT id FROM staff WHERE sip_uri IS NOT NULL"):
+        await presence.call_started(row["id"], "other-call")
+    ear = Earpiece()
+    try:
+        async with hotline_at(TUESDAY_10, kamailio=kamailio, database_url=database_url, pool=pool,
+                              vault=vault, pii_key=TEST_PII_KEY, data_dir=tmp_path / "data",
+                              redis_url=redis_url, voicemail_max_s=60.0):
+            sipp = await run_sipp("resident_waits_for_doctor.xml", kamailio.port, service="hotline",
+                                  caller=ZHANG_GUILAN, timeout_s=80,
+                                  keys={"rtp_port": str(ear.port), "voice_pcap": str(voice_440)})
+            for _ in range(600):  # bounded: 30 s for the greeting, the busy prompt and the beep
+                if await pool.fetchval("SELECT voicemail_offset_s FROM call_records") is not None:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("the caller never reached the voicemail")
+            await asyncio.sleep(2.0)  # the caller talks; then the service is told to stop
+        code, out = await sipp_result(sipp, timeout_s=20)
+        assert code == 0, out  # the service hung up on them (BYE) as it stopped
+    finally:
+        ear.close()
+    record = await pool.fetchrow("SELECT * FROM call_records")
+    assert record["disposition"] == "failed" and record["ended_at"] is not None
+    task = await pool.fetchrow("SELECT * FROM callback_tasks")
+    assert task["status"] == "open" and task["due_at"] == record["offered_at"] + timedelta(hours=8)
+    voicemail = await pool.fetchrow("SELECT * FROM voicemails")
+    assert voicemail is not None and voicemail["task_id"] == task["id"]
+    # two seconds of talk (the recorder takes audio every 0.1 s)
+    assert 1.7 <= float(voicemail["seconds"]) <= 2.5
+    message = await asyncio.to_thread(read_wav, voicemail["path"])
+    assert has_tone(message.mono, message.rate, 440), describe(message.mono, message.rate)
+    content = await asyncio.to_thread(Path(voicemail["path"]).read_bytes)
+    assert hashlib.sha256(content).hexdigest() == voicemail["sha256"]
 
 
 async def test_a_centers_own_number_reaches_its_own_chain_and_greeting(

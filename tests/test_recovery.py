@@ -4,20 +4,26 @@ the open records as 'failed', and keeps the 8 h promise to callers who were wait
 from __future__ import annotations
 
 import asyncio
+import audioop
 import hashlib
+import io
 import os
 import signal
 import subprocess
 import sys
+import wave
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import pytest
+import structlog.testing
 
 from handover.callbacks import Callbacks
 from hotline.clock import Clock
 from ivr.flow import CallFlow, FlowSettings
 from recordings.call_records import CallerNumber, CallRecords
+from recordings.recorder import RecordingError, StereoRecorder, cut_voicemail, write_voicemail
 from routing.directory import Directory
 from store.pii import PiiVault
 from tests.district import build_district
@@ -44,6 +50,59 @@ def killed_mid_recording(path: Path) -> None:
     writer.wait(5)
 
 
+# A call's recording killed while the caller leaves a message, fed as ivr/flow.py feeds it (0.1 s
+# ticks, a flush every 10). Before the beep: 1 s on both sides, the caller's side 100 samples
+# ahead (RTP arrives before the service's own grid has sent the same span), so the message starts
+# at 8100 samples (1.0125 s) although the recorder has written 8000. The message: `ticks` × 0.1 s.
+# Every channel has bytes of its own: caller 0x10 then 0x30, what the caller heard 0x20 then 0x40.
+_VOICEMAIL_WRITER = """
+import sys, time
+from pathlib import Path
+from recordings.recorder import AlignedStereo, StereoRecorder
+ticks = int(sys.argv[2])
+stereo = AlignedStereo(StereoRecorder(Path(sys.argv[1])), "PCMU")
+stereo.feed(b"\\x10" * 8100, b"\\x20" * 8000)
+stereo.recorder.flush()
+print(repr(stereo.left_seconds), flush=True)
+for tick in range(1, ticks + 1):
+    stereo.feed(b"\\x30" * 800, b"\\x40" * 800)
+    if tick % 10 == 0:
+        stereo.recorder.flush()
+print("ready", flush=True)
+time.sleep(60)
+"""
+BEFORE_THE_MESSAGE = 8100  # samples of the caller's channel before the message starts
+
+
+def start_voicemail_writer(path: Path, ticks: int) -> tuple[subprocess.Popen, float]:
+    """The writer, and where the message starts in its recording (what the flow stores)."""
+    writer = subprocess.Popen([sys.executable, "-c", _VOICEMAIL_WRITER, str(path), str(ticks)],
+                              stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent)
+    assert writer.stdout is not None
+    return writer, float(writer.stdout.readline())
+
+
+def kill_when_ready(writer: subprocess.Popen) -> None:
+    assert writer.stdout is not None and writer.stdout.readline().strip() == b"ready"
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait(5)
+
+
+def recovering_flow(pool: asyncpg.Pool, vault: PiiVault, records: CallRecords, root: Path) -> CallFlow:
+    return CallFlow(records=records, callbacks=Callbacks(pool), directory=Directory(pool, vault),
+                    routing=None, vault=vault, clock=Clock(OFFERED + timedelta(minutes=5)),  # type: ignore[arg-type]
+                    dial=None, settings=FlowSettings(recordings_dir=root))  # type: ignore[arg-type]
+
+
+async def everyone_busy_call(records: CallRecords, vault: PiiVault, doctor_id: int, path: Path) -> int:
+    """A call routed to a doctor on another call: nobody rung (no dial attempt), straight to the
+    queue and then to voicemail, as in test_chain_calls."""
+    record = await records.open("vm@x", CallerNumber.of(vault, "13900000005"), OFFERED)
+    await records.recording_started(record, str(path))
+    await records.routed(record, "day", "test", [{"staff_id": doctor_id, "name": "王医生"}])
+    return record
+
+
 async def test_recovery_after_a_kill(pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path) -> None:
     district = await build_district(pool, vault, week_of=OFFERED.date())
     doctor_id = district.doctor_id
@@ -59,7 +118,10 @@ async def test_recovery_after_a_kill(pool: asyncpg.Pool, vault: PiiVault, tmp_pa
     await asyncio.to_thread(killed_mid_recording, path)
     # 2: the caller was still listening to the greeting
     await records.open("greeting@x", CallerNumber.of(vault, "13900000002"), OFFERED)
-    # 3: a call that ended normally is left alone
+    # 3: everyone was busy: the caller was waiting in the queue, nobody had been rung yet
+    queued = await records.open("queued@x", CallerNumber.of(vault, "13900000005"), OFFERED)
+    await records.routed(queued, "day", "test", [{"staff_id": doctor_id, "name": "王医生"}])
+    # 4: a call that ended normally is left alone
     done = await records.open("done@x", CallerNumber.of(vault, "13900000003"), OFFERED)
     await records.ended(done, OFFERED + timedelta(minutes=1), "connected")
 
@@ -67,7 +129,7 @@ async def test_recovery_after_a_kill(pool: asyncpg.Pool, vault: PiiVault, tmp_pa
     flow = CallFlow(records=records, callbacks=Callbacks(pool), directory=Directory(pool, vault),
                     routing=None, vault=vault, clock=Clock(now), dial=None,  # type: ignore[arg-type]
                     settings=FlowSettings(recordings_dir=tmp_path / "rec"))
-    assert await flow.recover() == 2
+    assert await flow.recover() == 3
     assert await flow.recover() == 0  # nothing left open: running it twice changes nothing
 
     rows = {r["call_id"]: r for r in await pool.fetch("SELECT * FROM call_records")}
@@ -81,10 +143,153 @@ async def test_recovery_after_a_kill(pool: asyncpg.Pool, vault: PiiVault, tmp_pa
     repaired = await asyncio.to_thread(path.read_bytes)
     assert rows["waiting@x"]["recording_sha256"] == hashlib.sha256(repaired).hexdigest()
     assert float(rows["waiting@x"]["recording_seconds"]) >= 1.0
-    # the promise survives the crash: one callback for the caller who was waiting, owed by
-    # the doctor being rung, none for the one still at the greeting
-    tasks = await pool.fetch("SELECT * FROM callback_tasks")
-    assert len(tasks) == 1
-    assert tasks[0]["owner_staff_id"] == doctor_id
-    assert tasks[0]["due_at"] == OFFERED + timedelta(hours=8)
-    assert tasks[0]["caller_number_masked"] == rows["waiting@x"]["caller_number_masked"]
+    # the promise survives the crash: a callback for each caller who was waiting for a human
+    # (being rung, or queued), owed by the doctor of the route, none for the one at the greeting
+    tasks = await pool.fetch("SELECT * FROM callback_tasks ORDER BY id")
+    assert len(tasks) == 2
+    assert {t["owner_staff_id"] for t in tasks} == {doctor_id}
+    assert {t["due_at"] for t in tasks} == {OFFERED + timedelta(hours=8)}
+    assert [t["caller_number_masked"] for t in tasks] == [
+        rows["waiting@x"]["caller_number_masked"], rows["queued@x"]["caller_number_masked"]]
+
+
+async def test_a_voicemail_cut_by_a_kill_is_recovered_onto_the_callback_task(
+        pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path) -> None:
+    district = await build_district(pool, vault, week_of=OFFERED.date())
+    records = CallRecords(pool, vault, node="node-a")
+    path = tmp_path / "rec" / "vm.wav"
+    record = await everyone_busy_call(records, vault, district.doctor_id, path)
+    writer, offset_s = await asyncio.to_thread(start_voicemail_writer, path, 25)
+    assert offset_s * 8000 == BEFORE_THE_MESSAGE
+    await records.voicemail_started(record, offset_s)  # as _voicemail does right after the beep
+    await asyncio.to_thread(kill_when_ready, writer)
+    # What reached the disk: everything up to the last flush (20 ticks), and of the 5 ticks
+    # after it what left the writer's buffer before the kill (SIGKILL loses no page cache).
+    on_disk = (path.stat().st_size - 44) // 4
+    message_frames = on_disk - BEFORE_THE_MESSAGE
+    assert 8000 + 20 * 800 - BEFORE_THE_MESSAGE <= message_frames <= 8000 + 25 * 800 - BEFORE_THE_MESSAGE
+
+    with structlog.testing.capture_logs() as logs:
+        assert await recovering_flow(pool, vault, records, tmp_path / "rec").recover() == 1
+
+    task = await pool.fetchrow("SELECT * FROM callback_tasks")  # owed though nobody was rung
+    assert task["status"] == "open" and task["due_at"] == OFFERED + timedelta(hours=8)
+    voicemail = await pool.fetchrow("SELECT * FROM voicemails")
+    assert voicemail["task_id"] == task["id"] and voicemail["call_record_id"] == record
+    assert Path(voicemail["path"]) == tmp_path / "rec" / "vm-voicemail.wav"
+    message = await asyncio.to_thread(Path(voicemail["path"]).read_bytes)
+    assert voicemail["sha256"] == hashlib.sha256(message).hexdigest()
+    with wave.open(io.BytesIO(message), "rb") as w:
+        assert (w.getnchannels(), w.getframerate(), w.getsampwidth()) == (1, 8000, 2)
+        assert w.getnframes() == message_frames
+        samples = w.readframes(w.getnframes())
+    # the caller's channel from the first sample of the message: none of what came before (0x10),
+    # none of what the caller heard (0x40)
+    assert samples == audioop.ulaw2lin(b"\x30" * message_frames, 2)
+    assert float(voicemail["seconds"]) == pytest.approx(message_frames / 8000, abs=0.0005)
+    record_row = await pool.fetchrow("SELECT * FROM call_records WHERE id = $1", record)
+    assert record_row["disposition"] == "failed"
+    assert float(record_row["recording_seconds"]) == pytest.approx(on_disk / 8000, abs=0.0005)
+    assert voicemail["recorded_at"] == OFFERED + timedelta(seconds=on_disk / 8000)
+    saved = [e for e in logs if e["event"] == "recovery.voicemail_saved"]
+    assert saved == [{"event": "recovery.voicemail_saved", "log_level": "info", "record_id": record,
+                      "seconds": round(message_frames / 8000, 1)}]
+    assert not any("13900000005" in str(e) for e in logs)
+
+
+@pytest.mark.parametrize("ticks", [0, 3], ids=["killed-before-the-message-reached-the-disk", "0.3s-said"])
+async def test_a_kill_before_half_a_second_was_said_attaches_no_voicemail_but_owes_the_callback(
+        pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path, ticks: int) -> None:
+    district = await build_district(pool, vault, week_of=OFFERED.date())
+    records = CallRecords(pool, vault, node="node-a")
+    path = tmp_path / "rec" / "vm.wav"
+    record = await everyone_busy_call(records, vault, district.doctor_id, path)
+    writer, offset_s = await asyncio.to_thread(start_voicemail_writer, path, ticks)
+    await records.voicemail_started(record, offset_s)
+    await asyncio.to_thread(kill_when_ready, writer)
+    # 0 ticks: the 100 samples ahead never left the writer, so the offset lies past the end
+
+    assert await recovering_flow(pool, vault, records, tmp_path / "rec").recover() == 1
+
+    assert await pool.fetchval("SELECT count(*) FROM voicemails") == 0
+    assert not (tmp_path / "rec" / "vm-voicemail.wav").exists()
+    task = await pool.fetchrow("SELECT * FROM callback_tasks")
+    assert task is not None and task["status"] == "open"
+    assert await pool.fetchval("SELECT task_id FROM callback_calls WHERE call_record_id = $1", record) == task["id"]
+
+
+async def test_a_message_written_before_the_kill_is_the_one_attached(
+        pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path) -> None:
+    # The caller pressed #: _voicemail wrote the message from memory, and the service was killed
+    # before it was attached to the callback task. That file is complete (and may hold more than
+    # the recording's flushed part): recovery attaches it as it is, and never overwrites it.
+    district = await build_district(pool, vault, week_of=OFFERED.date())
+    records = CallRecords(pool, vault, node="node-a")
+    path = tmp_path / "rec" / "vm.wav"
+    record = await everyone_busy_call(records, vault, district.doctor_id, path)
+    writer, offset_s = await asyncio.to_thread(start_voicemail_writer, path, 25)
+    await records.voicemail_started(record, offset_s)
+    live = await asyncio.to_thread(write_voicemail, tmp_path / "rec" / "vm-voicemail.wav", b"\x30" * 20000, "PCMU")
+    await asyncio.to_thread(kill_when_ready, writer)
+
+    assert await recovering_flow(pool, vault, records, tmp_path / "rec").recover() == 1
+
+    task_id = await pool.fetchval("SELECT id FROM callback_tasks")
+    rows = await pool.fetch("SELECT * FROM voicemails")
+    assert [(r["task_id"], r["path"], r["sha256"], float(r["seconds"])) for r in rows] == [
+        (task_id, str(live.path), live.sha256, 2.5)]
+    assert hashlib.sha256(await asyncio.to_thread(live.path.read_bytes)).hexdigest() == live.sha256
+
+
+def stereo_recording(path: Path, left: bytes, right: bytes) -> Path:
+    recorder = StereoRecorder(path)
+    recorder.write(left, right, "PCMU")
+    recorder.finalize()
+    return path
+
+
+def test_cut_voicemail_is_the_caller_channel_from_the_offset_as_write_voicemail_writes_it(tmp_path: Path) -> None:
+    caller = bytes(range(256)) * 40  # 10240 samples, every one telling where it is (mod 256)
+    recording = stereo_recording(tmp_path / "call.wav", caller, b"\x40" * len(caller))
+    cut = cut_voicemail(recording, 0.5, tmp_path / "call-voicemail.wav", min_seconds=0.5)
+    assert cut is not None
+    # byte for byte what _voicemail would have written for the same audio
+    same = write_voicemail(tmp_path / "live.wav", caller[4000:], "PCMU")
+    assert cut.path.read_bytes() == same.path.read_bytes()
+    assert (cut.seconds, cut.sha256) == (same.seconds, same.sha256) == (6240 / 8000, same.sha256)
+    # a message already there (the live path's, an earlier recovery's) is kept as it is
+    assert cut_voicemail(recording, 0.0, cut.path, min_seconds=0.5) == cut
+    assert cut.path.read_bytes() == same.path.read_bytes()
+
+
+def test_cut_voicemail_returns_none_when_too_little_lies_past_the_offset(tmp_path: Path) -> None:
+    recording = stereo_recording(tmp_path / "call.wav", b"\x30" * 8000, b"\x40" * 8000)  # 1 s
+    target = tmp_path / "call-voicemail.wav"
+    assert cut_voicemail(recording, 0.6, target, min_seconds=0.5) is None  # 0.4 s said
+    assert cut_voicemail(recording, 1.0, target, min_seconds=0.0) is None  # nothing past the offset
+    # past the end: the writer died before the start of the message reached the disk
+    assert cut_voicemail(recording, 1.5, target, min_seconds=0.5) is None
+    assert not target.exists()
+    cut = cut_voicemail(recording, 0.5, target, min_seconds=0.5)  # exactly half a second is a message
+    assert cut is not None and cut.seconds == 0.5
+
+
+def test_cut_voicemail_refuses_what_it_cannot_trust(tmp_path: Path) -> None:
+    recording = stereo_recording(tmp_path / "call.wav", b"\x30" * 8000, b"\x40" * 8000)
+    with pytest.raises(RecordingError, match="a voicemail cannot start at -0.1 s"):
+        cut_voicemail(recording, -0.1, tmp_path / "a.wav", min_seconds=0.5)
+    with pytest.raises(RecordingError, match="cannot start at nan"):
+        cut_voicemail(recording, float("nan"), tmp_path / "a.wav", min_seconds=0.5)
+    half_written = tmp_path / "b.wav"
+    half_written.write_bytes(write_voicemail(tmp_path / "c.wav", b"\x30" * 8000, "PCMU").path.read_bytes()[:-10])
+    with pytest.raises(RecordingError, match="exists and is not a complete voicemail"):
+        cut_voicemail(recording, 0.0, half_written, min_seconds=0.5)
+    notes = tmp_path / "notes.wav"
+    notes.write_bytes(b"hello")
+    with pytest.raises(RecordingError, match="is not a recording this service wrote"):
+        cut_voicemail(notes, 0.0, tmp_path / "d.wav", min_seconds=0.5)
+    with pytest.raises(RecordingError, match="is not a recording this service wrote"):
+        cut_voicemail(tmp_path / "c.wav", 0.0, tmp_path / "e.wav", min_seconds=0.5)  # mono: a message
+    with pytest.raises(RecordingError, match="cannot read recording"):
+        cut_voicemail(tmp_path / "missing.wav", 0.0, tmp_path / "f.wav", min_seconds=0.5)
+    assert not any((tmp_path / n).exists() for n in ("a.wav", "d.wav", "e.wav", "f.wav"))
