@@ -109,6 +109,9 @@ class StereoRecorder:
 
 # G.711 silence, to pad a side that sent nothing.
 _SILENCE_BYTE = {"PCMU": b"\xff", "PCMA": b"\xd5"}
+# The loudest sample those silence bytes decode to (A-law's is 8, μ-law's 0): a stretch no
+# louder than this is padding, not a caller's voice or even their line noise.
+DIGITAL_SILENCE = 8
 # How far one side may run ahead of the other before the late side is taken as silent: more
 # than RTP jitter, less than anyone would notice as an echo between the channels.
 MAX_SKEW_BYTES = 2400  # 0.3 s of G.711
@@ -209,7 +212,8 @@ def cut_voicemail(recording: Path, offset_s: float, path: Path, *, min_seconds: 
     message (mono, 16-bit, 8 kHz), with its duration and SHA-256.
 
     None when less than `min_seconds` of the caller's side lies past the offset — nothing was
-    said, or nothing of it reached the disk. An offset beyond the end is such a case, not an
+    said, or nothing of it reached the disk — or when all of it is the recorder's silence
+    padding (the caller's phone sent no audio after the beep). An offset beyond the end is such a case, not an
     error: a writer killed just after the beep may not have written the beep out yet.
 
     A complete voicemail already at `path` (the call wrote its message, then died before the
@@ -236,7 +240,10 @@ def cut_voicemail(recording: Path, offset_s: float, path: Path, *, min_seconds: 
             stereo = f.read((frames - first) * BLOCK)
     except OSError as exc:
         raise RecordingError(f"cannot read recording {recording}: {exc.strerror or exc}") from None
-    return _write_voicemail_file(path, audioop.tomono(stereo, SAMPLE_BYTES, 1, 0))
+    message = audioop.tomono(stereo, SAMPLE_BYTES, 1, 0)
+    if audioop.max(message, SAMPLE_BYTES) <= DIGITAL_SILENCE:
+        return None  # only the recorder's padding: the caller sent no audio after the beep
+    return _write_voicemail_file(path, message)
 
 
 def repair(path: Path) -> Recording:

@@ -153,12 +153,19 @@ async def test_recovery_after_a_kill(pool: asyncpg.Pool, vault: PiiVault, tmp_pa
         rows["waiting@x"]["caller_number_masked"], rows["queued@x"]["caller_number_masked"]]
 
 
-async def test_a_voicemail_cut_by_a_kill_is_recovered_onto_the_callback_task(
-        pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path) -> None:
+async def queued_call_in_a_district(pool: asyncpg.Pool, vault: PiiVault,
+                                    tmp_path: Path) -> tuple[CallRecords, int, Path]:
+    """The test district, and one call of node-a in it waiting for everyone busy (its records,
+    the record id, where its recording goes)."""
     district = await build_district(pool, vault, week_of=OFFERED.date())
     records = CallRecords(pool, vault, node="node-a")
     path = tmp_path / "rec" / "vm.wav"
-    record = await everyone_busy_call(records, vault, district.doctor_id, path)
+    return records, await everyone_busy_call(records, vault, district.doctor_id, path), path
+
+
+async def test_a_voicemail_cut_by_a_kill_is_recovered_onto_the_callback_task(
+        pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path) -> None:
+    records, record, path = await queued_call_in_a_district(pool, vault, tmp_path)
     writer, offset_s = await asyncio.to_thread(start_voicemail_writer, path, 25)
     assert offset_s * 8000 == BEFORE_THE_MESSAGE
     await records.voicemail_started(record, offset_s)  # as _voicemail does right after the beep
@@ -200,10 +207,7 @@ async def test_a_voicemail_cut_by_a_kill_is_recovered_onto_the_callback_task(
 @pytest.mark.parametrize("ticks", [0, 3], ids=["killed-before-the-message-reached-the-disk", "0.3s-said"])
 async def test_a_kill_before_half_a_second_was_said_attaches_no_voicemail_but_owes_the_callback(
         pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path, ticks: int) -> None:
-    district = await build_district(pool, vault, week_of=OFFERED.date())
-    records = CallRecords(pool, vault, node="node-a")
-    path = tmp_path / "rec" / "vm.wav"
-    record = await everyone_busy_call(records, vault, district.doctor_id, path)
+    records, record, path = await queued_call_in_a_district(pool, vault, tmp_path)
     writer, offset_s = await asyncio.to_thread(start_voicemail_writer, path, ticks)
     await records.voicemail_started(record, offset_s)
     await asyncio.to_thread(kill_when_ready, writer)
@@ -223,10 +227,7 @@ async def test_a_message_written_before_the_kill_is_the_one_attached(
     # The caller pressed #: _voicemail wrote the message from memory, and the service was killed
     # before it was attached to the callback task. That file is complete (and may hold more than
     # the recording's flushed part): recovery attaches it as it is, and never overwrites it.
-    district = await build_district(pool, vault, week_of=OFFERED.date())
-    records = CallRecords(pool, vault, node="node-a")
-    path = tmp_path / "rec" / "vm.wav"
-    record = await everyone_busy_call(records, vault, district.doctor_id, path)
+    records, record, path = await queued_call_in_a_district(pool, vault, tmp_path)
     writer, offset_s = await asyncio.to_thread(start_voicemail_writer, path, 25)
     await records.voicemail_started(record, offset_s)
     live = await asyncio.to_thread(write_voicemail, tmp_path / "rec" / "vm-voicemail.wav", b"\x30" * 20000, "PCMU")
@@ -241,9 +242,9 @@ async def test_a_message_written_before_the_kill_is_the_one_attached(
     assert hashlib.sha256(await asyncio.to_thread(live.path.read_bytes)).hexdigest() == live.sha256
 
 
-def stereo_recording(path: Path, left: bytes, right: bytes) -> Path:
+def stereo_recording(path: Path, left: bytes, right: bytes, codec: str = "PCMU") -> Path:
     recorder = StereoRecorder(path)
-    recorder.write(left, right, "PCMU")
+    recorder.write(left, right, codec)
     recorder.finalize()
     return path
 
@@ -272,6 +273,14 @@ def test_cut_voicemail_returns_none_when_too_little_lies_past_the_offset(tmp_pat
     assert not target.exists()
     cut = cut_voicemail(recording, 0.5, target, min_seconds=0.5)  # exactly half a second is a message
     assert cut is not None and cut.seconds == 0.5
+
+
+@pytest.mark.parametrize(("silence", "codec"), [(b"\xff", "PCMU"), (b"\xd5", "PCMA")])
+def test_cut_voicemail_takes_padding_alone_for_nothing_said(tmp_path: Path, silence: bytes, codec: str) -> None:
+    # the caller's phone sent nothing after the beep: the recorder padded their side with silence
+    recording = stereo_recording(tmp_path / "call.wav", silence * 16000, b"\x40" * 16000, codec)
+    assert cut_voicemail(recording, 0.5, tmp_path / "call-voicemail.wav", min_seconds=0.5) is None
+    assert not (tmp_path / "call-voicemail.wav").exists()
 
 
 def test_cut_voicemail_refuses_what_it_cannot_trust(tmp_path: Path) -> None:
