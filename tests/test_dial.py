@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from telephony.agent import SipAccount, SipAgent, TelephonyError
+from telephony.agent import InboundLeg, SipAccount, SipAgent, TelephonyError
 from telephony.dialer import DialOutcome, outcome_of_status, parse_sdp_answer
 from tests.sip_peers import Kamailio, LossyLink, free_udp_port, start_kamailio
 
@@ -45,6 +45,16 @@ def test_sdp_answer_gives_the_first_codec_we_speak() -> None:
     assert parse_sdp_answer(b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5000 RTP/AVP 18\r\n") is None
     assert parse_sdp_answer(b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 0 RTP/AVP 0\r\n") is None  # declined stream
     assert parse_sdp_answer(b"") is None
+
+
+def answer_next_call(callee: SipAgent) -> asyncio.Task[InboundLeg]:
+    """The callee picks up the next call it is offered (start it before dialling)."""
+    async def pick_up() -> InboundLeg:
+        leg = await asyncio.wait_for(callee.next_call(), 10)
+        await leg.answer()
+        return leg
+
+    return asyncio.create_task(pick_up())
 
 
 async def _agent(user: str, registrar_port: int, register_timeout_s: int = 10) -> SipAgent:
@@ -116,12 +126,7 @@ async def test_ring_timeout_cancels(agent: SipAgent, doctor: SipAgent) -> None:
 async def test_answered_call_carries_audio_both_ways_and_either_side_hangs_up(
     agent: SipAgent, doctor: SipAgent
 ) -> None:
-    async def pick_up():
-        leg = await asyncio.wait_for(doctor.next_call(), 10)
-        await leg.answer()
-        return leg
-
-    picking_up = asyncio.create_task(pick_up())
+    picking_up = answer_next_call(doctor)
     dialed = await agent.dial("sip:1001@127.0.0.1", ring_timeout_s=10, caller_display="13800000001")
     doctor_leg = await picking_up
     assert dialed.outcome is DialOutcome.ANSWERED and dialed.rang, dialed
@@ -149,12 +154,7 @@ async def test_answered_call_carries_audio_both_ways_and_either_side_hangs_up(
 
 
 async def test_service_hangs_up_a_call_it_placed(agent: SipAgent, doctor: SipAgent) -> None:
-    async def pick_up():
-        leg = await asyncio.wait_for(doctor.next_call(), 10)
-        await leg.answer()
-        return leg
-
-    picking_up = asyncio.create_task(pick_up())
+    picking_up = answer_next_call(doctor)
     dialed = await agent.dial("sip:1001@127.0.0.1", ring_timeout_s=10)
     doctor_leg = await picking_up
     assert dialed.leg is not None
@@ -180,12 +180,7 @@ async def test_a_lost_bye_is_sent_again_until_answered(
 ) -> None:
     agent, link = lossy_agent
 
-    async def pick_up():
-        leg = await asyncio.wait_for(doctor.next_call(), 10)
-        await leg.answer()
-        return leg
-
-    picking_up = asyncio.create_task(pick_up())
+    picking_up = answer_next_call(doctor)
     dialed = await agent.dial("sip:1001@127.0.0.1", ring_timeout_s=10)
     doctor_leg = await picking_up
     assert dialed.leg is not None
@@ -220,12 +215,7 @@ async def test_the_service_hanging_up_a_caller_resends_a_lost_bye(
     """The other direction: the call came in (pyVoIP's dialog), our BYE is lost once."""
     agent, link = lossy_agent
 
-    async def answer():
-        leg = await asyncio.wait_for(agent.next_call(), 10)
-        await leg.answer()
-        return leg
-
-    answering = asyncio.create_task(answer())
+    answering = answer_next_call(agent)
     dialed = await doctor.dial("sip:hotline@127.0.0.1", ring_timeout_s=10)
     inbound = await answering
     assert dialed.outcome is DialOutcome.ANSWERED and dialed.leg is not None
@@ -251,13 +241,7 @@ async def test_a_pbx_that_challenges_our_invites_gets_digest_credentials(
         assert await doctor.wait_registered(3)
         # registered or not, the service's INVITE is challenged (407) because its From is an
         # account of this PBX; it answers the challenge once
-
-        async def pick_up():
-            leg = await asyncio.wait_for(doctor.next_call(), 10)
-            await leg.answer()
-            return leg
-
-        picking_up = asyncio.create_task(pick_up())
+        picking_up = answer_next_call(doctor)
         dialed = await hotline.dial("sip:1001@127.0.0.1", ring_timeout_s=5)
         assert dialed.outcome is outcome, dialed
         if outcome is DialOutcome.ANSWERED:
