@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def cmd_serve(rt: Runtime, _args: argparse.Namespace) -> int:
-    """Run the hotline until SIGINT/SIGTERM; calls in progress are hung up and written down."""
+    """Run the hotline until SIGINT/SIGTERM; then take no new calls and let the calls in
+    progress end (at most drain_s; a second signal hangs them up at once)."""
     import signal
 
     from hotline.service import running
@@ -321,9 +322,14 @@ async def cmd_serve(rt: Runtime, _args: argparse.Namespace) -> int:
     async with running(rt) as service:
         state = "registered" if service.agent.registered else "registering (the registrar does not answer yet)"
         print(f"hotline: serving sip:{config.sip_user}@{config.sip_registrar} from "
-              f"{config.sip_local_ip}:{config.sip_port}, {state}; clock {service.clock.now():%Y-%m-%d %H:%M %Z}",
+              f"{config.sip_local_ip}:{config.sip_port}, {state}; clock {service.clock.now().astimezone(config.tz):%Y-%m-%d %H:%M %Z}",
               flush=True)
         await stop.wait()
+        stop.clear()
+        if service.calls:
+            print(f"hotline: stopping; {len(service.calls)} call(s) in progress may go on for up to "
+                  f"{config.drain_s:g} s (signal again to hang them up now)", flush=True)
+        await service.wind_down(config.drain_s, cut=stop)
     return 0
 
 

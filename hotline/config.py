@@ -65,6 +65,10 @@ class Config:
     queue_wait_s: float = 120.0
     queue_announce_every_s: float = 20.0
     voicemail_max_s: float = 60.0
+    # On SIGTERM/SIGINT the node stops taking calls (unregisters; an INVITE still arriving gets
+    # 503) and lets the calls in progress end by themselves for at most this long; a second
+    # signal, or the time running out, hangs them up. 0: hang up at once.
+    drain_s: float = 120.0
     # This service node's name in call records (several nodes may share one database).
     # Unset: <host name>:<sip_port>.
     node_name: str = ""
@@ -214,6 +218,8 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{name} must be positive")
     if config.queue_wait_s < 0:
         raise ConfigError("queue_wait_s cannot be negative (0: no queue, straight to voicemail)")
+    if config.drain_s < 0:
+        raise ConfigError("drain_s cannot be negative (0: hang up the calls at once on stop)")
     _step_ring_timeouts(config.ring_timeout_s, config.ring_timeouts)  # raises on a bad entry
     if config.clock_start:
         try:

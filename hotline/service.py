@@ -3,8 +3,10 @@
 Start: check the schema, close what a previous run left open (recordings repaired, callbacks
 owed to callers who were waiting), bind the SIP port and register. A registrar that is away is
 not fatal: the agent keeps retrying (telephony.sip_ua) and calls flow once it answers.
-Stop (SIGINT/SIGTERM): take no new calls, hang up the calls in progress, finish their records
-and recordings, unregister by going away.
+Stop (SIGINT/SIGTERM, `wind_down`): unregister so the PBX sends new calls to another node (an
+INVITE that still arrives gets 503), let the calls in progress end by themselves for up to
+drain_s — a resident talking to a doctor is not cut off by a deploy — then hang up whatever is
+left (a second signal does that at once) and finish their records and recordings.
 """
 
 from __future__ import annotations
@@ -53,13 +55,37 @@ class RunningService:
     flow: CallFlow
     clock: Clock
     calls: set[asyncio.Task[str]]
+    winding_down: bool = False
 
     async def serve_forever(self) -> None:
         while True:
             leg = await self.agent.next_call()
-            task = asyncio.create_task(self.flow.handle(leg), name=f"call {leg.call_id}")
+            if self.winding_down:
+                work = self.flow.turn_away(leg, "this hotline node is shutting down")
+            else:
+                work = self.flow.handle(leg)
+            task = asyncio.create_task(work, name=f"call {leg.call_id}")
             self.calls.add(task)
             task.add_done_callback(self.calls.discard)
+
+    async def wind_down(self, within_s: float, cut: asyncio.Event) -> int:
+        """Take no new calls and wait for the calls in progress to end by themselves, for at most
+        `within_s` or until `cut` is set; returns how many are still going (drain hangs them up)."""
+        self.winding_down = True
+        unregistered = await self.agent.withdraw()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        log.info("service.winding_down", calls=len(self.calls), within_s=within_s, unregistered=unregistered)
+        cut_waiter = asyncio.create_task(cut.wait())
+        try:
+            while self.calls and not cut.is_set() and loop.time() < deadline:
+                await asyncio.wait([*self.calls, cut_waiter], timeout=deadline - loop.time(),
+                                   return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cut_waiter.cancel()
+        left = len(self.calls)
+        log.info("service.wound_down", calls_left=left, cut=cut.is_set())
+        return left
 
     async def drain(self) -> None:
         """Hang up every call in progress and let its flow write the ending."""

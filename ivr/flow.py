@@ -212,6 +212,24 @@ class CallFlow:
             raise asyncio.CancelledError
         return disposition
 
+    async def turn_away(self, leg: Any, why: str) -> None:
+        """Refuse a call this node will not take (it is shutting down) with 503, so the PBX can
+        try another node; the call still leaves its record ('failed', with why)."""
+        offered_at = self.clock.now()
+        number = CallerNumber.of(self.vault, leg.calling_number)
+        bound = log.bind(call_id=leg.call_id, caller=number.masked)
+        try:
+            await leg.refuse(503, "Service Unavailable", why)
+        except Exception as exc:  # the caller gave up already
+            bound.info("call.turn_away_failed", why=reason_of(exc))
+        bound.info("call.turned_away", why=why)
+        try:
+            record_id = await self.records.open(leg.call_id, number, offered_at)
+            await self.records.routed(record_id, None, f"turned away: {why}", [])
+            await self.records.ended(record_id, self.clock.now(), "failed")
+        except Exception as exc:
+            bound.error("call.record_not_written", why=reason_of(exc))
+
     async def recover(self) -> int:
         """Close what a previous run left open: repair its recordings, end its records as
         'failed', and keep the promise to callers who were waiting for a human when it died —

@@ -83,7 +83,7 @@ class CallRecords:
         await self._pool.execute(
             "UPDATE call_records SET resident_id = $2 WHERE id = $1", record_id, resident_id)
 
-    async def routed(self, record_id: int, service: str, reason: str,
+    async def routed(self, record_id: int, service: str | None, reason: str,
                      targets: list[dict[str, Any]], explanation: dict[str, Any] | None = None) -> None:
         await self._pool.execute(
             "UPDATE call_records SET route_service = $2, route_reason = $3, route_targets = $4::jsonb,"

@@ -82,7 +82,7 @@ Who answers 张桂兰 right now:
 MSG
 HOTLINE_LOG_LEVEL=warning $hotline route --caller 13800000001 ${HOTLINE_CLOCK_START:+--at "$HOTLINE_CLOCK_START"} || true
 echo
-echo "Recordings go to $data_dir/recordings. Ctrl-C stops the hotline, Kamailio and the databases."
+echo "Recordings go to $data_dir/recordings. Ctrl-C stops the hotline (after the calls in progress; twice: now), Kamailio and the databases."
 echo
 # Not exec: the trap must run when the service exits.
 $hotline serve

@@ -227,6 +227,13 @@ class SipAgent:
         return await self._dialer.dial(uri, ring_timeout_s, caller_display=caller_display, codecs=codecs,
                                        on_ringing=on_ringing)
 
+    async def withdraw(self) -> bool:
+        """Stop being reachable for new calls (unregister, no more re-registering); the calls in
+        progress go on. True when the registrar confirmed."""
+        done = await asyncio.to_thread(self._phone.sip.withdraw)
+        self._registered.clear()
+        return done
+
     async def next_call(self) -> InboundLeg:
         return await self._calls.get()
 

@@ -160,6 +160,8 @@ class RouteAwareSIPClient(SIP.SIPClient):
         # Dialogs of calls we placed (telephony.dialer): every message with their Call-ID goes
         # to the handler as raw bytes, never to pyVoIP, which knows nothing of them.
         self.outbound: dict[str, Callable[[bytes], None]] = {}
+        # Set by withdraw(): unregistered for good, new calls are not ours any more.
+        self.withdrawn = False
         # BYEs and CANCELs we send, retransmitted until answered (UDP loses them).
         self.transactions = NonInviteTransactions(lambda message: self.out.sendto(message, (self.server, self.port)))
 
@@ -184,6 +186,8 @@ class RouteAwareSIPClient(SIP.SIPClient):
         learns us again soon), after a failure with backoff up to REGISTER_RETRY_MAX_S, forever.
         """
         registrar = f"{self.server}:{self.port}"
+        if self.withdrawn:  # a re-register timer that fired as we withdrew
+            return False
         try:
             with self.recvLock:
                 registered = self._SIPClient__register()  # pyVoIP's private single attempt
@@ -204,12 +208,31 @@ class RouteAwareSIPClient(SIP.SIPClient):
                         attempt=self.registerFailures, retry_in_s=delay)
         if self.on_registration is not None:
             self.on_registration(registered)
-        if self.NSD:
+        if self.NSD and not self.withdrawn:
             self.registerThread = threading.Timer(delay, self.register)
             self.registerThread.daemon = True
             self.registerThread.name = "SIP re-register"
             self.registerThread.start()
         return registered
+
+    def withdraw(self) -> bool:
+        """Unregister for good (REGISTER with expiry 0) so the PBX sends new calls elsewhere;
+        the dialogs in progress go on (their requests come to our Contact). True when the
+        registrar confirmed."""
+        self.withdrawn = True
+        if self.registerThread is not None:
+            self.registerThread.cancel()
+            self.registerThread = None  # pyVoIP's stop() would unregister a second time
+        try:
+            with self.recvLock:
+                done = bool(self._SIPClient__deregister())  # pyVoIP's private single attempt
+        except Exception as exc:  # timeouts, socket errors: the binding expires by itself
+            done = False
+            log.warning("sip.unregister_failed", registrar=f"{self.server}:{self.port}",
+                        why=f"{type(exc).__name__}: {exc}")
+        if done:
+            log.info("sip.unregistered", registrar=f"{self.server}:{self.port}", user=self.username)
+        return done
 
     def reject(self, raw: bytes, code: int, reason: str, why: str) -> None:
         """Log a request we will not take and answer it with `code` when it can be answered."""

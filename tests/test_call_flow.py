@@ -287,3 +287,51 @@ async def test_a_dead_database_gets_503_and_the_service_keeps_running(
     assert day_hotline.service.agent.registered
     async with db_connection(pg_admin_url) as admin:  # the fixture drops it again at teardown
         await admin.execute(f'CREATE DATABASE "{name}"')
+
+
+async def test_stopping_lets_a_call_in_progress_finish_and_turns_new_calls_away(
+    day_hotline: Hotline, kamailio: Kamailio, pool: asyncpg.Pool, voice_440: Path, tmp_path: Path
+) -> None:
+    """A deploy (SIGTERM) during a conversation: the node unregisters, new calls find it gone
+    (the proxy says 404; an INVITE that still reaches it gets 503), and the resident talking to
+    the doctor is not cut off: the call ends when they hang up, as 'connected'."""
+    doctor = await doctor_phone("1001", kamailio, tmp_path, tone_hz=1000)
+    ear = Earpiece()
+    try:
+        talking = await run_sipp("resident_talks_to_doctor.xml", kamailio.port, service="hotline",
+                                 caller=ZHANG_GUILAN, timeout_s=30,
+                                 keys={"rtp_port": str(ear.port), "voice_pcap": str(voice_440)})
+        for _ in range(300):  # bounded: 15 s for the greeting, the key and the doctor's answer
+            if await pool.fetchval("SELECT connected_at FROM call_records") is not None:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the call was never connected")
+        service = day_hotline.service
+        winding = asyncio.create_task(service.wind_down(30.0, cut=asyncio.Event()))
+        for _ in range(100):  # bounded: 5 s for the registrar to confirm
+            if not service.agent.registered and service.winding_down:
+                break
+            await asyncio.sleep(0.05)
+        assert not service.agent.registered
+        # a new resident through the proxy: nobody registered as the hotline any more
+        code, out = await sipp_result(await run_sipp("resident_finds_no_hotline.xml", kamailio.port,
+                                                     service="hotline", caller="13800000002"))
+        assert code == 0, out
+        # an INVITE that still reaches the node itself (sent before the PBX learnt it) gets 503
+        code, out = await sipp_result(await run_sipp("resident_is_turned_away.xml", day_hotline.sip_port,
+                                                     service="hotline", caller="13800000003"))
+        assert code == 0, out
+        code, out = await sipp_result(talking, timeout_s=40)
+        assert code == 0, out  # the conversation went on to its end
+        assert await asyncio.wait_for(winding, 10) == 0  # nothing left to hang up
+        heard = ear.heard()
+    finally:
+        ear.close()
+        await doctor.stop()
+    records = await pool.fetch("SELECT * FROM call_records ORDER BY id")
+    assert [r["disposition"] for r in records] == ["connected", "failed"]
+    assert records[1]["route_reason"] == "turned away: this hotline node is shutting down"
+    assert records[1]["caller_number_masked"] == "138****0003"
+    conversation = ulaw_to_linear(heard[-8000 * 3:])
+    assert has_tone(conversation, 8000, 1000), describe(conversation, 8000)
