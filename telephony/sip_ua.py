@@ -175,7 +175,22 @@ class RouteAwareSIPClient(SIP.SIPClient):
         self.s.bind((self.myIP, self.myPort))
         self.out = self.s
         self.register()
-        threading.Thread(target=self.recv_loop, name="SIP receive", daemon=True).start()
+        self._receiver = threading.Thread(target=self.recv_loop, name="SIP receive", daemon=True)
+        self._receiver.start()
+
+    def stop(self) -> None:
+        """pyVoIP's stop, but the socket is closed only once the receive loop has left it: closed
+        under the loop, the loop's own clean-up failed (a thread exception at every stop)."""
+        if not self.NSD:
+            return
+        self.NSD = False  # the receive loop ends within its 10 ms idle sleep
+        if self.registerThread is not None:
+            self.registerThread.cancel()
+            self.deregister()
+        receiver = getattr(self, "_receiver", None)
+        if receiver is not None and receiver is not threading.current_thread():
+            receiver.join(2)
+        self._close_sockets()
 
     def register(self) -> bool:
         """One REGISTER (digest answered by pyVoIP), then the next one scheduled.
