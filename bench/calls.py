@@ -200,6 +200,16 @@ def host_cpu() -> tuple[int, int]:
     return sum(values) - idle, sum(values)
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What the service process took over a step (CPU % of one core), and the host's CPU."""
+
+    cpu_pct: float
+    host_pct: float
+    rss_mb: float  # peak
+    threads: int  # peak
+
+
 class Sampler:
     """CPU of a process and of the host over a run; the process's peak threads and RSS."""
 
@@ -219,17 +229,16 @@ class Sampler:
             with contextlib.suppress(OSError, ValueError, KeyError):
                 self.max_threads = max(self.max_threads, int(proc_status(self.pid)["Threads"]))
 
-    def finish(self) -> None:
+    def finish(self) -> Usage:
         self._stop.set()
         self._thread.join(1)
         wall = time.monotonic() - self.wall0
-        self.cpu_pct = (cpu_seconds(self.pid) - self.cpu0) / wall * 100
         busy, total = host_cpu()
-        self.host_pct = (busy - self.host0[0]) / max(1, total - self.host0[1]) * 100
         status = proc_status(self.pid)
-        self.rss_mb = int(status["VmHWM"].split()[0]) / 1024
-        self.max_threads = max(self.max_threads, int(status["Threads"]))
-        self.wall_s = wall
+        return Usage(cpu_pct=(cpu_seconds(self.pid) - self.cpu0) / wall * 100,
+                     host_pct=(busy - self.host0[0]) / max(1, total - self.host0[1]) * 100,
+                     rss_mb=int(status["VmHWM"].split()[0]) / 1024,
+                     threads=max(self.max_threads, int(status["Threads"])))
 
 
 # --- RTP sinks -----------------------------------------------------------------------------------
@@ -807,13 +816,7 @@ class SetupResult:
     heard: int
     written: CallsWritten
     setup_ms: list[float]
-    cpu_pct: float
-    host_pct: float
-    rss_mb: float
-    threads: int
-    wall_s: float
-    still_open: int
-    failures: dict[str, int]
+    usage: Usage
     log: LogScan
 
     @property
@@ -833,13 +836,7 @@ class BridgedResult:
     to_resident: Direction
     to_doctor: Direction
     setup_ms: list[float]
-    cpu_pct: float
-    host_pct: float
-    rss_mb: float
-    threads: int
-    wall_s: float
-    still_open: int
-    failures: dict[str, int]
+    usage: Usage
     log: LogScan
 
     @property
@@ -854,11 +851,6 @@ class BridgedResult:
     def max_gap_ms(self) -> float | None:
         gaps = [g for g in (self.to_resident.max_gap_ms, self.to_doctor.max_gap_ms) if g is not None]
         return max(gaps) if gaps else None
-
-
-def failures_of(stats: dict[str, int]) -> dict[str, int]:
-    return {k[len("Failed"):]: v for k, v in stats.items()
-            if k.startswith("Failed") and k != "FailedCall" and v}
 
 
 def measure_setup(setup: Setup, workdir: Path, rate: float, seconds: float, hold_s: float,
@@ -880,8 +872,8 @@ def measure_setup(setup: Setup, workdir: Path, rate: float, seconds: float, hold
         if not wait_exit(sipp.process, seconds + hold_s + 70):
             say("setup: sipp overran its own timeout; stopped")
         Children.stop(sipp.process)
-        still_open = wait_calls_ended(setup, service)
-        sampler.finish()
+        wait_calls_ended(setup, service)
+        usage = sampler.finish()
         stop_service(service)
         time.sleep(0.3)  # the last packets
         stats = sipp.stats()
@@ -890,13 +882,11 @@ def measure_setup(setup: Setup, workdir: Path, rate: float, seconds: float, hold
         result = SetupResult(
             rate=rate, offered=stats.get("OutgoingCall", calls), ok=stats.get("SuccessfulCall", 0),
             failed=stats.get("FailedCall", 0), heard=heard, written=written, setup_ms=sipp.setup_ms(),
-            cpu_pct=sampler.cpu_pct, host_pct=sampler.host_pct, rss_mb=sampler.rss_mb,
-            threads=sampler.max_threads, wall_s=sampler.wall_s, still_open=still_open,
-            failures=failures_of(stats), log=scan_log(service.log))
+            usage=usage, log=scan_log(service.log))
         if not keep:
             shutil.rmtree(service.recordings, ignore_errors=True)
         say(f"setup: {rate:g} calls/s: {result.ok}/{result.offered} ok, {heard} heard the greeting, "
-            f"records: {written.describe()}; service CPU {result.cpu_pct:.0f} %, "
+            f"records: {written.describe()}; service CPU {result.usage.cpu_pct:.0f} %, "
             f"{len(result.log.problems)} kinds of error lines in its log")
         return result
     finally:
@@ -928,8 +918,8 @@ def measure_bridged(setup: Setup, workdir: Path, level: int, talk_s: float, ramp
         if not wait_exit(residents.process, budget + 10):
             say("bridged: sipp overran its own timeout; stopped")
         Children.stop(residents.process)
-        still_open = wait_calls_ended(setup, service)
-        sampler.finish()
+        wait_calls_ended(setup, service)
+        usage = sampler.finish()
         stop_service(service)
         time.sleep(0.3)
         stats = residents.stats()
@@ -940,16 +930,14 @@ def measure_bridged(setup: Setup, workdir: Path, level: int, talk_s: float, ramp
             failed=stats.get("FailedCall", 0), written=written, wav_files=wavs,
             to_resident=relayed("doctor → resident", to_resident),
             to_doctor=relayed("resident → doctor", to_doctor), setup_ms=residents.setup_ms(),
-            cpu_pct=sampler.cpu_pct, host_pct=sampler.host_pct, rss_mb=sampler.rss_mb,
-            threads=sampler.max_threads, wall_s=sampler.wall_s, still_open=still_open,
-            failures=failures_of(stats),
+            usage=usage,
             log=scan_log(service.log, EXPECTED_WARNINGS if setup.presence_in_bridged
                          else EXPECTED_WARNINGS | WITHOUT_REDIS_WARNINGS))
         if not keep:
             shutil.rmtree(service.recordings, ignore_errors=True)
         say(f"bridged: {level}: {result.bridged} bridged, {wavs} recordings, max gap "
             f"{fmt(result.to_resident.max_gap_ms)} / {fmt(result.to_doctor.max_gap_ms)} ms, "
-            f"service CPU {result.cpu_pct:.0f} %, {len(result.log.problems)} kinds of error lines")
+            f"service CPU {result.usage.cpu_pct:.0f} %, {len(result.log.problems)} kinds of error lines")
         return result
     finally:
         if doctor is not None:
@@ -996,7 +984,7 @@ def print_setup(results: Sequence[SetupResult], seconds: float, hold_s: float) -
         print(f"{r.rate:>7g} {r.offered:>7} {r.ok:>5} {r.failed:>6} {r.heard:>5} "
               f"{r.written.records:>7} {r.written.dispositions.get('ivr_only', 0):>8} "
               f"{pct(r.setup_ms, 50):>10} {pct(r.setup_ms, 95):>6} {pct(r.setup_ms, 100):>6} "
-              f"{r.cpu_pct:>9.0f} {r.rss_mb:>6.0f} {r.threads:>7} {r.host_pct:>10.0f}")
+              f"{r.usage.cpu_pct:>9.0f} {r.usage.rss_mb:>6.0f} {r.usage.threads:>7} {r.usage.host_pct:>10.0f}")
     for note in setup_note(results):
         print(note)
     print("heard = callers whose phone got ≥ 0.5 s of greeting audio while they listened; records ="
@@ -1022,8 +1010,8 @@ def print_bridged(results: Sequence[BridgedResult], talk_s: float, ramp: float, 
         waits = r.written.answer_to_connect_s
         print(f"{r.level:>4} {r.ok:>4} {r.failed:>6} {r.bridged:>7} {r.wav_files:>4} "
               f"{r.written.recorded:>8} {pct(r.setup_ms, 50):>10} {pct(r.setup_ms, 95):>6} "
-              f"{pct(waits, 50, 1):>12} {pct(waits, 95, 1):>5} {r.cpu_pct:>9.0f} "
-              f"{r.rss_mb:>6.0f} {r.threads:>7} {r.host_pct:>10.0f}")
+              f"{pct(waits, 50, 1):>12} {pct(waits, 95, 1):>5} {r.usage.cpu_pct:>9.0f} "
+              f"{r.usage.rss_mb:>6.0f} {r.usage.threads:>7} {r.usage.host_pct:>10.0f}")
     notes = []
     for r in results:
         parts = []

@@ -337,22 +337,13 @@ class _Call:
 
     async def _hunt(self, hunt: Hunt) -> str:
         """Ring the chain; queue if people were busy; voicemail and the callback promise."""
-        flow = self.flow
         assert self.decision is not None
-        for step in self.decision.steps:
-            for group in step.groups():
-                result = await hunt.ring_group(step, group)
-                if result.answered is not None:
-                    await self._talk(result.answered)
-                    return "connected"
-                if result.abandoned or self.gone:
-                    await self.owe_callback()
-                    return "abandoned"
-                # A phone that rang or said busy made the caller wait: tell them. Phones that
-                # are not registered, or people busy with other calls, are passed over at once.
-                if result.rang and not await self.leg.play(prompt("busy")):
-                    await self.owe_callback()
-                    return "abandoned"
+        rung = await self._ring_chain(hunt, self.decision, busy_prompt=True)
+        if rung == "connected":
+            return rung
+        if rung == "abandoned":
+            await self.owe_callback()
+            return rung
         if hunt.busy_seen or self._someone_busy():
             waited = await self._wait_in_queue(hunt)
             if waited == "connected":
@@ -361,15 +352,28 @@ class _Call:
                 await self.owe_callback()
                 return "abandoned"
         message = await self._voicemail()
-        task_id = await self.owe_callback()
-        if message is not None and task_id is not None:
-            await flow.callbacks.attach_voicemail(
-                task_id=task_id, call_record_id=self.record_id, path=str(message.path),
-                seconds=message.seconds, sha256=message.sha256, recorded_at=flow.clock.now())
+        await self._attach_message(await self.owe_callback(), message)
         if not self.gone:
             await self.leg.play(prompt("callback"))
             await self.leg.hangup()
         return "missed"
+
+    async def _ring_chain(self, hunt: Hunt, decision: ChainDecision, *, busy_prompt: bool) -> str | None:
+        """Ring the chain group by group: 'connected', 'abandoned' (the caller hung up), or None
+        when nobody answered. With `busy_prompt`, a group whose phones rang or said busy (the
+        caller waited for a person) is followed by 「坐席忙」; phones that are not registered, or
+        people busy with other calls, are passed over at once."""
+        for step in decision.steps:
+            for group in step.groups():
+                result = await hunt.ring_group(step, group)
+                if result.answered is not None:
+                    await self._talk(result.answered)
+                    return "connected"
+                if result.abandoned or self.gone:
+                    return "abandoned"
+                if busy_prompt and result.rang and not await self.leg.play(prompt("busy")):
+                    return "abandoned"
+        return None
 
     def _someone_busy(self) -> bool:
         """The chain skipped someone for being on a call (presence), not for being away."""
@@ -416,17 +420,10 @@ class _Call:
         return await self.leg.collect_digits(1, 0.0) == "1"
 
     async def _someone_free(self, hunt: Hunt) -> bool:
-        """Ring whoever of the chain is free now (silently: the caller keeps their hold audio)."""
+        """Ring whoever of the chain is free now (no busy prompts between: the caller is back to
+        the queue's hold audio if nobody answers)."""
         decision = await self._decide(store=False)
-        for step in decision.steps:
-            for group in step.groups():
-                result = await hunt.ring_group(step, group)
-                if result.answered is not None:
-                    await self._talk(result.answered)
-                    return True
-                if result.abandoned or self.gone:
-                    return False
-        return False
+        return await self._ring_chain(hunt, decision, busy_prompt=False) == "connected"
 
     async def _voicemail(self) -> Recording | None:
         """The caller's message after the beep, until #, hang-up or the limit; None when the
@@ -463,8 +460,10 @@ class _Call:
         """The service is stopping while the caller leaves a message: keep what they said."""
         if task_id is None or self.recording is None or self.recording.message is None:
             return
-        message = await self._save_message()
-        if message is not None:
+        await self._attach_message(task_id, await self._save_message())
+
+    async def _attach_message(self, task_id: int | None, message: Recording | None) -> None:
+        if message is not None and task_id is not None:
             await self.flow.callbacks.attach_voicemail(
                 task_id=task_id, call_record_id=self.record_id, path=str(message.path),
                 seconds=message.seconds, sha256=message.sha256, recorded_at=self.flow.clock.now())

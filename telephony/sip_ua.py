@@ -32,7 +32,7 @@ from pyVoIP import SIP
 from pyVoIP.VoIP import CallState, PhoneStatus, VoIPPhone
 
 from telephony.rtp import adopt
-from telephony.transactions import NonInviteTransactions
+from telephony.transactions import CALL_ID, NonInviteTransactions
 
 log = structlog.get_logger("telephony.sip")
 
@@ -42,7 +42,6 @@ _REQUEST_LINE = re.compile(rb"^([A-Z]+) \S+ SIP/2\.0\r?$", re.MULTILINE)
 _DIALOG_HEADERS = ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq")
 # Retries after a failed REGISTER wait 1, 2, 4 … s, at most this long.
 REGISTER_RETRY_MAX_S = 60
-_CALL_ID = re.compile(rb"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 _STATIC_PAYLOADS = {"0": "PCMU", "3": "GSM", "4": "G723", "8": "PCMA", "9": "G722", "18": "G729"}
 
 # Header lines as received: "Record-Route: <sip:…;lr>" (several lines or comma-joined values).
@@ -283,7 +282,7 @@ class RouteAwareSIPClient(SIP.SIPClient):
         if raw.startswith(b"SIP/2.0 "):
             self.transactions.on_response(raw)  # and on to whoever owns the dialog
         if self.outbound:
-            call_id = _CALL_ID.search(raw.split(b"\r\n\r\n", 1)[0])
+            call_id = CALL_ID.search(raw.split(b"\r\n\r\n", 1)[0])
             handler = self.outbound.get(call_id.group(1).decode("utf-8", "replace")) if call_id else None
             if handler is not None:
                 handler(raw)

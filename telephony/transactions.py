@@ -32,7 +32,8 @@ TIMER_F_S = 64 * T1_S  # give up: the far end is gone (32 s)
 
 _BRANCH = re.compile(rb"(?im)^(?:Via|v)\s*:[^\r\n]*?;\s*branch=([^;,\s\r\n]+)")
 _CSEQ = re.compile(rb"(?im)^CSeq\s*:\s*(\d+)\s+([A-Za-z]+)")
-_CALL_ID = re.compile(rb"(?im)^(?:Call-ID|i)\s*:\s*([^\r\n]+)")
+# The Call-ID header (or its compact form) of a message; shared with telephony.sip_ua.
+CALL_ID = re.compile(rb"^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
 _STATUS = re.compile(rb"^SIP/2\.0 (\d{3})")
 
 
@@ -70,7 +71,7 @@ class NonInviteTransactions:
         self._send(request)
         if key is None:  # not a request we built; nothing to match answers against
             return
-        call_id = _CALL_ID.search(request.split(b"\r\n\r\n", 1)[0])
+        call_id = CALL_ID.search(request.split(b"\r\n\r\n", 1)[0])
         now = self._clock()
         with self._lock:
             self._pending[key] = _Pending(
