@@ -6,6 +6,7 @@ its TOML key is the field name. `hotline config` prints the result with secrets 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import tomllib
@@ -53,6 +54,13 @@ class Config:
     sip_port: int = 5070
     rtp_port_low: int = 20000
     rtp_port_high: int = 20999
+    # Addresses SIP requests are taken from, comma-separated (the PBX and its peers). Unset: the
+    # registrar's host. A request from anywhere else gets 403, or nothing with sip_untrusted=drop.
+    sip_trusted: str = ""
+    sip_untrusted: str = "reject"
+    # Calls in progress on this node at most; the next caller gets 503 with Retry-After before
+    # any ringing (the PBX may try another node). bench/calls shows where audio stays clean.
+    max_calls: int = 60
     # How long a phone rings before the next in the chain is tried: one value for every step,
     # and per step overrides, e.g. "own_doctor=25,assistant=15,duty=30,desk=40" (steps:
     # own_doctor, assistant, team, center_agents, duty, backup, desk).
@@ -82,6 +90,10 @@ class Config:
     def registrar(self) -> tuple[str, int]:
         host, _, port = self.sip_registrar.rpartition(":")
         return host, int(port)
+
+    @property
+    def trusted_addresses(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.sip_trusted.split(",") if a.strip())
 
     @property
     def step_ring_timeouts(self) -> dict[str, float]:
@@ -213,6 +225,15 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{name}: not a port number: {getattr(config, name)}")
     if config.rtp_port_low >= config.rtp_port_high:
         raise ConfigError("rtp_port_low must be below rtp_port_high")
+    if config.sip_untrusted not in ("reject", "drop"):
+        raise ConfigError("sip_untrusted must be reject (answer 403) or drop (answer nothing)")
+    if config.max_calls < 1:
+        raise ConfigError("max_calls must be at least 1")
+    for address in config.trusted_addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(f"sip_trusted: not an IP address: {address!r}") from None
     for name in ("ring_timeout_s", "menu_timeout_s", "queue_announce_every_s", "voicemail_max_s"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name} must be positive")

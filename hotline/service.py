@@ -46,7 +46,8 @@ def sip_account(rt: Runtime) -> SipAccount:
     host, port = config.registrar
     return SipAccount(host, port, config.sip_user, config.sip_password, local_ip=config.sip_local_ip,
                       sip_port=config.sip_port, rtp_port_low=config.rtp_port_low,
-                      rtp_port_high=config.rtp_port_high)
+                      rtp_port_high=config.rtp_port_high, trusted=config.trusted_addresses,
+                      untrusted_action=config.sip_untrusted, max_calls=config.max_calls)
 
 
 @dataclass

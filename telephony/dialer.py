@@ -23,21 +23,21 @@ ACK retransmitted finals and hang up late answers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import re
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
 
+from telephony import sdp
+from telephony.dialog import Dialog
 from telephony.digest import Challenge, DigestError, authorization
-from telephony.leg import MediaLeg
-from telephony.rtp import PayloadRTPClient
-from telephony.sip_ua import RouteAwarePhone, record_routes, stateless_response
+from telephony.rtp import PayloadRTPClient, RtpPorts
+from telephony.sip_leg import MediaState, SipLeg, media_address_problem
+from telephony.sip_ua import UserAgent, record_routes
 from telephony.transactions import transaction_key
 
 log = structlog.get_logger("telephony.dial")
@@ -48,8 +48,6 @@ T1_S = 0.5
 NO_RESPONSE_S = 4.0
 # How long a finished dialog still answers stray retransmissions (64·T1, Timer B's span).
 LINGER_S = 32.0
-# Static payload types we can carry, in our order of preference for the offer.
-_PAYLOADS = {8: "PCMA", 0: "PCMU"}
 _STATUS = re.compile(rb"^SIP/2\.0 (\d{3}) ?([^\r\n]*)")
 _REQUEST = re.compile(rb"^([A-Z]+) \S+ SIP/2\.0")
 
@@ -112,78 +110,23 @@ def _uri(header: str) -> str:
     return header.split(";", 1)[0].strip()
 
 
-@dataclass(frozen=True)
-class SdpAnswer:
-    ip: str
-    port: int
-    payload_type: int
-    codec: str
-
-
-def parse_sdp_answer(body: bytes) -> SdpAnswer | None:
-    """The far end's audio address and the first codec of ours it chose; None if unusable."""
-    text = body.decode("utf-8", "replace")
-    session_ip = media_ip = None
-    port, payloads = None, []
-    rtpmap: dict[int, str] = {}
-    in_audio = False
-    for line in text.splitlines():
-        if line.startswith("c=IN IP4 "):
-            if in_audio:
-                media_ip = line[9:].split("/")[0].strip()
-            elif port is None:
-                session_ip = line[9:].split("/")[0].strip()
-        elif line.startswith("m="):
-            parts = line[2:].split()
-            in_audio = parts[0] == "audio" and port is None
-            if in_audio and len(parts) >= 4 and parts[1].isdigit() and parts[1] != "0":
-                port, payloads = int(parts[1]), [int(p) for p in parts[3:] if p.isdigit()]
-        elif line.startswith("a=rtpmap:") and in_audio:
-            number, _, encoding = line[9:].partition(" ")
-            if number.isdigit():
-                rtpmap[int(number)] = encoding.split("/")[0].upper()
-    ip = media_ip or session_ip
-    if not ip or port is None:
-        return None
-    for payload in payloads:
-        codec = rtpmap.get(payload) or _PAYLOADS.get(payload)
-        if codec in ("PCMA", "PCMU"):
-            return SdpAnswer(ip, port, payload, codec)
-    return None
-
-
-class OutboundLeg(MediaLeg):
+class OutboundLeg(SipLeg):
     """A call the service placed and the far end answered."""
 
-    def __init__(self, dialog: _Dialog, rtp: PayloadRTPClient):
-        super().__init__()
-        self._dialog = dialog
+    def __init__(self, placed: _Dialog, dialog: Dialog, media: MediaState, rtp: PayloadRTPClient):
+        super().__init__(placed.dialer.ua)
+        self._placed = placed
+        self.dialog = dialog
+        self.media = media
         self._rtp_client = rtp
-        self.call_id = dialog.call_id
-        self.uri = dialog.uri
-        self.ended = asyncio.Event()
-        self._digits: deque[str] = deque()
-
-    def _rtp(self) -> PayloadRTPClient:
-        return self._rtp_client
-
-    def _next_digit(self) -> str:
-        return self._digits.popleft() if self._digits else ""
+        self.call_id = placed.call_id
+        self.uri = placed.uri
 
     def _digit_from_rtp_thread(self, digit: str) -> None:
-        self._digits.append(digit)  # deque.append is atomic; read on the loop
+        self.push_digit(digit)
 
-    async def hangup(self) -> None:
-        """BYE through the route set (nothing to do if the far end already hung up)."""
-        if not self.ended.is_set():
-            self._dialog.send_bye()
-        self._end()
-
-    def _end(self) -> None:
-        if not self.ended.is_set():
-            self.ended.set()
-            self._rtp_client.stop()
-            self._dialog.finished()
+    def _released(self) -> None:
+        self._placed.finished()
 
 
 class _Dialog:
@@ -191,21 +134,22 @@ class _Dialog:
 
     def __init__(self, dialer: Dialer, uri: str, caller_display: str, codecs: tuple[str, ...]):
         self.dialer = dialer
-        sip = dialer.phone.sip
+        ua = dialer.ua
         self.uri = uri
-        self.call_id = f"{secrets.token_hex(12)}@{sip.myIP}"
+        self.call_id = f"{secrets.token_hex(12)}@{ua.local_ip}"
         self.local_tag = secrets.token_hex(6)
         self.branch = "z9hG4bK" + secrets.token_hex(10)
         self.invite_cseq = 1  # 2 once the INVITE is sent again with credentials
         self.cseq = 1  # the last CSeq we used in the dialog (BYE takes the next)
         # ("Proxy-Authorization" or "Authorization", value) once the PBX has challenged us
         self.credentials: tuple[str, str] | None = None
-        self.rtp_port = dialer.phone.hold_port()
-        self.local = f"<sip:{sip.username}@{sip.server}>"
+        self.rtp_port = dialer.ports.acquire()
+        self.local = f"<sip:{ua.username}@{ua.registrar[0]}>"
         display = caller_display.replace('"', "").replace("\\", "")
         self.from_value = (f'"{display}" ' if display else "") + self.local
-        self.contact = f"<sip:{sip.username}@{sip.myIP}:{sip.myPort}>"
+        self.contact = ua.contact
         self.codecs = codecs
+        self.session_id = secrets.randbelow(2**31)
         self.responses: asyncio.Queue[bytes] = asyncio.Queue()
         self.remote_tag: str | None = None
         self.remote_target: str | None = None
@@ -217,25 +161,16 @@ class _Dialog:
     # --- messages -------------------------------------------------------------------------------
 
     def _sdp(self) -> str:
-        ip = self.dialer.phone.sip.myIP
-        session = secrets.randbelow(10**9)
-        numbers = {name: number for number, name in _PAYLOADS.items()}
-        offered = [numbers[c] for c in self.codecs]
-        lines = [
-            "v=0", f"o=jiayi {session} {session} IN IP4 {ip}", "s=jiayi-hotline", f"c=IN IP4 {ip}",
-            "t=0 0", f"m=audio {self.rtp_port} RTP/AVP {' '.join(map(str, offered))} 101",
-            *(f"a=rtpmap:{n} {_PAYLOADS[n]}/8000" for n in offered),
-            "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-15", "a=ptime:20", "a=sendrecv",
-        ]
-        return "\r\n".join(lines) + "\r\n"
+        assert self.rtp_port is not None
+        return sdp.build_offer(local_ip=self.dialer.ua.local_ip, local_port=self.rtp_port,
+                               session_id=self.session_id, session_version=1, codecs=self.codecs)
 
     def _request(self, method: str, request_uri: str, branch: str, cseq: int, to_tag: str | None,
                  routes: list[str], body: str = "", content_type: str = "") -> bytes:
-        sip = self.dialer.phone.sip
         to = f"<{self.uri}>" + (f";tag={to_tag}" if to_tag else "")
         lines = [
             f"{method} {request_uri} SIP/2.0",
-            f"Via: SIP/2.0/UDP {sip.myIP}:{sip.myPort};branch={branch};rport",
+            f"Via: SIP/2.0/UDP {self.dialer.ua.via};branch={branch};rport",
             *(f"Route: {r}" for r in routes),
             "Max-Forwards: 70",
             f"From: {self.from_value};tag={self.local_tag}",
@@ -265,12 +200,12 @@ class _Dialog:
         name = "proxy-authenticate" if code == 407 else "www-authenticate"
         if not values.get(name):
             raise DigestError(f"{code} without a {name} header")
-        sip = self.dialer.phone.sip
-        if not sip.password:
+        ua = self.dialer.ua
+        if not ua.password:
             raise DigestError(f"the PBX asks for credentials ({code}) and the hotline has no SIP password")
         challenge = Challenge.parse(values[name][0])
-        value = authorization(challenge, method="INVITE", uri=self.uri, username=sip.username,
-                              password=sip.password)
+        value = authorization(challenge, method="INVITE", uri=self.uri, username=ua.username,
+                              password=ua.password)
         self.credentials = ("Proxy-Authorization" if code == 407 else "Authorization", value)
         self.branch = "z9hG4bK" + secrets.token_hex(10)
         self.invite_cseq += 1
@@ -324,16 +259,8 @@ class _Dialog:
 
     # --- the receive thread hands us everything with our Call-ID --------------------------------
 
-    def on_datagram_thread(self, raw: bytes) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is gone: the service is stopping
-            self.dialer.loop.call_soon_threadsafe(self.on_datagram, raw)
-
     def on_datagram(self, raw: bytes) -> None:
-        first, values = _headers(raw)
-        request = _REQUEST.match(first)
-        if request:
-            self._on_request(request.group(1).decode(), raw)
-            return
+        first, values = _headers(raw)  # responses only: requests in the dialog go to its leg
         status = _STATUS.match(first)
         if not status:
             return
@@ -358,46 +285,32 @@ class _Dialog:
             else:
                 self.send(self.ack_answer())  # our ACK was lost; the 200 is retransmitted
 
-    def _on_request(self, method: str, raw: bytes) -> None:
-        if method == "ACK":
-            return
-        if method == "BYE" and self.leg is not None:
-            response = stateless_response(raw, 200, "OK")
-            if response is not None:
-                self.dialer.phone.sip.out.sendto(*response)
-            log.info("dial.remote_bye", call_id=self.call_id, uri=self.uri)
-            self.leg._end()
-            return
-        response = stateless_response(raw, 200 if method == "OPTIONS" else 481,
-                                      "OK" if method == "OPTIONS" else "Call/Transaction Does Not Exist")
-        if response is not None:
-            self.dialer.phone.sip.out.sendto(*response)
-
     def finished(self) -> None:
         """Media over: free the port; keep answering strays for LINGER_S, then forget the dialog."""
         if not self._released:
             self._released = True
-            self.dialer.phone.release_dialed_port(self.rtp_port)
+            if self.rtp_port is not None:
+                self.dialer.ports.release(self.rtp_port)
             self.dialer.loop.call_later(LINGER_S, self.dialer.forget, self.call_id)
 
 
 class Dialer:
     """Places calls through the registrar (our outbound proxy) on the event loop."""
 
-    def __init__(self, phone: RouteAwarePhone, loop: asyncio.AbstractEventLoop):
-        self.phone = phone
+    def __init__(self, ua: UserAgent, ports: RtpPorts, loop: asyncio.AbstractEventLoop):
+        self.ua = ua
+        self.ports = ports
         self.loop = loop
 
     def send(self, message: bytes) -> None:
-        sip = self.phone.sip
-        sip.out.sendto(message, (sip.server, sip.port))
+        self.ua.send(message, self.ua.registrar)
 
     def send_reliably(self, request: bytes) -> None:
         """A BYE or CANCEL: retransmitted until answered (telephony.transactions)."""
-        self.phone.sip.transactions.start(request)
+        self.ua.send_reliably(request)
 
     def forget(self, call_id: str) -> None:
-        self.phone.sip.outbound.pop(call_id, None)
+        self.ua.outbound.pop(call_id, None)
 
     async def dial(self, uri: str, ring_timeout_s: float, *, caller_display: str = "",
                    codecs: tuple[str, ...] = ("PCMA", "PCMU"),
@@ -405,7 +318,9 @@ class Dialer:
         """Ring `uri` for at most `ring_timeout_s`; the answered leg, or why not."""
         started = time.monotonic()
         dialog = _Dialog(self, uri, caller_display, codecs)
-        self.phone.sip.outbound[dialog.call_id] = dialog.on_datagram_thread
+        if dialog.rtp_port is None:
+            return Dialed(uri, DialOutcome.REJECTED, "no RTP port free on this node")
+        self.ua.outbound[dialog.call_id] = dialog.on_datagram
         log.info("dial.start", call_id=dialog.call_id, uri=uri, ring_timeout_s=ring_timeout_s)
         try:
             dialed = await self._run(dialog, ring_timeout_s, on_ringing)
@@ -486,22 +401,36 @@ class Dialer:
             dialog.learn_dialog(raw, values)
             dialog.send(dialog.ack_answer())
             body = raw.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in raw else b""
-            answer = parse_sdp_answer(body)
-            if answer is None:
+            try:
+                choice = sdp.read_answer(sdp.parse(body), codecs=dialog.codecs)
+                problem = media_address_problem(choice)
+                if problem is not None:
+                    raise sdp.OfferRejected(problem)
+            except (sdp.SdpError, sdp.OfferRejected) as exc:
                 dialog.send_bye()
-                return Dialed(dialog.uri, DialOutcome.REJECTED, "the answer has no usable PCMA/PCMU audio",
+                return Dialed(dialog.uri, DialOutcome.REJECTED, f"the answer has no usable PCMA/PCMU audio: {exc}",
                               status=code, rang=rang)
-            sip = self.phone.sip
-            rtp = PayloadRTPClient.for_answer(answer.payload_type, answer.codec, sip.myIP, dialog.rtp_port,
-                                              answer.ip, answer.port, on_digit=None)
-            leg = OutboundLeg(dialog, rtp)
+            assert dialog.rtp_port is not None
+            ua = self.ua
+            rtp = PayloadRTPClient.for_answer(choice.payload_type, choice.codec, ua.local_ip, dialog.rtp_port,
+                                              choice.remote_ip, choice.remote_port, on_digit=None,
+                                              dtmf_payload_type=choice.dtmf_payload_type)
+            assert dialog.remote_target is not None
+            state = Dialog(call_id=dialog.call_id, local_tag=dialog.local_tag, remote_tag=dialog.remote_tag or "",
+                           local_uri=dialog.from_value, remote_uri=f"<{dialog.uri}>",
+                           remote_target=dialog.remote_target, route_set=dialog.route_set,
+                           local_cseq=dialog.cseq, role="uac")
+            media = MediaState(ua.local_ip, dialog.rtp_port, dialog.session_id, choice)
+            leg = OutboundLeg(dialog, state, media, rtp)
             rtp.dtmf = leg._digit_from_rtp_thread
             try:
                 await asyncio.to_thread(rtp.start)
             except OSError as exc:
+                rtp.stop()
                 dialog.send_bye()
                 return Dialed(dialog.uri, DialOutcome.REJECTED, f"cannot open RTP port {dialog.rtp_port}: {exc}",
                               status=code, rang=rang)
             dialog.leg = leg
+            ua.dialogs[dialog.call_id] = leg
             return Dialed(dialog.uri, DialOutcome.ANSWERED, f"{code} {reason_phrase}".strip(), status=code,
                           rang=rang, leg=leg)

@@ -7,14 +7,15 @@ but sends from a queue of ready-encoded 20 ms frames on its own fixed 20 ms grid
 when idle, nothing extra while relaying another call) and keeps every received audio payload
 as it arrived.
 
-pyVoIP builds its RTPClient inside VoIPCall.__init__, so `adopt` re-classes the clients of a
-fresh call before they start, rather than copying that constructor.
+SIP is ours (telephony.sip_ua); pyVoIP is kept for its RTP client, built here from the
+negotiated SDP (`for_answer`), and RtpPorts hands out the node's RTP ports.
 """
 
 from __future__ import annotations
 
 import collections
 import secrets
+import socket
 import struct
 import threading
 import time
@@ -47,16 +48,36 @@ class PayloadRTPClient(RTP.RTPClient):
         # send), for the recorder: the far end heard exactly this. Off until someone taps it.
         self.tapping = False
         self._sent: collections.deque[bytes] = collections.deque(maxlen=INBOUND_BACKLOG)
+        self.last_received_at = time.monotonic()  # any packet, for the dead-call watchdog
+        self.bad_packets = 0
 
     @classmethod
     def for_answer(cls, payload_type: int, codec: str, local_ip: str, local_port: int,
-                   remote_ip: str, remote_port: int, on_digit: Any) -> PayloadRTPClient:
-        """A client for a call we placed, once the far end's SDP answer chose `codec`."""
-        assoc = {payload_type: RTP.PayloadType[codec], 101: RTP.PayloadType.EVENT}
+                   remote_ip: str, remote_port: int, on_digit: Any, dtmf_payload_type: int | None = 101
+                   ) -> PayloadRTPClient:
+        """A client for a negotiated audio stream: `codec` on `payload_type`, keypad events on
+        `dtmf_payload_type` (None: the far end sends none)."""
+        assoc = {payload_type: RTP.PayloadType[codec]}
+        if dtmf_payload_type is not None:
+            assoc[dtmf_payload_type] = RTP.PayloadType.EVENT
         client = cls(assoc, local_ip, local_port, remote_ip, remote_port, RTP.TransmitType.SENDRECV,
                      dtmf=on_digit)
         client._init_payload_queues()
         return client
+
+    def redirect(self, remote_ip: str, remote_port: int) -> None:
+        """Send to a new address (a re-INVITE or UPDATE moved the far end's media)."""
+        self.outIP, self.outPort = remote_ip, remote_port
+
+    def parse_packet(self, packet: bytes) -> None:
+        """pyVoIP's parse, but a packet it cannot take costs that packet only: an unknown payload
+        type, a short packet or a keypad event past 15 (IndexError in pyVoIP) would otherwise
+        end this call's receive thread with an exception."""
+        self.last_received_at = time.monotonic()
+        try:
+            super().parse_packet(packet)
+        except Exception:
+            self.bad_packets += 1
 
     @property
     def codec(self) -> str:
@@ -136,11 +157,51 @@ class PayloadRTPClient(RTP.RTPClient):
         return frames
 
 
-def adopt(call: Any) -> list[PayloadRTPClient]:
-    """Make a ringing pyVoIP call's RTP clients payload clients (before answer starts them)."""
-    clients = []
-    for client in call.RTPClients:
-        client.__class__ = PayloadRTPClient
-        client._init_payload_queues()
-        clients.append(client)
-    return clients
+class RtpPorts:
+    """The RTP ports of this node: handed out one per call leg, taken back when the leg ends.
+
+    Ports are handed out in turn rather than lowest-first, so a port just freed is not given to
+    the next call at once (a late packet of the old call would land in the new one). None when
+    every port is taken: the caller refuses the call (503) instead of failing it after ringing.
+    """
+
+    def __init__(self, low: int, high: int, host: str = "127.0.0.1"):
+        if not 0 < low <= high < 65536:
+            raise ValueError(f"bad RTP port range {low}-{high}")
+        self.host = host
+        self._free = collections.deque(range(low, high + 1))
+        self._taken: set[int] = set()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> int | None:
+        """A free port of the range. Ports another program holds are skipped (and put at the
+        back): the range is ours by configuration, but nothing stops another process binding
+        in it, and a leg must not fail to answer for that."""
+        with self._lock:
+            for _ in range(len(self._free)):
+                port = self._free.popleft()
+                if self._bindable(port):
+                    self._taken.add(port)
+                    return port
+                self._free.append(port)
+            return None
+
+    def _bindable(self, port: int) -> bool:
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            probe.bind((self.host, port))
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
+
+    def release(self, port: int) -> None:
+        with self._lock:
+            if port in self._taken:
+                self._taken.discard(port)
+                self._free.append(port)
+
+    @property
+    def in_use(self) -> int:
+        return len(self._taken)

@@ -1,49 +1,61 @@
-"""pyVoIP made to behave behind a record-routing proxy (RFC 3261 §12.1.1, §12.2.1.1).
+"""The service's SIP user agent on the event loop: one UDP socket, every datagram accounted for.
 
-pyVoIP 1.6.8 answers an INVITE without copying its Record-Route headers into the 180/200, so the
-caller's route set is empty and its BYE, sent to the proxy, dies there with 404 (measured: see
-shared/notes/pyvoip.md). Its own BYE reuses the caller's Via stack and CSeq space and carries no
-Route, so the proxy cannot route it either. We subclass rather than fork: the SIP client below
-overrides only the message builders, and `RouteAwarePhone` swaps it in.
+pyVoIP's SIP side (its parser, its INVITE handling, its registration) is gone from the service:
+it broke on legal SIP that real phones send, answered retransmitted INVITEs as new calls, read
+the socket itself while registering, and raised in its threads on odd input. pyVoIP is kept for
+RTP only (telephony.rtp). What arrives here goes, in order, through:
 
-It also answers what pyVoIP drops or chokes on: an unparsable datagram is logged and, when it
-is a request we can address, answered 400; an INVITE without an SDP offer, or offering no codec
-we speak, is answered 488 instead of being half-set-up. Every error response goes to the top
-Via (RFC 3261 §18.2.2), so it reaches the sender whether or not it came through the proxy.
+1. the source check: requests only from the PBX (`trusted`); others get 403 or are dropped,
+   and are counted, with one log line per source per interval (never one per datagram);
+2. the parser (telephony.sip_message): what cannot be read is answered 400/505 when it can be
+   addressed, else dropped — logged the same rate-limited way;
+3. transactions: a response goes to whoever sent the request (registration, a call we placed,
+   a BYE/CANCEL retransmitted until answered); a retransmitted request gets the last response
+   again and nothing else (telephony.transactions.ServerTransactions);
+4. requests by method: a new INVITE is checked (Require, body, SDP, overload) and offered to
+   `on_invite`; requests inside a dialog go to its owner (`dialogs`); CANCEL ends a ringing
+   INVITE with 487; OPTIONS is answered; other methods get 405/501 with Allow.
 
-This module is the thread side of telephony: pyVoIP calls it on its own threads. Nothing here
-touches asyncio; telephony.agent bridges into the event loop.
+Every response goes where RFC 3261 §18.2.2 and RFC 3581 say: the top Via, corrected by the
+source address (received) and port (rport).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import itertools
 import re
 import secrets
-import socket
-import threading
+import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Protocol
 
-import pyVoIP
 import structlog
-from pyVoIP import SIP
-from pyVoIP.VoIP import CallState, PhoneStatus, VoIPPhone
 
-from telephony.rtp import adopt
-from telephony.transactions import CALL_ID, NonInviteTransactions
+from telephony.registration import Registration
+from telephony.sip_message import (
+    SipMessage,
+    SipParseError,
+    build_response,
+    parse,
+    response_address,
+    split_list,
+    validate_request,
+)
+from telephony.transactions import CALL_ID, NonInviteTransactions, ServerTransactions
 
 log = structlog.get_logger("telephony.sip")
 
-# Audio payloads pyVoIP can carry (telephone-event alone is not audio).
-_AUDIO_CODECS = {str(c) for c in pyVoIP.RTPCompatibleCodecs} - {"telephone-event"}
-_REQUEST_LINE = re.compile(rb"^([A-Z]+) \S+ SIP/2\.0\r?$", re.MULTILINE)
-_DIALOG_HEADERS = ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq")
-# Retries after a failed REGISTER wait 1, 2, 4 … s, at most this long.
-REGISTER_RETRY_MAX_S = 60
-_STATIC_PAYLOADS = {"0": "PCMU", "3": "GSM", "4": "G723", "8": "PCMA", "9": "G722", "18": "G729"}
+ALLOW = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE"
+# Methods we know and do not take (405); any other method is unknown to us (501).
+_KNOWN_METHODS = {"REGISTER", "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH", "PRACK"}
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()  # option tags we implement (none yet)
+TICK_S = 0.02  # how often retransmission timers are looked at
+LOG_EVERY_S = 10.0  # at most one line per source and kind of bad input in this long
 
+_REQUEST_LINE = re.compile(rb"^([A-Za-z0-9\-.!%*_+`'~]+) \S+ SIP/2\.0\r?$", re.MULTILINE)
+_DIALOG_HEADERS = ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq")
 # Header lines as received: "Record-Route: <sip:…;lr>" (several lines or comma-joined values).
 _RECORD_ROUTE = re.compile(rb"^Record-Route[ \t]*:[ \t]*(.+?)[ \t]*$", re.IGNORECASE | re.MULTILINE)
 
@@ -53,53 +65,14 @@ def record_routes(raw: bytes) -> list[str]:
     head = raw.split(b"\r\n\r\n", 1)[0]
     values: list[str] = []
     for match in _RECORD_ROUTE.finditer(head):
-        values += [v.strip() for v in _split_header_values(match.group(1).decode("utf-8", "replace"))]
+        values += split_list(match.group(1).decode("utf-8", "replace"))
     return values
 
 
-def _split_header_values(text: str) -> list[str]:
-    """Split a comma-joined header value, ignoring commas inside <…> and quotes."""
-    parts, depth, quoted, start = [], 0, False, 0
-    for i, ch in enumerate(text):
-        if ch == '"':
-            quoted = not quoted
-        elif not quoted and ch == "<":
-            depth += 1
-        elif not quoted and ch == ">":
-            depth -= 1
-        elif not quoted and depth == 0 and ch == ",":
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p for p in (p.strip() for p in parts) if p]
-
-
-def _insert_after_vias(message: str, lines: list[str]) -> str:
-    """Put header lines right after the last Via of a message pyVoIP built."""
-    if not lines:
-        return message
-    head, sep, body = message.partition("\r\n\r\n")
-    rows = head.split("\r\n")
-    last_via = max((i for i, r in enumerate(rows) if r.lower().startswith("via:")), default=0)
-    rows[last_via + 1:last_via + 1] = lines
-    return "\r\n".join(rows) + sep + body
-
-
-def _top_via_address(via: str) -> tuple[str, int] | None:
-    """Where a response goes: the top Via's sent-by, corrected by received= and rport=."""
-    match = re.match(r"SIP/2\.0/UDP\s+([^;:\s]+)(?::(\d+))?(.*)$", via.strip(), re.IGNORECASE)
-    if not match:
-        return None
-    host, port, params = match.group(1), int(match.group(2) or 5060), match.group(3)
-    received = re.search(r";received=([^;\s]+)", params)
-    rport = re.search(r";rport=(\d+)", params)
-    return (received.group(1) if received else host), (int(rport.group(1)) if rport else port)
-
-
 def stateless_response(raw: bytes, code: int, reason: str, warning: str = "") -> tuple[bytes, tuple[str, int]] | None:
-    """A final response to the request in `raw`, built from its own header lines, and where to
-    send it; None when `raw` is not a request we can answer (a response, an ACK, no Via …).
-    Stateless: for refusals and OPTIONS, never for a request that creates a dialog."""
+    """A final response built from the header lines of a request we could not parse, and where
+    its Via says to send it; None when `raw` is not a request we can answer (a response, an ACK,
+    no Via, Call-ID or CSeq)."""
     head = raw.split(b"\r\n\r\n", 1)[0]
     first = _REQUEST_LINE.match(head)
     if not first or first.group(1) == b"ACK":
@@ -111,360 +84,312 @@ def stateless_response(raw: bytes, code: int, reason: str, warning: str = "") ->
     vias = [ln.split(":", 1)[1] for name, ln in kept if name in ("via", "v")]
     if not vias or not {"call-id", "i"} & names or "cseq" not in names:
         return None
-    target = _top_via_address(vias[0].split(",")[0])
-    if target is None:
+    match = re.match(r"\s*SIP/2\.0/UDP\s+([^;:\s]+)(?::(\d+))?(.*)$", vias[0].split(",")[0], re.IGNORECASE)
+    if not match:
         return None
-    out = [ln + f";tag={secrets.token_hex(4)}"
-           if name in ("to", "t") and ";tag=" not in ln.lower() else ln
+    port = match.group(2)
+    if port is not None and not 0 < int(port) < 65536:
+        return None
+    rport = re.search(r";rport=(\d+)", match.group(3))
+    target = (match.group(1), int(rport.group(1)) if rport else int(port or 5060))
+    out = [ln + f";tag={secrets.token_hex(4)}" if name in ("to", "t") and ";tag=" not in ln.lower() else ln
            for name, ln in kept]
-    if code == 405 or first.group(1) == b"OPTIONS":
-        out.append(f"Allow: {', '.join([*pyVoIP.SIPCompatibleMethods, 'OPTIONS'])}")
     if warning:
-        out.append(f'Warning: 399 jiayi-hotline "{warning}"')
+        out.append(f'Warning: 399 jiayi-hotline "{_quote_safe(warning)}"')
     text = f"SIP/2.0 {code} {reason}\r\n" + "\r\n".join(out) + "\r\nContent-Length: 0\r\n\r\n"
     return text.encode(), target
 
 
-def offer_problem(message: SIP.SIPMessage) -> str | None:
-    """Why an INVITE's SDP offer cannot be taken, or None when it can."""
-    streams = message.body.get("m") if isinstance(message.body, dict) else None
-    if not streams:
-        return "no SDP offer (delayed offer is not supported)"
-    audio = [m for m in streams if m.get("type") == "audio"]
-    if not audio:
-        return "no audio stream offered"
-    offered = set()
-    for stream in audio:
-        for payload in stream.get("methods", []):
-            rtpmap = stream.get("attributes", {}).get(payload, {}).get("rtpmap")
-            # static payload types may come without an rtpmap (RFC 3551)
-            offered.add(rtpmap["name"] if rtpmap else _STATIC_PAYLOADS.get(payload, payload))
-    if not offered & _AUDIO_CODECS:
-        return f"none of the offered codecs ({', '.join(sorted(offered))}) is PCMU or PCMA"
-    return None
+def _quote_safe(text: str) -> str:
+    return text.replace("\\", "").replace('"', "'").replace("\r", " ").replace("\n", " ")[:200]
 
 
-class RouteAwareSIPClient(SIP.SIPClient):
-    """pyVoIP's SIP client with dialog routing done as RFC 3261 says."""
+def warning_header(why: str) -> tuple[str, str]:
+    return ("Warning", f'399 jiayi-hotline "{_quote_safe(why)}"')
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._local_cseq = 100
-        self._cseq_lock = threading.Lock()
-        self.rejected = 0  # datagrams refused or dropped, for tests and metrics
-        # Told the outcome of every REGISTER (on pyVoIP's threads).
-        self.on_registration: Callable[[bool], None] | None = None
-        # Told the Call-ID of every ACK (the caller confirmed our 200 OK).
-        self.on_ack: Callable[[str], None] | None = None
-        # Dialogs of calls we placed (telephony.dialer): every message with their Call-ID goes
-        # to the handler as raw bytes, never to pyVoIP, which knows nothing of them.
-        self.outbound: dict[str, Callable[[bytes], None]] = {}
-        # Set by withdraw(): unregistered for good, new calls are not ours any more.
-        self.withdrawn = False
-        # BYEs and CANCELs we send, retransmitted until answered (UDP loses them).
-        self.transactions = NonInviteTransactions(lambda message: self.out.sendto(message, (self.server, self.port)))
 
-    def start(self) -> None:
-        """pyVoIP's start, minus its one-second wait: it starts the receive loop on Timer(1, …),
-        so for a second after start nothing was read (a first call, the 407 to a first INVITE)."""
-        if self.NSD:
-            raise RuntimeError("the SIP client is already started")
-        self.NSD = True
-        self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.s.bind((self.myIP, self.myPort))
-        self.out = self.s
-        self.register()
-        self._receiver = threading.Thread(target=self.recv_loop, name="SIP receive", daemon=True)
-        self._receiver.start()
+class RateLimitedLog:
+    """One log line per (source, kind) per interval, with the count of what it stood for: junk
+    at full rate must not become megabytes of log a second."""
 
-    def stop(self) -> None:
-        """pyVoIP's stop, but the socket is closed only once the receive loop has left it: closed
-        under the loop, the loop's own clean-up failed (a thread exception at every stop)."""
-        if not self.NSD:
+    def __init__(self, interval_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic):
+        self.interval_s = interval_s
+        self._clock = clock
+        self._seen: dict[tuple[str, str], list[float | int]] = {}  # key: [last logged at, suppressed]
+
+    def warning(self, source: str, kind: str, **fields: object) -> None:
+        key = (source, kind)
+        now = self._clock()
+        entry = self._seen.get(key)
+        if entry is not None and now - entry[0] < self.interval_s:
+            entry[1] += 1
             return
-        self.NSD = False  # the receive loop ends within its 10 ms idle sleep
-        if self.registerThread is not None:
-            self.registerThread.cancel()
-            self.deregister()
-        receiver = getattr(self, "_receiver", None)
-        if receiver is not None and receiver is not threading.current_thread():
-            receiver.join(2)
-        self._close_sockets()
+        suppressed = int(entry[1]) if entry is not None else 0
+        self._seen[key] = [now, 0]
+        if len(self._seen) > 10_000:  # a flood from many sources: forget the oldest
+            for old in sorted(self._seen, key=lambda k: self._seen[k][0])[:5_000]:
+                del self._seen[old]
+        log.warning(kind, source=source, **({"suppressed_since_last": suppressed} if suppressed else {}), **fields)
 
-    def register(self) -> bool:
-        """One REGISTER (digest answered by pyVoIP), then the next one scheduled.
 
-        pyVoIP stops the phone for good after three failures and re-registers only 5 s before
-        expiry. The hotline must come back by itself when the registrar does: after a success
-        the next REGISTER goes at half the expiry (a registrar that restarted and forgot us
-        learns us again soon), after a failure with backoff up to REGISTER_RETRY_MAX_S, forever.
-        """
-        registrar = f"{self.server}:{self.port}"
-        if self.withdrawn:  # a re-register timer that fired as we withdrew
-            return False
+class DialogOwner(Protocol):
+    def on_request(self, request: SipMessage, source: tuple[str, int]) -> None: ...
+
+
+class InviteOwner(Protocol):
+    def on_cancel(self) -> bool: ...
+
+
+@dataclass
+class EdgeCounters:
+    """What the edge turned away, for tests, benchmarks and metrics."""
+
+    untrusted: int = 0
+    unparsable: int = 0
+    refused: int = 0  # answered with an error before reaching a call
+    overloaded: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+class UserAgent(asyncio.DatagramProtocol):
+    def __init__(self, *, local_ip: str, local_port: int, registrar: tuple[str, int], user: str, password: str,
+                 trusted: set[str] | None = None, untrusted_action: str = "reject",
+                 register_expires_s: int = 120, register_timeout_s: float = 10.0,
+                 on_registration: Callable[[bool], None] | None = None):
+        self.local_ip = local_ip
+        self.local_port = local_port
+        self.registrar = registrar
+        self.username = user
+        self.password = password
+        # Requests are taken from these addresses only (the PBX); responses come from there too.
+        self.trusted = set(trusted) if trusted else {registrar[0]}
+        self.untrusted_action = untrusted_action  # "reject" (403) or "drop"
+        self.counters = EdgeCounters()
+        self.badlog = RateLimitedLog()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.registration = Registration(
+            registrar=registrar, user=user, password=password, local=(local_ip, local_port), send=self.send,
+            expires_s=register_expires_s, timeout_s=register_timeout_s, on_change=on_registration)
+        self.server_transactions = ServerTransactions(self.send)
+        self.client_transactions = NonInviteTransactions(self.send)
+        # Where requests and responses go once parsed and checked:
+        self.on_invite: Callable[[SipMessage, tuple[str, int]], None] | None = None
+        self.dialogs: dict[str, DialogOwner] = {}  # by Call-ID: calls in progress, either way
+        self.invites: dict[tuple[str, ...], InviteOwner] = {}  # ringing INVITEs, by transaction key
+        self.outbound: dict[str, Callable[[bytes], None]] = {}  # calls we place, by Call-ID
+        # Set by the owner: may a new call be offered now? (why not, or None)
+        self.admission: Callable[[], str | None] = lambda: None
+        self._ticker: asyncio.Task[None] | None = None
+
+    @property
+    def via(self) -> str:
+        return f"{self.local_ip}:{self.local_port}"
+
+    @property
+    def contact(self) -> str:
+        return f"<sip:{self.username}@{self.local_ip}:{self.local_port}>"
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: self, local_addr=(self.local_ip, self.local_port))
+        self._ticker = asyncio.create_task(self._tick(), name="SIP timers")
+        self.registration.start()
+        await self.registration.first_attempt()
+
+    async def stop(self, *, unregister: bool = True) -> None:
+        if unregister and self.registration.registered:
+            await self.registration.withdraw()
+        await self.registration.stop()
+        # a last chance for BYEs in flight to be answered (bounded: their Timer F is 32 s)
+        for _ in range(50):
+            if not self.client_transactions.waiting():
+                break
+            await asyncio.sleep(0.02)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable for something we sent: the far end is gone; timers handle it
+        log.debug("sip.socket_error", error=str(exc))
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                self.client_transactions.tick()
+                self.server_transactions.tick()
+            except Exception:  # a timer callback's bug must not stop every other timer
+                log.exception("sip.timer_failed")
+
+    def send(self, data: bytes, address: tuple[str, int] | None = None) -> None:
+        if self.transport is not None:
+            self.transport.sendto(data, address or self.registrar)
+
+    def send_reliably(self, request: bytes, address: tuple[str, int] | None = None) -> None:
+        """A BYE or CANCEL, sent (to `address`, else the outbound proxy) again until answered
+        (Timer E/F)."""
+        self.client_transactions.start(request, address)
+
+    # --- receiving -----------------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, source: tuple[str, int]) -> None:  # type: ignore[override]
         try:
-            with self.recvLock:
-                registered = self._SIPClient__register()  # pyVoIP's private single attempt
-            why = "" if registered else "the registrar did not accept the registration"
-        except Exception as exc:  # timeouts, refused credentials, socket errors
-            registered, why = False, f"{type(exc).__name__}: {exc}"
-        if registered:
-            if self.registerFailures:
-                log.info("sip.registered_again", registrar=registrar, after_failures=self.registerFailures)
-            self.registerFailures = 0
-            self.phone._status = PhoneStatus.REGISTERED
-            delay = max(1, self.default_expires // 2)
-        else:
-            self.registerFailures += 1
-            self.phone._status = PhoneStatus.FAILED
-            delay = min(REGISTER_RETRY_MAX_S, 2 ** min(self.registerFailures - 1, 6))
-            log.warning("sip.register_failed", registrar=registrar, user=self.username, why=why,
-                        attempt=self.registerFailures, retry_in_s=delay)
-        if self.on_registration is not None:
-            self.on_registration(registered)
-        if self.NSD and not self.withdrawn:
-            self.registerThread = threading.Timer(delay, self.register)
-            self.registerThread.daemon = True
-            self.registerThread.name = "SIP re-register"
-            self.registerThread.start()
-        return registered
-
-    def withdraw(self) -> bool:
-        """Unregister for good (REGISTER with expiry 0) so the PBX sends new calls elsewhere;
-        the dialogs in progress go on (their requests come to our Contact). True when the
-        registrar confirmed."""
-        self.withdrawn = True
-        if self.registerThread is not None:
-            self.registerThread.cancel()
-            self.registerThread = None  # pyVoIP's stop() would unregister a second time
-        try:
-            with self.recvLock:
-                done = bool(self._SIPClient__deregister())  # pyVoIP's private single attempt
-        except Exception as exc:  # timeouts, socket errors: the binding expires by itself
-            done = False
-            log.warning("sip.unregister_failed", registrar=f"{self.server}:{self.port}",
-                        why=f"{type(exc).__name__}: {exc}")
-        if done:
-            log.info("sip.unregistered", registrar=f"{self.server}:{self.port}", user=self.username)
-        return done
-
-    def reject(self, raw: bytes, code: int, reason: str, why: str) -> None:
-        """Log a request we will not take and answer it with `code` when it can be answered."""
-        self.rejected += 1
-        first_line = raw.split(b"\r\n", 1)[0][:60].decode("utf-8", "replace")
-        log.warning("sip.rejected", code=code, why=why, first_line=first_line, size=len(raw))
-        response = stateless_response(raw, code, reason, why)
-        if response is not None:
-            self.out.sendto(*response)
-
-    def parse_message(self, message: SIP.SIPMessage) -> None:
-        if message.type == SIP.SIPMessageType.MESSAGE and message.method == "ACK":
-            if self.on_ack is not None:
-                self.on_ack(message.headers["Call-ID"])
-            return
-        if (message.type == SIP.SIPMessageType.MESSAGE and message.method in ("BYE", "CANCEL")
-                and message.headers["Call-ID"] not in self.phone.calls):
-            self.reject(message.raw, 481, "Call/Transaction Does Not Exist", "unknown dialog")
-            return
-        if message.type == SIP.SIPMessageType.MESSAGE and message.method == "CANCEL":
-            self.out.sendto(self.gen_ok(message).encode("utf8"), (self.server, self.port))
-            self.phone.cancelled(message)
-            return
-        super().parse_message(message)
-
-    def recv(self) -> None:
-        """pyVoIP's receive step, with refusals that are logged and answered, never swallowed."""
-        # pyVoIP's recv_loop comes here every 10 ms when the socket is idle: the retransmission clock
-        self.transactions.tick()
-        raw = self.s.recv(8192)  # BlockingIOError goes back to pyVoIP's recv_loop, as it expects
-        if not raw.strip(b"\x00\r\n \t"):
-            return  # keep-alive
-        if raw.startswith(b"SIP/2.0 "):
-            self.transactions.on_response(raw)  # and on to whoever owns the dialog
-        if self.outbound:
-            call_id = CALL_ID.search(raw.split(b"\r\n\r\n", 1)[0])
-            handler = self.outbound.get(call_id.group(1).decode("utf-8", "replace")) if call_id else None
-            if handler is not None:
-                handler(raw)
-                return
-        # pyVoIP's parser refuses methods it does not know, so decide those from the request line.
-        request_line = _REQUEST_LINE.match(raw.split(b"\r\n\r\n", 1)[0])
-        method = request_line.group(1).decode() if request_line else None
-        if method == "OPTIONS":  # keep-alive / capability probe from the PBX
-            response = stateless_response(raw, 200, "OK")
+            self._receive(data, source)
+        except Exception as exc:  # a bug of ours must cost one message, never the socket
+            log.exception("sip.receive_failed", source=source[0])
+            response = stateless_response(data, 500, "Server Internal Error", type(exc).__name__)
             if response is not None:
-                self.out.sendto(*response)
-            return
-        if method is not None and method not in pyVoIP.SIPCompatibleMethods:
-            self.reject(raw, 405, "Method Not Allowed", f"{method} is not handled here")
+                self.send(*response)
+
+    def _receive(self, data: bytes, source: tuple[str, int]) -> None:
+        if not data.strip(b"\x00\r\n \t"):
+            return  # keep-alive (RFC 5626 CRLF ping)
+        is_response = data[:8].upper() == b"SIP/2.0 "
+        if source[0] not in self.trusted:
+            self.counters.untrusted += 1
+            self.badlog.warning(source[0], "sip.untrusted_source", action=self.untrusted_action)
+            if not is_response and self.untrusted_action == "reject":
+                self._stateless(data, 403, "Forbidden", "requests are taken from the PBX only")
             return
         try:
-            message = SIP.SIPMessage(raw)
-        except Exception as exc:  # pyVoIP raises whatever its parser hits
-            self.reject(raw, 400, "Bad Request", f"unparsable SIP ({type(exc).__name__})")
+            message = parse(data)
+        except SipParseError as exc:
+            self.counters.unparsable += 1
+            self.badlog.warning(source[0], "sip.unparsable", why=exc.reason, size=len(data),
+                                first_line=data.split(b"\n", 1)[0][:60].decode("utf-8", "replace"))
+            if exc.status is not None and not is_response:
+                self._stateless(data, exc.status, "Bad Request" if exc.status == 400 else "Version Not Supported",
+                                exc.reason, count=False)
             return
-        try:
-            self.parse_message(message)
-        except Exception as exc:
-            log.exception("sip.handler_failed", method=getattr(message, "method", None))
-            self.reject(raw, 500, "Server Internal Error", f"{type(exc).__name__}")
+        if message.is_request:
+            self._on_request(message, source)
+        else:
+            self._on_response(message)
 
-    def _copy_record_route(self, request: SIP.SIPMessage, response: str) -> str:
-        return _insert_after_vias(response, [f"Record-Route: {v}" for v in record_routes(request.raw)])
-
-    def gen_ringing(self, request: SIP.SIPMessage) -> str:
-        # pyVoIP's 180 echoes the caller's Contact; a response's Contact must be our own.
-        ringing = re.sub(r"(?m)^Contact: .*$", f"Contact: <sip:{self.username}@{self.myIP}:{self.myPort}>",
-                         super().gen_ringing(request), count=1)
-        return self._copy_record_route(request, ringing)
-
-    def gen_answer(self, request: SIP.SIPMessage, sess_id: str, ms: Any, sendtype: Any) -> str:
-        return self._copy_record_route(request, super().gen_answer(request, sess_id, ms, sendtype))
-
-    def bye(self, request: SIP.SIPMessage) -> None:
-        """Our BYE to the caller, retransmitted until answered (pyVoIP sends it once)."""
-        self.transactions.start(self.gen_bye(request).encode("utf8"))
-
-    def gen_bye(self, request: SIP.SIPMessage) -> str:
-        """BYE for a dialog in which we are the UAS (the INVITE came from the other side).
-
-        Request-URI: the caller's Contact. Route: the INVITE's Record-Route in order (the UAS
-        route set). Our own Via, branch and CSeq; From/To swapped with both tags.
-        """
-        our_tag = self.tagLibrary[request.headers["Call-ID"]]
-        remote_target = request.headers["Contact"].strip().strip("<>").split(">")[0]
-        with self._cseq_lock:
-            self._local_cseq += 1
-            cseq = self._local_cseq
-        lines = [
-            f"BYE {remote_target} SIP/2.0",
-            f"Via: SIP/2.0/UDP {self.myIP}:{self.myPort};branch=z9hG4bK{self.gen_call_id()[:25]};rport",
-            *(f"Route: {v}" for v in record_routes(request.raw)),
-            "Max-Forwards: 70",
-            f"From: {request.headers['To']['raw']};tag={our_tag}",
-            f"To: {request.headers['From']['raw']};tag={request.headers['From']['tag']}",
-            f"Call-ID: {request.headers['Call-ID']}",
-            f"CSeq: {cseq} BYE",
-            f"Contact: <sip:{self.username}@{self.myIP}:{self.myPort}>",
-            "Content-Length: 0",
-        ]
-        return "\r\n".join(lines) + "\r\n\r\n"
-
-
-class RouteAwarePhone(VoIPPhone):
-    """VoIPPhone with the route-aware SIP client, and a hook when the far end hangs up."""
-
-    def __init__(self, *args: Any, on_remote_bye: Callable[[str], None] | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        # pyVoIP's release_ports() holds portsLock while _cleanup_dead_calls() drops finished
-        # calls; dropping the last reference runs VoIPCall.__del__, which calls release_ports()
-        # again on the same thread. With a plain Lock that thread deadlocks and every later call
-        # hangs in answer() (seen in our test suite); re-entrant, the nested release is harmless.
-        self.portsLock = threading.RLock()
-        self._on_remote_bye = on_remote_bye
-        # RTP ports of the calls we placed, which pyVoIP's bookkeeping does not know about.
-        self.dialed_ports: set[int] = set()
-        # SDP session ids of live calls (pyVoIP's random draw from 1–100 000 never frees them).
-        self._session_numbers = itertools.count(secrets.randbelow(1_000_000) + 1)
-        old = self.sip
-        self.sip = RouteAwareSIPClient(
-            old.server, old.port, old.username, old.password, phone=self, myIP=old.myIP,
-            myPort=old.myPort, callCallback=self.callback, fatalCallback=self.fatal,
-        )
-
-    def hold_port(self) -> int:
-        """An RTP port for a call we place, kept until release_dialed_port."""
-        with self.portsLock:
-            port = self.request_port(blocking=False)
-            self.dialed_ports.add(port)
-            return port
-
-    def release_dialed_port(self, port: int) -> None:
-        with self.portsLock:
-            self.dialed_ports.discard(port)
-            if port in self.assignedPorts:
-                self.assignedPorts.remove(port)
-
-    def release_ports(self, call: Any = None) -> None:
-        """pyVoIP's release, minus the ports still in use. With no call given it frees every
-        port no pyVoIP call lists in assignedPorts — which pyVoIP fills only for calls it
-        places: it would hand the RTP port of a live answered call, or of a call we dialled,
-        to the next call. Ports of answered calls are freed by forget_call."""
-        with self.portsLock:
-            live = {c.inPort for x in self.calls.values() for c in x.RTPClients}
-            held = [p for p in self.assignedPorts if p in self.dialed_ports or p in live]
-            super().release_ports(call)
-            self.assignedPorts.extend(p for p in held if p not in self.assignedPorts)
-
-    def _callback_MSG_Invite(self, request: SIP.SIPMessage) -> None:
-        call_id = request.headers["Call-ID"]
-        if call_id in self.calls:  # a re-INVITE (or a retransmission) keeps its dialog
-            super()._callback_MSG_Invite(request)
-            return
-        problem = offer_problem(request)
-        if problem is not None:
-            self.sip.reject(request.raw, 488, "Not Acceptable Here", problem)
-            return
-        if self.callCallback is None:
-            self.sip.reject(request.raw, 486, "Busy Here", "no call handler")
-            return
-        # pyVoIP offers a new call through Timer(1, callback): every call waited a second before
-        # the service saw it, and _cleanup_dead_calls() later dropped calls whose Timer thread
-        # had ended — live calls, whose BYE then got 481 and never reached the service (found
-        # under load by bench/calls). The call is offered at once here and kept in self.calls
-        # until the service forgets it (forget_call), after its BYE retransmissions are over.
-        with self.portsLock:
-            sess_id = next(self._session_numbers)
-            self.session_ids.append(sess_id)
-        self.sip.out.sendto(self.sip.gen_ringing(request).encode("utf8"), (self.server, self.port))
-        self._create_Call(request, sess_id)
-        self.callCallback(self.calls[call_id])
-
-    def forget_call(self, call: Any) -> None:
-        """Drop an ended call: its ports and session id are free again (pyVoIP never frees
-        session ids, and draws new ones from 1–100 000: after that many calls it would spin).
-        pyVoIP itself drops the call from self.calls on BYE and hangup, but not the rest."""
-        with self.portsLock:
-            if self.calls.get(call.call_id) is call:
-                del self.calls[call.call_id]
-            for client in call.RTPClients:
-                if client.NSD:
-                    client.stop()
-            # an answered call's ports are its RTP clients' (pyVoIP fills assignedPorts only
-            # for calls it places)
-            for port in {c.inPort for c in call.RTPClients} | set(call.assignedPorts):
-                if port in self.assignedPorts:
-                    self.assignedPorts.remove(port)
-            with contextlib.suppress(ValueError):
-                self.session_ids.remove(int(call.session_id))
-
-    def _create_Call(self, request: SIP.SIPMessage, sess_id: int) -> None:
-        super()._create_Call(request, sess_id)
-        adopt(self.calls[request.headers["Call-ID"]])  # G.711 payloads in and out, unchanged
-
-    def _callback_MSG_Bye(self, request: SIP.SIPMessage) -> None:
-        super()._callback_MSG_Bye(request)
-        if self._on_remote_bye is not None:
-            self._on_remote_bye(request.headers["Call-ID"])
-
-    def cancelled(self, request: SIP.SIPMessage) -> None:
-        """The caller gave up before we answered (CANCEL, already answered 200 by the client).
-
-        pyVoIP ignores a CANCEL: the INVITE never got its 487 (the proxy kept the transaction
-        until its own timer) and the call stayed "ringing", to be answered later for a caller
-        who was gone. Here the INVITE is ended with 487 and the service told, as for a BYE."""
-        call_id = request.headers["Call-ID"]
-        with self.portsLock:
-            call = self.calls.get(call_id)
-            if call is None or call.state != CallState.RINGING:
-                return  # answered already: the caller's BYE follows the 200 (RFC 3261 §9.2)
-            call.state = CallState.ENDED
-            del self.calls[call_id]
-        for client in call.RTPClients:
-            client.stop()
-        response = stateless_response(call.request.raw, 487, "Request Terminated")
+    def _stateless(self, data: bytes, status: int, reason: str, why: str, *, count: bool = True) -> None:
+        if count:
+            self.counters.refused += 1
+        response = stateless_response(data, status, reason, why)
         if response is not None:
-            self.sip.out.sendto(*response)
-        log.info("sip.cancelled", call_id=call_id)
-        if self._on_remote_bye is not None:
-            self._on_remote_bye(call_id)
+            self.counters.by_status[status] = self.counters.by_status.get(status, 0) + 1
+            self.send(*response)
+
+    def _on_response(self, response: SipMessage) -> None:
+        if self.registration.on_response(response):
+            return
+        self.client_transactions.on_response(response.raw)  # BYE/CANCEL retransmissions end
+        handler = self.outbound.get(response.call_id)
+        if handler is not None:
+            handler(response.raw)
+
+    def respond(self, request: SipMessage, source: tuple[str, int], status: int, *, why: str = "",
+                to_tag: str | None = None, extra: list[tuple[str, str]] | None = None, body: bytes = b"",
+                record_route: bool = False, reliable: bool = True) -> bytes:
+        """Answer `request` (kept for its retransmissions; an INVITE's error final is sent again
+        until its ACK). Returns the response as sent."""
+        headers = list(extra or [])
+        if why:
+            headers.append(warning_header(why))
+        if status in (405, 501) or request.method == "OPTIONS":
+            headers.append(("Allow", ALLOW))
+        response = build_response(request, status, to_tag=to_tag or secrets.token_hex(6), extra=headers,
+                                  body=body, record_route=record_route)
+        address = response_address(request, source)
+        if status >= 300:
+            self.counters.by_status[status] = self.counters.by_status.get(status, 0) + 1
+        if reliable and request.method != "ACK":
+            self.server_transactions.respond(request, response, status, address)
+        else:
+            self.send(response, address)
+        return response
+
+    def _on_request(self, request: SipMessage, source: tuple[str, int]) -> None:
+        if self.server_transactions.seen(request):
+            return  # a retransmission, answered again; or the ACK of our error final
+        problem = validate_request(request)
+        if problem is not None:
+            status, why = problem
+            self.counters.refused += 1
+            self.badlog.warning(source[0], "sip.bad_request", status=status, why=why, method=request.method)
+            # stateless: a request this broken may not be ACKable; without a Via, a response
+            # could not be formed at all (§8.2.6.2): dropped, counted
+            if request.method != "ACK" and request.count("Via"):
+                self.respond(request, source, status, why=why, reliable=False)
+            return
+        method = request.method
+        assert method is not None
+        if method != "ACK":
+            self.server_transactions.begin(request, response_address(request, source))
+        if method == "INVITE" and request.to_tag is None:
+            self._on_new_invite(request, source)
+            return
+        if method == "CANCEL":
+            self._on_cancel(request, source)
+            return
+        owner = self.dialogs.get(request.call_id)
+        if method == "ACK":
+            if owner is not None:
+                owner.on_request(request, source)
+            return  # an ACK nobody expects is dropped (§17.2.3)
+        if owner is not None and request.to_tag is not None:
+            owner.on_request(request, source)
+            return
+        if method == "OPTIONS":
+            self.respond(request, source, 200, extra=[("Accept", "application/sdp"), ("Supported", "")])
+            return
+        if method in ("BYE", "INVITE", "UPDATE", "INFO"):
+            self.respond(request, source, 481, why="no such dialog")
+            return
+        if method in _KNOWN_METHODS:
+            self.respond(request, source, 405, why=f"{method} is not handled here")
+            return
+        self.respond(request, source, 501, why=f"{method[:30]} is not a method we know")
+
+    def _on_new_invite(self, request: SipMessage, source: tuple[str, int]) -> None:
+        unsupported = [t for t in request.headers_all("Require") if t.lower() not in SUPPORTED_EXTENSIONS]
+        if unsupported:
+            self.respond(request, source, 420, why="extension not supported",
+                         extra=[("Unsupported", ", ".join(unsupported))])
+            return
+        if request.call_id in self.dialogs or request.call_id in self.outbound:
+            # same Call-ID, no To tag, not a retransmission: a merged or looped request (§8.2.2.2)
+            self.respond(request, source, 482, why="merged request")
+            return
+        refusal = self.admission()
+        if refusal is not None:
+            self.counters.overloaded += 1
+            self.badlog.warning(source[0], "sip.overloaded", why=refusal)
+            self.respond(request, source, 503, why=refusal, extra=[("Retry-After", "30")])
+            return
+        if self.on_invite is None:
+            self.respond(request, source, 486, why="no call handler")
+            return
+        self.on_invite(request, source)
+
+    def _on_cancel(self, request: SipMessage, source: tuple[str, int]) -> None:
+        key = ServerTransactions.key(request)
+        invite_key = (*key[:2], "INVITE") if len(key) == 3 else (*key[:2], "INVITE", *key[3:])
+        owner = self.invites.get(invite_key)
+        if owner is None:
+            self.respond(request, source, 481, why="no such transaction")
+            return
+        self.respond(request, source, 200)
+        owner.on_cancel()
+
+
+def call_id_of(raw: bytes) -> str | None:
+    match = CALL_ID.search(raw.split(b"\r\n\r\n", 1)[0])
+    return match.group(1).decode("utf-8", "replace") if match else None
+
+
+def suppress_closed_loop() -> contextlib.AbstractContextManager[None]:
+    return contextlib.suppress(RuntimeError)

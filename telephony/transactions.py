@@ -54,21 +54,24 @@ class _Pending:
     started: float
     next_at: float
     interval: float
+    address: tuple[str, int] | None = None
     sends: int = 1
 
 
 class NonInviteTransactions:
-    def __init__(self, send: Callable[[bytes], None], clock: Callable[[], float] = time.monotonic):
+    def __init__(self, send: Callable[[bytes, tuple[str, int] | None], None],
+                 clock: Callable[[], float] = time.monotonic):
         self._send = send
         self._clock = clock
         self._lock = threading.Lock()
         self._pending: dict[tuple[str, str], _Pending] = {}
         self.timed_out = 0  # requests never answered within Timer F, for tests and metrics
 
-    def start(self, request: bytes) -> None:
-        """Send `request` now and again on Timer E until it is answered or Timer F runs out."""
+    def start(self, request: bytes, address: tuple[str, int] | None = None) -> None:
+        """Send `request` (to `address`, else the outbound proxy) now and again on Timer E until
+        it is answered or Timer F runs out."""
         key = transaction_key(request)
-        self._send(request)
+        self._send(request, address)
         if key is None:  # not a request we built; nothing to match answers against
             return
         call_id = CALL_ID.search(request.split(b"\r\n\r\n", 1)[0])
@@ -76,7 +79,7 @@ class NonInviteTransactions:
         with self._lock:
             self._pending[key] = _Pending(
                 request, key[1], call_id.group(1).decode("utf-8", "replace").strip() if call_id else "",
-                now, now + T1_S, T1_S)
+                now, now + T1_S, T1_S, address)
 
     def on_response(self, response: bytes) -> bool:
         """A response arrived: a final one ends its transaction. True if it was one of ours."""
@@ -115,9 +118,9 @@ class NonInviteTransactions:
                     pending.interval = min(pending.interval * 2, T2_S)
                     pending.next_at = now + pending.interval
                     pending.sends += 1
-                    due.append(pending.request)
-        for request in due:
-            self._send(request)
+                    due.append((pending.request, pending.address))
+        for request, address in due:
+            self._send(request, address)
         for pending in expired:
             self.timed_out += 1
             log.warning("sip.request_unanswered", method=pending.method, call_id=pending.call_id,
@@ -126,3 +129,143 @@ class NonInviteTransactions:
     def waiting(self) -> int:
         with self._lock:
             return len(self._pending)
+
+
+# --- the server side (RFC 3261 §17.2) ----------------------------------------------------------
+
+class Retransmissions:
+    """Responses sent again until the other side shows it has them: a 2xx to an INVITE until its
+    ACK (§13.3.1.4), a non-2xx final to an INVITE until its ACK (Timer G), each doubling from T1
+    to T2 and given up after 64·T1, when `on_timeout` is told (no ACK: the caller has gone)."""
+
+    def __init__(self, send: Callable[[bytes, tuple[str, int]], None], clock: Callable[[], float] = time.monotonic):
+        self._send = send
+        self._clock = clock
+        self._items: dict[object, list] = {}  # key: [data, address, started, next_at, interval, on_timeout]
+
+    def start(self, key: object, data: bytes, address: tuple[str, int],
+              on_timeout: Callable[[], None] | None = None, give_up_after_s: float = TIMER_F_S) -> None:
+        now = self._clock()
+        self._send(data, address)
+        self._items[key] = [data, address, now, now + T1_S, T1_S, on_timeout, give_up_after_s]
+
+    def stop(self, key: object) -> bool:
+        """The ACK came: stop. True if it was being retransmitted."""
+        return self._items.pop(key, None) is not None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def tick(self) -> None:
+        if not self._items:
+            return
+        now = self._clock()
+        for key, item in list(self._items.items()):
+            data, address, started, next_at, interval, on_timeout, give_up_after_s = item
+            if now - started >= give_up_after_s:
+                del self._items[key]
+                if on_timeout is not None:
+                    on_timeout()
+            elif now >= next_at:
+                item[4] = min(interval * 2, T2_S)
+                item[3] = now + item[4]
+                self._send(data, address)
+
+
+@dataclass
+class _ServerTransaction:
+    method: str
+    address: tuple[str, int]
+    response: bytes | None = None
+    final: int = 0  # the final status sent, 0 while none
+    done_at: float = 0.0  # when the entry may be forgotten (set at the final response)
+
+
+class ServerTransactions:
+    """The requests we have seen and what we answered, so that a retransmitted request gets the
+    last response again and nothing else (§17.2.1, §17.2.2): on a lossy link a caller sends its
+    INVITE again until it hears from us, and a retransmission taken for a new request set up a
+    second call on the same ports. An ACK to a non-2xx final ends its INVITE's Timer G."""
+
+    def __init__(self, send: Callable[[bytes, tuple[str, int]], None], clock: Callable[[], float] = time.monotonic):
+        self._send = send
+        self._clock = clock
+        self._table: dict[tuple[str, ...], _ServerTransaction] = {}
+        self.retransmissions = Retransmissions(send, clock)
+        self.absorbed = 0  # retransmitted requests answered from the table, for tests and metrics
+
+    @staticmethod
+    def key(message) -> tuple[str, ...]:  # message: telephony.sip_message.SipMessage
+        """§17.2.3: the top Via's branch and sent-by and the method (an ACK or CANCEL is matched
+        by the branch of the INVITE it is about, the CANCEL in a table of its own); for a request
+        of an RFC 2543 element, without the magic cookie, the fields that identify it."""
+        from telephony.sip_message import SipParseError, Via
+
+        method = message.method
+        kind = "INVITE" if method == "ACK" else method
+        vias = message.headers_all("Via")
+        try:
+            via = Via.parse(vias[0]) if vias else None
+        except SipParseError:
+            via = None
+        if via is not None and via.branch.startswith("z9hG4bK") and len(via.branch) > 7:
+            return (via.branch, via.sent_by(), kind)
+        number = message.cseq[0]
+        return (message.call_id, str(number), kind, message.from_tag or "", vias[0] if vias else "")
+
+    def seen(self, message) -> bool:
+        """True when `message` belongs to a transaction we already have: a retransmitted request
+        (its last response sent again) or the ACK of a non-2xx final. Such a message is handled
+        here and goes no further."""
+        key = self.key(message)
+        entry = self._table.get(key)
+        if entry is None:
+            return False
+        if message.method == "ACK":
+            if entry.final >= 300:
+                self.retransmissions.stop(key)
+                return True
+            return False  # the ACK of a 2xx is a transaction of its own, for the dialog
+        if entry.response is not None:
+            self._send(entry.response, entry.address)
+        self.absorbed += 1
+        return True
+
+    def begin(self, message, address: tuple[str, int]) -> None:
+        if message.method != "ACK":
+            self._table[self.key(message)] = _ServerTransaction(message.method, address)
+
+    def respond(self, message, response: bytes, status: int, address: tuple[str, int] | None = None,
+                send: bool = True) -> None:
+        """Send `response` to `message` and remember it for retransmissions of the request
+        (`send` False: remember only, someone else sends it — a 2xx the dialog retransmits)."""
+        key = self.key(message)
+        entry = self._table.get(key)
+        if entry is None:
+            entry = self._table[key] = _ServerTransaction(message.method or "", address or ("", 0))
+        entry.response = response
+        target = address or entry.address
+        if status >= 200:
+            entry.final = status
+            entry.done_at = self._clock() + TIMER_F_S
+        if not send:
+            return
+        if message.method == "INVITE" and status >= 300:
+            self.retransmissions.start(key, response, target)  # Timer G until the ACK
+        else:
+            self._send(response, target)
+
+    def final_sent(self, message) -> int:
+        entry = self._table.get(self.key(message))
+        return entry.final if entry is not None else 0
+
+    def tick(self) -> None:
+        self.retransmissions.tick()
+        if not self._table:
+            return
+        now = self._clock()
+        for key in [k for k, e in self._table.items() if e.final and now >= e.done_at]:
+            del self._table[key]
+
+    def __len__(self) -> int:
+        return len(self._table)

@@ -280,8 +280,8 @@ async def test_a_dead_database_gets_503_and_the_service_keeps_running(
         code, out = await sipp_result(sipp)
         await calls_done(day_hotline)
     assert code == 0, out  # refused at once, not silence
-    refusal = next(e for e in logs if e["event"] == "sip.rejected")
-    assert refusal["code"] == 503 and "database" in refusal["why"]
+    refusal = next(e for e in logs if e["event"] == "call.refused")
+    assert refusal["status"] == 503 and "database" in refusal["why"]
     assert any(e["event"] == "call.refused_no_database" and e["caller"] == "138****0001" for e in logs)
     await calls_done(day_hotline)
     assert day_hotline.service.agent.registered

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from telephony.agent import InboundLeg, SipAccount, SipAgent, TelephonyError
-from telephony.dialer import DialOutcome, outcome_of_status, parse_sdp_answer
+from telephony.dialer import DialOutcome, outcome_of_status
 from tests.sip_peers import Kamailio, LossyLink, free_udp_port, start_kamailio
 
 pytestmark = pytest.mark.sip
@@ -28,23 +28,6 @@ def test_sip_statuses_map_to_call_center_outcomes() -> None:
         assert outcome_of_status(unreachable) is DialOutcome.UNREACHABLE
     assert outcome_of_status(603) is DialOutcome.REJECTED
     assert outcome_of_status(488) is DialOutcome.REJECTED
-
-
-def test_sdp_answer_gives_the_first_codec_we_speak() -> None:
-    answer = parse_sdp_answer(
-        b"v=0\r\no=- 1 1 IN IP4 10.0.0.9\r\ns=-\r\nc=IN IP4 10.0.0.9\r\nt=0 0\r\n"
-        b"m=audio 4000 RTP/AVP 9 0 101\r\na=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\n"
-    )
-    assert answer is not None
-    assert (answer.ip, answer.port, answer.payload_type, answer.codec) == ("10.0.0.9", 4000, 0, "PCMU")
-    # media-level c= wins over the session's; a dynamic number mapped to PCMA is understood
-    answer = parse_sdp_answer(
-        b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5000 RTP/AVP 96\r\nc=IN IP4 10.0.0.2\r\na=rtpmap:96 PCMA/8000\r\n"
-    )
-    assert answer is not None and (answer.ip, answer.codec, answer.payload_type) == ("10.0.0.2", "PCMA", 96)
-    assert parse_sdp_answer(b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5000 RTP/AVP 18\r\n") is None
-    assert parse_sdp_answer(b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 0 RTP/AVP 0\r\n") is None  # declined stream
-    assert parse_sdp_answer(b"") is None
 
 
 def answer_next_call(callee: SipAgent) -> asyncio.Task[InboundLeg]:
@@ -96,7 +79,7 @@ async def test_no_proxy_at_all_is_unreachable_after_retransmissions() -> None:
 async def test_busy_doctor(agent: SipAgent, doctor: SipAgent) -> None:
     async def refuse() -> None:
         leg = await asyncio.wait_for(doctor.next_call(), 10)
-        await asyncio.to_thread(leg._call.deny)  # pyVoIP answers 486 Busy Here
+        await leg.refuse(486, "Busy Here", "on another call")
 
     refusing = asyncio.create_task(refuse())
     dialed = await agent.dial("sip:1001@127.0.0.1", ring_timeout_s=10)
@@ -189,10 +172,10 @@ async def test_a_lost_bye_is_sent_again_until_answered(
     await asyncio.wait_for(doctor_leg.ended.wait(), 3)
     assert link.dropped == {"BYE": 1} and link.seen["BYE"] == 2
     for _ in range(50):  # bounded: 1 s for the 200 to come back and end the transaction
-        if agent._phone.sip.transactions.waiting() == 0:
+        if agent.ua.client_transactions.waiting() == 0:
             break
         await asyncio.sleep(0.02)
-    assert agent._phone.sip.transactions.waiting() == 0
+    assert agent.ua.client_transactions.waiting() == 0
     await asyncio.sleep(1.2)  # answered: no more retransmissions
     assert link.seen["BYE"] == 2
 

@@ -9,46 +9,10 @@ import socket
 import pytest
 
 from telephony.agent import SipAgent
+from tests.raw_sip import exchange, invite, sdp, status_lines
 from tests.sip_peers import Kamailio, answer_one_call
 
 pytestmark = pytest.mark.sip
-
-
-def invite(sdp: str | None, *, call_id: str, port: int, truncate_at: int | None = None) -> bytes:
-    body = sdp or ""
-    text = (
-        f"INVITE sip:hotline@127.0.0.1 SIP/2.0\r\n"
-        f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK{call_id}\r\n"
-        f"From: <sip:13800000009@127.0.0.1:{port}>;tag=from-{call_id}\r\n"
-        f"To: <sip:hotline@127.0.0.1>\r\n"
-        f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
-        f"Contact: <sip:13800000009@127.0.0.1:{port}>\r\nMax-Forwards: 70\r\n"
-        + ("Content-Type: application/sdp\r\n" if sdp else "")
-        + f"Content-Length: {len(body)}\r\n\r\n{body}"
-    ).encode()
-    return text[:truncate_at] if truncate_at else text
-
-
-def sdp(payloads: str, rtpmaps: str = "") -> str:
-    return ("v=0\r\no=x 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            f"m=audio 40000 RTP/AVP {payloads}\r\n{rtpmaps}")
-
-
-def exchange(port: int, sock: socket.socket, datagram: bytes, *, wait: float = 1.5) -> list[bytes]:
-    """Send one datagram to the service, return every reply that arrives within `wait`."""
-    sock.sendto(datagram, ("127.0.0.1", port))
-    replies, sock_deadline = [], wait
-    sock.settimeout(sock_deadline)
-    try:
-        while True:
-            replies.append(sock.recv(8192))
-            sock.settimeout(0.3)
-    except TimeoutError:
-        return replies
-
-
-def status_lines(replies: list[bytes]) -> list[str]:
-    return [r.split(b"\r\n", 1)[0].decode() for r in replies]
 
 
 async def test_a_burst_of_bad_sip_is_answered_or_dropped_and_calls_still_work(
@@ -77,20 +41,22 @@ async def test_a_burst_of_bad_sip_is_answered_or_dropped_and_calls_still_work(
         g729 = invite(sdp("18", "a=rtpmap:18 G729/8000\r\n"), call_id="g729", port=me)
         replies = await asyncio.to_thread(exchange, service_port, sock, g729)
         assert status_lines(replies) == ["SIP/2.0 488 Not Acceptable Here"]
-        assert b"none of the offered codecs (G729)" in replies[0]
+        assert b"Warning: 399 jiayi-hotline" in replies[0]  # the reason, for the PBX log
         # a BYE for a call that does not exist, and a method we do not handle
         bye = invite(None, call_id="ghost", port=me).replace(b"INVITE sip:", b"BYE sip:", 1)
         bye = bye.replace(b"CSeq: 1 INVITE", b"CSeq: 2 BYE")
         assert await asyncio.to_thread(send, bye) == ["SIP/2.0 481 Call/Transaction Does Not Exist"]
-        info = bye.replace(b"BYE sip:", b"INFO sip:", 1).replace(b"CSeq: 2 BYE", b"CSeq: 3 INFO")
-        replies = await asyncio.to_thread(exchange, service_port, sock, info)
+        message = bye.replace(b"BYE sip:", b"MESSAGE sip:", 1).replace(b"CSeq: 2 BYE", b"CSeq: 3 MESSAGE")
+        replies = await asyncio.to_thread(exchange, service_port, sock, message)
         assert status_lines(replies) == ["SIP/2.0 405 Method Not Allowed"]
-        assert b"Allow: INVITE, ACK, BYE, CANCEL, OPTIONS\r\n" in replies[0]
+        assert b"Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE\r\n" in replies[0]
         options = bye.replace(b"BYE sip:", b"OPTIONS sip:", 1).replace(b"CSeq: 2 BYE", b"CSeq: 4 OPTIONS")
         assert await asyncio.to_thread(send, options) == ["SIP/2.0 200 OK"]
 
-    assert agent._phone.sip.rejected == 7
-    assert agent._phone.calls == {}  # nothing half-set-up
+    # two unparsable datagrams dropped, one answered 400; the rest refused; nothing half-set-up
+    assert agent.ua.counters.unparsable == 3
+    assert agent.ua.counters.by_status == {400: 1, 488: 2, 481: 1, 405: 1}
+    assert agent.calls_in_progress == 0 and agent.ports.in_use == 0
 
     # and the next real call through the proxy is answered and ends cleanly
     await answer_one_call(agent, kamailio, "13800000001")

@@ -144,12 +144,11 @@ async def test_a_caller_who_never_acks_is_hung_up_on(agent: SipAgent, kamailio: 
 
 async def test_ended_calls_are_forgotten(agent: SipAgent, kamailio: Kamailio) -> None:
     agent.forget_after_s = 0.2
-    phone = agent._phone
     for number in ("13800000001", "13800000002", "13800000003"):
         await answer_one_call(agent, kamailio, number)
     for _ in range(50):  # bounded: 2.5 s
-        if not phone.calls and not phone.session_ids and not phone.assignedPorts:
+        if not agent.ua.dialogs and not agent.ports.in_use and not agent.calls_in_progress:
             break
         await asyncio.sleep(0.05)
-    assert phone.calls == {} and phone.session_ids == []
-    assert phone.assignedPorts == []
+    assert agent.ua.dialogs == {} and agent.calls_in_progress == 0
+    assert agent.ports.in_use == 0

@@ -46,7 +46,7 @@ def send_times(clock: Clock, table: NonInviteTransactions, sent: list[bytes], un
 
 def test_timer_e_doubles_from_t1_to_t2_and_a_final_response_stops_it() -> None:
     clock, sent = Clock(), []
-    table = NonInviteTransactions(sent.append, clock)
+    table = NonInviteTransactions(lambda message, _address=None: sent.append(message), clock)
     table.start(request("BYE"))
     assert len(sent) == 1
     assert send_times(clock, table, sent, 11.0) == [0.5, 1.5, 3.5, 7.5]  # +0.5, +1, +2, +4 (T2)
@@ -57,7 +57,7 @@ def test_timer_e_doubles_from_t1_to_t2_and_a_final_response_stops_it() -> None:
 
 def test_a_provisional_response_stretches_retransmissions_to_t2() -> None:
     clock, sent = Clock(), []
-    table = NonInviteTransactions(sent.append, clock)
+    table = NonInviteTransactions(lambda message, _address=None: sent.append(message), clock)
     table.start(request("BYE"))
     clock.now += 0.1
     assert table.on_response(response(100, "BYE")) is True
@@ -67,7 +67,7 @@ def test_a_provisional_response_stretches_retransmissions_to_t2() -> None:
 
 def test_timer_f_gives_up_counts_and_stops() -> None:
     clock, sent = Clock(), []
-    table = NonInviteTransactions(sent.append, clock)
+    table = NonInviteTransactions(lambda message, _address=None: sent.append(message), clock)
     table.start(request("BYE"))
     times = send_times(clock, table, sent, TIMER_F_S + 5)
     assert times[-1] < TIMER_F_S and table.waiting() == 0
@@ -77,7 +77,7 @@ def test_timer_f_gives_up_counts_and_stops() -> None:
 
 def test_the_invites_final_response_ends_its_cancel() -> None:
     clock, sent = Clock(), []
-    table = NonInviteTransactions(sent.append, clock)
+    table = NonInviteTransactions(lambda message, _address=None: sent.append(message), clock)
     table.start(request("CANCEL", branch="z9hG4bKinv", cseq=1))
     # the 487 for the INVITE overtook the CANCEL's 200: the INVITE is over, and so is the CANCEL
     assert table.on_response(response(487, "INVITE", branch="z9hG4bKinv", cseq=1)) is False
@@ -86,7 +86,7 @@ def test_the_invites_final_response_ends_its_cancel() -> None:
 
 def test_responses_of_other_transactions_are_not_ours() -> None:
     clock, sent = Clock(), []
-    table = NonInviteTransactions(sent.append, clock)
+    table = NonInviteTransactions(lambda message, _address=None: sent.append(message), clock)
     table.start(request("BYE", branch="z9hG4bKone"))
     assert table.on_response(response(200, "BYE", branch="z9hG4bKtwo")) is False
     assert table.on_response(response(200, "INVITE", branch="z9hG4bKone")) is False  # method differs
@@ -101,3 +101,66 @@ def test_transaction_key_reads_the_top_via_and_the_cseq_method() -> None:
     compact = request("BYE").replace(b"Via:", b"v:")
     assert transaction_key(compact) == ("z9hG4bKabc", "BYE")
     assert transaction_key(b"BYE sip:x SIP/2.0\r\n\r\n") is None
+
+
+# --- the server side: retransmitted requests, Timer G, the 2xx until its ACK --------------------
+
+def test_a_retransmitted_request_gets_the_last_response_and_goes_no_further() -> None:
+    from telephony.sip_message import parse
+    from telephony.transactions import ServerTransactions
+
+    clock, sent = Clock(), []
+    table = ServerTransactions(lambda data, address: sent.append((data, address)), clock)
+    invite = parse(request("INVITE", cseq=1))
+    assert not table.seen(invite)
+    table.begin(invite, ("127.0.0.1", 5070))
+    assert table.seen(invite) and sent == []  # nothing answered yet: nothing to repeat
+    table.respond(invite, b"SIP/2.0 180 Ringing\r\n\r\n", 180)
+    assert table.seen(invite) and [d for d, _ in sent] == [b"SIP/2.0 180 Ringing\r\n\r\n"] * 2
+    assert table.absorbed == 2
+    # an error final is sent again on Timer G until the ACK (same branch) comes
+    table.respond(invite, b"SIP/2.0 486 Busy Here\r\n\r\n", 486)
+    times = []
+    for step in range(1, 400):
+        clock.now = round(100 + step * 0.01, 2)
+        before = len(sent)
+        table.tick()
+        if len(sent) > before:
+            times.append(round(clock.now - 100, 2))
+    assert times[:3] == [0.5, 1.5, 3.5]
+    assert table.seen(parse(request("ACK", cseq=1)))  # the ACK ends Timer G, absorbed here
+    count = len(sent)
+    clock.now += 10
+    table.tick()
+    assert len(sent) == count
+    # after Timer J/H the transaction is forgotten
+    clock.now += TIMER_F_S
+    table.tick()
+    assert len(table) == 0 and not table.seen(invite)
+
+
+def test_a_cancel_and_an_rfc2543_request_have_transactions_of_their_own() -> None:
+    from telephony.sip_message import parse
+    from telephony.transactions import ServerTransactions
+
+    invite = parse(request("INVITE", cseq=1))
+    cancel = parse(request("CANCEL", cseq=1))
+    ack = parse(request("ACK", cseq=1))
+    key = ServerTransactions.key
+    assert key(invite) == key(ack) != key(cancel)
+    old = parse(request("INVITE", branch="1234", cseq=1))  # no magic cookie
+    assert key(old)[0] == "call-1@127.0.0.1" and key(old) != key(parse(request("INVITE", branch="1234", cseq=2)))
+
+
+def test_a_2xx_is_sent_again_until_its_ack_and_given_up_after_timer_h() -> None:
+    from telephony.transactions import Retransmissions
+
+    clock, sent, gone = Clock(), [], []
+    retransmissions = Retransmissions(lambda data, address: sent.append(data), clock)
+    retransmissions.start("call", b"200", ("127.0.0.1", 1), on_timeout=lambda: gone.append(True), give_up_after_s=4)
+    for step in range(1, 500):
+        clock.now = round(100 + step * 0.01, 2)
+        retransmissions.tick()
+    assert len(sent) == 4 and gone == [True]  # 0, 0.5, 1.5, 3.5 s, then gave up at 4 s
+    retransmissions.start("other", b"200", ("127.0.0.1", 1))
+    assert retransmissions.stop("other") and not retransmissions.stop("other")
