@@ -47,7 +47,8 @@ _RTP_PROFILES = ("RTP/AVP", "RTP/AVPF")
 _SECURE = re.compile(r"(^|/)(SAVP|SAVPF)$", re.IGNORECASE)
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`{|}~0-9A-Za-z]+$")
 _LINE = re.compile(r"^([a-z])=(.*)$")
-_DIGITS = re.compile(r"^[0-9]+$")
+# Bounded: int() of thousands of digits is slow and, past 4300, a ValueError of its own.
+_DIGITS = re.compile(r"^[0-9]{1,20}$")
 # A Warning header carries the rejection reason; a hostile offer must not make it huge.
 _MAX_LISTED = 6
 
@@ -207,19 +208,21 @@ def parse(body: bytes | str) -> Session:
     take both); v= must come first, o= and s= before the first m=; unknown lines and attributes
     are kept. Raises SdpError with the line that is wrong."""
     text = _decode(body)
-    lines = [line for line in text.replace("\r\n", "\n").split("\n") if line.strip()]
+    # numbered as sent, blank lines (a trailing one is common) skipped
+    lines = [(number, line) for number, line in
+             enumerate(text.replace("\r\n", "\n").split("\n"), 1) if line.strip()]
     if not lines:
         raise SdpError("empty SDP")
     session: dict = {"origin": None, "name": None, "connection": None, "connection_type": None,
                      "direction": None, "attributes": [], "other": []}
     media: list[Media] = []
     current: Media | None = None
-    for number, line in enumerate(lines, 1):
+    for position, (number, line) in enumerate(lines):
         match = _LINE.match(line.rstrip("\r"))
         if not match:
             raise SdpError(f"line {number} is not <letter>=<value>: {line[:40]!r}")
         kind, value = match.groups()
-        if number == 1:
+        if position == 0:
             if kind != "v" or value.strip() != "0":
                 raise SdpError("SDP must start with v=0")
             continue

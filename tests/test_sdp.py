@@ -138,6 +138,10 @@ def test_broken_fixtures_are_refused_with_the_reason(name: str, why: str) -> Non
     ("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4\r\n", "c= is not"),
     ("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nthis is not sdp\r\n", "line 4 is not"),
     ("v=0\r\nv=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\n", "a second v="),
+    ("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\n\r\n\r\nnonsense\r\n", "line 6 is not"),
+    ("v=0\r\no=- " + "9" * 5000 + " 1 IN IP4 192.0.2.1\r\ns=-\r\n", "o= is not"),
+    ("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nm=audio " + "0" * 5000 + "1 RTP/AVP 0\r\n",
+     "not 0..65535"),
 ])
 def test_unreadable_sdp_says_why(text: str, why: str) -> None:
     with pytest.raises(SdpError, match=why):
@@ -292,6 +296,12 @@ def test_g711_at_another_rate_or_in_stereo_is_not_ours() -> None:
                         "RTP/AVP 97 98 101\r\na=rtpmap:97 PCMA/16000\r\na=rtpmap:98 PCMU/8000/2")
     with pytest.raises(OfferRejected, match="no common codec: offered PCMA, PCMU, telephone-event"):
         answer_to(text)
+
+
+def test_an_rtpmap_we_cannot_read_leaves_its_format_unknown() -> None:
+    text = baresip_with("a=rtpmap:8 PCMA/8000", "a=rtpmap:8 PCMA/" + "8" * 5000)
+    audio = sdp.parse(text).media[0]
+    assert "8" not in audio.rtpmap and audio.encoding("8") == ("PCMA", 8000, 1)
 
 
 def test_odd_payload_type_tokens_do_not_break_the_answer() -> None:
