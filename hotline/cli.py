@@ -157,7 +157,7 @@ async def cmd_residents(rt: Runtime, args: argparse.Namespace) -> int:
     from routing.directory import Directory
 
     async with checked_pool(rt.database_url) as pool:
-        directory = Directory(pool, rt.vault)
+        directory = Directory(pool, rt.vault, area_code=rt.config.area_code)
         today = datetime.now(rt.config.tz).date()
         if args.action == "list":
             if args.limit < 1:
@@ -214,11 +214,11 @@ async def cmd_route(rt: Runtime, args: argparse.Namespace) -> int:
 
     at = _parse_instant(args.at, rt.config)
     try:
-        masked_caller = mask_phone(normalize_phone(args.caller))
+        masked_caller = mask_phone(normalize_phone(args.caller, rt.config.area_code))
     except InvalidNumber as exc:
         raise UsageError(f"--caller: {exc}") from None
     async with checked_pool(rt.database_url) as pool:
-        caller = await Directory(pool, rt.vault).find_caller(args.caller)
+        caller = await Directory(pool, rt.vault, area_code=rt.config.area_code).find_caller(args.caller)
         async with pool.acquire() as conn:
             data = await load_routing_data(conn, at, _calendar_loader(rt.config),
                                            rt.config.step_ring_timeouts, rt.config.tz)
