@@ -141,10 +141,16 @@ async def cmd_seed(rt: Runtime, args: argparse.Namespace) -> int:
 
 async def cmd_import(rt: Runtime, args: argparse.Namespace) -> int:
     from routing.importer import ImportRejected, import_csv
+    from routing.sheets import DEFAULT_MAX_SIZE, parse_size
 
     try:
+        max_size = parse_size(args.max_size) if args.max_size else DEFAULT_MAX_SIZE
+    except ValueError:
+        raise UsageError(f"--max-size: cannot read {args.max_size!r} as a size (50MB, 200M, 1G)") from None
+    try:
         async with checked_pool(rt.database_url) as pool:
-            count = await import_csv(pool, rt.vault, args.kind, Path(args.file), tz=rt.config.tz)
+            count = await import_csv(pool, rt.vault, args.kind, Path(args.file), tz=rt.config.tz,
+                                     max_size=max_size, area_code=rt.config.area_code)
     except ImportRejected as exc:
         log.warning("import.rejected", kind=args.kind, file=args.file, problems=len(exc.problems))
         return print_rejected(args.file, exc.problems)
@@ -157,7 +163,7 @@ async def cmd_residents(rt: Runtime, args: argparse.Namespace) -> int:
     from routing.directory import Directory
 
     async with checked_pool(rt.database_url) as pool:
-        directory = Directory(pool, rt.vault)
+        directory = Directory(pool, rt.vault, area_code=rt.config.area_code)
         today = datetime.now(rt.config.tz).date()
         if args.action == "list":
             if args.limit < 1:
@@ -214,11 +220,11 @@ async def cmd_route(rt: Runtime, args: argparse.Namespace) -> int:
 
     at = _parse_instant(args.at, rt.config)
     try:
-        masked_caller = mask_phone(normalize_phone(args.caller))
+        masked_caller = mask_phone(normalize_phone(args.caller, rt.config.area_code))
     except InvalidNumber as exc:
         raise UsageError(f"--caller: {exc}") from None
     async with checked_pool(rt.database_url) as pool:
-        caller = await Directory(pool, rt.vault).find_caller(args.caller)
+        caller = await Directory(pool, rt.vault, area_code=rt.config.area_code).find_caller(args.caller)
         async with pool.acquire() as conn:
             data = await load_routing_data(conn, at, _calendar_loader(rt.config),
                                            rt.config.step_ring_timeouts, rt.config.tz)
@@ -279,9 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--residents", type=int, default=510_000)
     syn.add_argument("--seed", type=int, default=1, help="random seed (same seed, same data)")
 
-    s = sub.add_parser("import", help="load a district's CSV list (all-or-nothing)")
+    s = sub.add_parser("import", help="load a district's list, .xlsx or CSV (all-or-nothing)")
     s.add_argument("kind", choices=["residents", "staff", "roster"])
-    s.add_argument("file")
+    s.add_argument("file", help=".xlsx, or CSV in UTF-8, GBK/GB18030 or UTF-16 (docs/import.md)")
+    s.add_argument("--max-size", help="refuse larger files (default 50MB; e.g. 200MB, 1G)")
 
     s = sub.add_parser("residents", help="look residents up")
     res_sub = s.add_subparsers(dest="action", required=True, metavar="ACTION")

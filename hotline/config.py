@@ -44,6 +44,9 @@ class Config:
     log_level: str = "info"
     # Who the CLI acts as in the audit log (defaults to the OS user).
     actor: str = ""
+    # The district's telephone area code, with its 0: completes local landlines written (or
+    # sent by a trunk) without one, 25320001 → 02225320001 (routing/numbers.py).
+    area_code: str = "022"
 
     # --- the SIP edge (`hotline serve`) ---
     # The PBX the service registers with, host:port; it is also the outbound proxy for dialing.
@@ -215,6 +218,12 @@ def _validate(config: Config) -> None:
         config.tz  # noqa: B018 - raises on an unknown zone
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"timezone: unknown time zone {config.timezone!r}") from None
+    from routing.numbers import InvalidNumber, check_area_code
+
+    try:
+        check_area_code(config.area_code)
+    except InvalidNumber as exc:
+        raise ConfigError(f"area_code: {exc}") from None
     if config.day_start >= config.day_end:
         raise ConfigError("day_start must be earlier than day_end")
     host, _, port = config.sip_registrar.rpartition(":")

@@ -115,7 +115,7 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
         presence = Presence(redis, tz=config.tz, now=clock.now)
         flow = CallFlow(
             records=CallRecords(pool, rt.vault, config.node), callbacks=Callbacks(pool),
-            directory=Directory(pool, rt.vault), routing=routing.data, vault=rt.vault, clock=clock,
+            directory=Directory(pool, rt.vault, area_code=config.area_code), routing=routing.data, vault=rt.vault, clock=clock,
             dial=agent.dial, presence=presence, queue=CallQueue(redis),
             settings=FlowSettings(recordings_dir=config.recordings_path, tz=config.tz,
                                   menu_timeout_s=config.menu_timeout_s, queue_wait_s=config.queue_wait_s,

@@ -177,7 +177,9 @@ class CallFlow:
         """Run one call to its end; returns the disposition. Never raises for a call's troubles:
         they are logged, the record says 'failed', and the caller is hung up on politely."""
         offered_at = self.clock.now()
-        number = CallerNumber.of(self.vault, leg.calling_number)
+        # The calling number as the trunk sent it (+86…, 0086…, 86…, a landline without its
+        # area code, a sip:/tel: URI), normalized as the directory does: one canonical number.
+        number = CallerNumber.of(self.vault, leg.calling_number, area_code=self.directory.area_code)
         bound = log.bind(call_id=leg.call_id, caller=number.masked)
         try:
             record_id = await self.records.open(leg.call_id, number, offered_at)
@@ -216,7 +218,7 @@ class CallFlow:
         """Refuse a call this node will not take (it is shutting down) with 503, so the PBX can
         try another node; the call still leaves its record ('failed', with why)."""
         offered_at = self.clock.now()
-        number = CallerNumber.of(self.vault, leg.calling_number)
+        number = CallerNumber.of(self.vault, leg.calling_number, area_code=self.directory.area_code)
         bound = log.bind(call_id=leg.call_id, caller=number.masked)
         try:
             await leg.refuse(503, "Service Unavailable", why)

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from routing.numbers import InvalidNumber, normalize_phone
+from routing.numbers import DEFAULT_AREA_CODE, InvalidNumber, normalize_phone
 from routing.records import PHONE, seal_phone
 from store.pii import PiiVault, mask_phone
 
@@ -31,9 +31,9 @@ class CallerNumber:
     encrypted: bytes | None = None
 
     @classmethod
-    def of(cls, vault: PiiVault, raw: str) -> CallerNumber:
+    def of(cls, vault: PiiVault, raw: str, *, area_code: str = DEFAULT_AREA_CODE) -> CallerNumber:
         try:
-            number = normalize_phone(raw)
+            number = normalize_phone(raw, area_code)
         except InvalidNumber:
             # anonymous, an extension, a SIP name: kept masked for the record, not callable back
             return cls(mask_phone(raw.strip())[:32])

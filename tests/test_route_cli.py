@@ -92,9 +92,13 @@ async def test_route_text_output_explains(district: District, cli_env: dict[str,
     [
         (["--caller", "13800000001", "--at", "tomorrow"], "--at: cannot read 'tomorrow' as an ISO 8601 time"),
         (["--caller", "13800000001", "--at", "2026-02-30T10:00"], "--at: cannot read"),
-        (["--caller", "55555", "--at", "2026-11-23T10:00"], "--caller: '***55' is neither a mobile"),
-        (["--caller", "12345", "--at", "2026-11-23T10:00"], "--caller: mobile number '***45' must have 11 digits"),
-        (["--caller", "abc", "--at", "2026-11-23T10:00"], "--caller: phone number '*bc' has characters"),
+        # too few digits to be anyone's number: quoted as typed (issue 8: mask only what is PII)
+        (["--caller", "55555", "--at", "2026-11-23T10:00"], "--caller: '55555' is neither a mobile"),
+        (["--caller", "12345", "--at", "2026-11-23T10:00"], "--caller: mobile number '12345' must have 11 digits"),
+        (["--caller", "abc", "--at", "2026-11-23T10:00"], "--caller: phone number 'abc' has characters"),
+        # a mistyped number is still somebody's number: masked
+        (["--caller", "1380000000", "--at", "2026-11-23T10:00"], "--caller: mobile number '********00' must"),
+        (["--caller", "+14155550123", "--at", "2026-11-23T10:00"], "--caller: phone number '+14*****0123' is not a mainland China number"),
     ],
 )
 async def test_route_bad_input_says_so_plainly(district: District, cli_env: dict[str, str],
