@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "rfc4475"
+# Messages of our own for what a UAS must do that RFC 4475 has no message for (EXTRA_CASES).
+UAS_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "sip-uas"
 
 ACCEPTED = "accepted"
 DROP = "drop"
@@ -49,12 +51,13 @@ class Case:
     title: str
     answers: tuple[Answer, ...]
     syntax: str  # "valid" | "invalid" | "either"
-    rfc: str  # RFC 4475's words on what a receiver does
+    rfc: str  # RFC 4475's words on what a receiver does (RFC 3261's, for EXTRA_CASES)
     note: str = ""
+    directory: Path = FIXTURES
 
     @property
     def file(self) -> Path:
-        return FIXTURES / f"{self.name}.dat"
+        return self.directory / f"{self.name}.dat"
 
     def data(self) -> bytes:
         return self.file.read_bytes()
@@ -291,4 +294,38 @@ CASES: tuple[Case, ...] = (
          "RFC 2543 compatibility may answer 400."),
 )
 
-BY_NAME = {case.name: case for case in CASES}
+# What a UAS must do that RFC 4475 has no message for, from issue 8's list, in messages of our own
+# (tests/fixtures/sip-uas/): each as a real phone or trunk would send it, one feature at a time.
+EXTRA_CASES: tuple[Case, ...] = (
+    Case("cenc01", "RFC 3261 §8.2.3", "Unknown Content-Encoding", (415,), "valid",
+         "If the request contained content encodings not understood by the UAS, the response MUST "
+         "contain an Accept-Encoding header field listing the encodings understood by the UAS.",
+         "An SDP offer under Content-Encoding: x-nobody-knows-this: 415, with Accept-Encoding.",
+         UAS_FIXTURES),
+    Case("require01", "RFC 3261 §8.2.2.3", "Require of an extension we do not support", (420,),
+         "valid",
+         "If a UAS does not understand an option-tag listed in a Require header field, it MUST "
+         "respond by generating a response with status code 420 (Bad Extension). The UAS MUST add "
+         "an Unsupported header field.",
+         "Require: precondition (RFC 3312 QoS preconditions), which the service does not do.",
+         UAS_FIXTURES),
+    Case("compact01", "RFC 3261 §7.3.3, §25", "Compact names, an empty Supported, a tel: From",
+         (ACCEPTED,), "valid",
+         "Supported = ( \"Supported\" / \"k\" ) HCOLON [option-tag *(COMMA option-tag)]",
+         "The INVITE a stock softphone sends (issue 8: baresip without its uuid module sends an "
+         "empty Supported, today answered 400 'unparsable SIP (IndexError)'); a trunk's tel: URI "
+         "as caller. PCMU offered: the call is taken.", UAS_FIXTURES),
+    Case("mpsdp01", "RFC 3261 §7.4, RFC 5621", "SDP offer inside multipart/mixed", (ACCEPTED, 415),
+         "valid",
+         "A UAS that does not understand a body type MUST respond 415 (RFC 3261 §8.2.3); RFC 5621 "
+         "describes reading the SDP part of a multipart body.",
+         "Issue 8: 'a multipart body carrying SDP is read, or refused with 415'.", UAS_FIXTURES),
+    Case("lfsdp01", "RFC 4566 §5", "SDP with bare LF line ends", (ACCEPTED,), "valid",
+         "The sequence CRLF (0x0d0a) is used to end a record, although parsers SHOULD be tolerant "
+         "and also accept records terminated with a single newline character.",
+         "SIP headers end in CRLF; only the SDP body uses LF. PCMU offered: the call is taken.",
+         UAS_FIXTURES),
+)
+
+ALL_CASES = CASES + EXTRA_CASES
+BY_NAME = {case.name: case for case in ALL_CASES}

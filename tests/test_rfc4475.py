@@ -10,6 +10,10 @@
    loopback, the first final response checked against the table, every mismatch listed at once;
    then no thread exception, no logged traceback, and a real call through Kamailio still works.
 
+Both layers also take EXTRA_CASES: a few messages of our own (tests/fixtures/sip-uas/) for what a
+UAS must do that RFC 4475 has no message for (unknown Content-Encoding, a Require we lack, the
+compact and empty headers real softphones send, multipart and bare-LF SDP).
+
 Header values are compared after collapsing each run of whitespace (folding included) to one
 space: RFC 3261 §7.3.1 lets a recipient replace LWS with a single SP before reading a value.
 """
@@ -35,14 +39,23 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import structlog
 
-from tests.rfc4475_cases import ACCEPTED, BY_NAME, CASES, FIXTURES, Case
+from tests.rfc4475_cases import (
+    ACCEPTED,
+    ALL_CASES,
+    BY_NAME,
+    CASES,
+    EXTRA_CASES,
+    FIXTURES,
+    UAS_FIXTURES,
+    Case,
+)
 from tests.sip_peers import Kamailio, answer_one_call
 
 if TYPE_CHECKING:
     from telephony.agent import InboundLeg, SipAgent
 
-CASE_IDS = [case.name for case in CASES]
-REQUESTS = [case for case in CASES if not case.is_response]
+CASE_IDS = [case.name for case in ALL_CASES]
+REQUESTS = [case for case in ALL_CASES if not case.is_response]
 
 
 def norm(value: str | None) -> str | None:
@@ -90,17 +103,17 @@ def fixtures_digest() -> str:
 
 
 def test_every_message_of_the_rfc_is_in_the_table_once_and_on_disk() -> None:
-    on_disk = sorted(path.stem for path in FIXTURES.glob("*.dat"))
-    assert sorted(CASE_IDS) == on_disk
-    assert len(set(CASE_IDS)) == len(CASE_IDS) == 49
-    for case in CASES:
+    assert sorted(case.name for case in CASES) == sorted(p.stem for p in FIXTURES.glob("*.dat"))
+    assert sorted(case.name for case in EXTRA_CASES) == sorted(p.stem for p in UAS_FIXTURES.glob("*.dat"))
+    assert len(CASES) == 49 and len(set(CASE_IDS)) == len(CASE_IDS)
+    for case in ALL_CASES:
         assert case.answers and case.syntax in ("valid", "invalid", "either") and case.rfc, case
         assert case.silent == case.is_response, f"{case.name}: only responses go unanswered here"
 
 
 def test_the_fixtures_are_the_rfc_octets() -> None:
     assert fixtures_digest() == FIXTURES_SHA256
-    for case in CASES:
+    for case in ALL_CASES:
         head = case.data().split(b"\r\n\r\n", 1)[0]
         # CRLF line ends as on the wire: no bare CR or LF anywhere in the header section
         assert b"\n" not in head.replace(b"\r\n", b""), case.name
@@ -115,7 +128,7 @@ def test_the_fixtures_are_the_rfc_octets() -> None:
     assert b" SIP/2.0  \r\n" in BY_NAME["trws"].data()
     # bodies the Content-Length describes exactly, where the RFC means it to
     framed_wrong = {"clerr", "ncl", "mcl01", "dblreq", "inv2543"}
-    for case in CASES:
+    for case in ALL_CASES:
         if case.name in framed_wrong:
             continue
         head, _, body = case.data().partition(b"\r\n\r\n")
@@ -139,7 +152,7 @@ def parsed(sip: ModuleType, name: str) -> Any:
     return sip.parse(BY_NAME[name].data())
 
 
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("case", ALL_CASES, ids=CASE_IDS)
 def test_the_parser_takes_or_refuses_each_message_as_the_rfc_says(sip: ModuleType, case: Case) -> None:
     try:
         msg = sip.parse(case.data())
@@ -166,7 +179,7 @@ def test_the_parser_takes_or_refuses_each_message_as_the_rfc_says(sip: ModuleTyp
     assert isinstance(reason, str) and reason.strip()
 
 
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("case", ALL_CASES, ids=CASE_IDS)
 def test_no_prefix_of_any_message_breaks_the_parser(sip: ModuleType, case: Case) -> None:
     """A datagram cut anywhere (a truncated UDP read, an attacker's probe) is read or refused
     with SipParseError, never another exception; validate_request likewise never raises."""
@@ -348,6 +361,25 @@ def test_inv2543_without_content_length_has_the_rest_of_the_datagram_as_body(sip
     assert msg.body == BY_NAME["inv2543"].data().partition(b"\r\n\r\n")[2]
     assert msg.body.startswith(b"v=0\r\n") and msg.body.endswith(b"m=audio 49217 RTP/AVP 0\r\n")
     assert msg.header("Max-Forwards") is None
+
+
+def test_our_own_uas_messages_are_read(sip: ModuleType) -> None:
+    msg = parsed(sip, "compact01")
+    assert msg.header("Supported") == msg.header("k") == ""  # empty and present (issue 8)
+    assert msg.headers_all("Supported") == [""]
+    assert msg.header("From") == '"Resident" <tel:+8613800000009>;tag=compact01'
+    assert values(msg, "Via") == ["SIP/2.0/UDP 192.0.2.33:5060;branch=z9hG4bKcompact01"]
+    assert msg.header("Contact") == "<sip:13800000009@192.0.2.33:5060>"
+    assert msg.header("Content-Type") == "application/sdp" and len(msg.body) == 193
+    msg = parsed(sip, "cenc01")
+    assert msg.header("Content-Encoding") == msg.header("e") == "x-nobody-knows-this"
+    msg = parsed(sip, "require01")
+    assert values(msg, "Require") == ["precondition"]
+    msg = parsed(sip, "mpsdp01")
+    assert msg.header("Content-Type") == "multipart/mixed;boundary=boundary42"
+    assert msg.body.startswith(b"--boundary42\r\n") and msg.body.endswith(b"--boundary42--\r\n")
+    msg = parsed(sip, "lfsdp01")
+    assert msg.body.startswith(b"v=0\no=") and b"\r" not in msg.body and len(msg.body) == 184
 
 
 def test_refusals_name_the_rfc_status(sip: ModuleType) -> None:
@@ -566,11 +598,16 @@ def check_final(case: Case, data: bytes, final: bytes) -> list[str]:
     fields = reply_headers(final)
     if status in (405, 501) and not first(fields, "allow"):
         problems.append(f"{case.name}: {status} without Allow (RFC 3261 §8.2.1, RFC 4475 §3.1.1.2)")
+    request = reply_headers(data.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n")
     if status == 420:
-        listed = [v.strip() for v in (first(fields, "unsupported") or "").split(",")]
-        if sorted(listed) != ["nothingSupportsThis", "nothingSupportsThisEither"]:
-            problems.append(f"{case.name}: 420 with Unsupported: {listed} (RFC 3261 §8.2.2.3)")
-    if status == 415 and "application/sdp" not in (first(fields, "accept") or ""):
+        required = sorted(v.strip() for key, value in request if key == "require" for v in value.split(","))
+        listed = sorted(v.strip() for v in (first(fields, "unsupported") or "").split(","))
+        if listed != required:
+            problems.append(f"{case.name}: 420 with Unsupported: {listed}, not {required} (RFC 3261 §8.2.2.3)")
+    if status == 415 and first(request, "content-encoding"):
+        if first(fields, "accept-encoding") is None:
+            problems.append(f"{case.name}: 415 without Accept-Encoding (RFC 3261 §8.2.3)")
+    elif status == 415 and "application/sdp" not in (first(fields, "accept") or ""):
         problems.append(f"{case.name}: 415 without Accept: application/sdp (RFC 3261 §8.2.3)")
     call_id = single(data, "call-id")
     if call_id is not None and first(fields, "call-id") != call_id:
@@ -667,7 +704,7 @@ async def test_the_service_answers_every_torture_message_as_the_rfc_says(
     with structlog.testing.capture_logs() as logs, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
-        for case in CASES:
+        for case in ALL_CASES:
             offered, logged, raised = len(taker.offered), len(logs), len(thread_exceptions)
             wrong = await send_case(case, service, probe)
             taken = [leg.call_id for leg in taker.offered[offered:]]
@@ -688,5 +725,5 @@ async def test_the_service_answers_every_torture_message_as_the_rfc_says(
         await answer_one_call(agent, kamailio, "13800000001")
     except Exception as exc:
         problems.append(f"a real call after the torture messages failed: {exc!r}")
-    assert not problems, (f"{len(wrong_cases)} of {len(CASES)} messages answered wrongly:\n"
+    assert not problems, (f"{len(wrong_cases)} of {len(ALL_CASES)} messages answered wrongly:\n"
                           + "\n".join(problems))
