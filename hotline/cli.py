@@ -14,16 +14,17 @@ from typing import Any
 import structlog
 
 from hotline import cli_calendar, cli_lines, cli_roster
-from hotline.cli_common import EXIT_ERROR, EXIT_NOT_FOUND, print_rejected
+from hotline.cli_common import EXIT_ERROR, EXIT_NOT_FOUND, NotFound, print_rejected
 from hotline.config import Config, ConfigError, load_config
 from hotline.logs import configure_logging
 from hotline.runtime import Runtime, all_migrations, checked_pool, open_runtime
-from routing.numbers import InvalidNumber
+from routing.calendar_store import CalendarNotFound
+from routing.numbers import InvalidNumber, looks_like_resident_id
 from routing.seed import SeedError
 from store import db, embedded
 from store.errors import StoreError
 from store.migrate import migrate
-from store.pii import PiiKeyError, mask_phone
+from store.pii import PiiKeyError, mask_if_pii, mask_phone
 from telephony.agent import TelephonyError
 
 log = structlog.get_logger("hotline.cli")
@@ -45,7 +46,7 @@ def cmd_config(config: Config, _args: argparse.Namespace) -> int:
         "database_url": "(unset: embedded PostgreSQL in data_dir)",
         "redis_url": "(unset: embedded Redis in data_dir)",
         "pii_key": "(unset: generated key in data_dir/pii.key)",
-        "actor": "(unset: cli:<OS user>)",
+        "actor": "(unset; the audit log names cli:<OS user> either way)",
     }
     for name, value in config.masked().items():
         print(f"{name} = {value or unset.get(name, '')}")
@@ -163,9 +164,10 @@ async def cmd_residents(rt: Runtime, args: argparse.Namespace) -> int:
             if args.limit < 1:
                 raise UsageError("--limit must be at least 1")
             if args.center and not await directory.center_exists(args.center):
-                raise UsageError(f"no center named {args.center!r}")
+                raise NotFound(f"no center named {args.center!r}")
             views = await directory.list_residents(
-                center=args.center, limit=args.limit, actor=rt.actor, on=today
+                center=args.center, limit=args.limit, actor=rt.actor, on=today,
+                claimed_actor=rt.claimed_actor,
             )
             if args.json:
                 _print_json([v.as_json() for v in views])
@@ -175,12 +177,14 @@ async def cmd_residents(rt: Runtime, args: argparse.Namespace) -> int:
                     print(f"{v.id:>8}  {v.name:<6}  {v.center:<6}  {doctor:<6}  {' '.join(v.phones)}")
             return 0
         views = await directory.show_residents(
-            args.number, actor=rt.actor, reason=args.reason, on=today
+            args.number, actor=rt.actor, reason=args.reason, on=today,
+            claimed_actor=rt.claimed_actor,
         )
-    log.info("resident.read", actor=rt.actor, resident_ids=[v.id for v in views], reason=args.reason)
+    log.info("resident.read", actor=rt.actor, claimed_actor=rt.claimed_actor, resident_ids=[v.id for v in views], reason=args.reason)
     if not views:
-        print(f"hotline: no resident has the number {mask_phone(args.number.strip())}", file=sys.stderr)
-        return EXIT_NOT_FOUND
+        asked = args.number.strip()
+        raise NotFound(f"no resident has the id {asked}" if looks_like_resident_id(asked)
+                       else f"no resident has the number {mask_if_pii(asked)}")
     first, *others = views
     data = first.as_json()
     if others:
@@ -224,7 +228,7 @@ async def cmd_route(rt: Runtime, args: argparse.Namespace) -> int:
                                            rt.config.step_ring_timeouts, rt.config.tz)
     line = data.lines.get(args.line) if args.line else None
     if args.line and line is None:
-        raise UsageError(f"--line: {args.line!r} is not a hotline line (see `hotline lines list`)")
+        raise NotFound(f"--line: {args.line!r} is not a hotline line (see `hotline lines list`)")
     decision = route_chain(caller, at, data, line=line)
     log.info("route.decided", caller=masked_caller,
              resident_id=caller.resident_id if caller else None, service=decision.service,
@@ -289,8 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--center", help="only this center (社区卫生服务中心)")
     ls.add_argument("--limit", type=int, default=20)
     ls.add_argument("--json", action="store_true")
-    sh = res_sub.add_parser("show", help="one resident by phone or ID-card number (audited)")
-    sh.add_argument("number")
+    sh = res_sub.add_parser("show", help="one resident by phone, ID-card number or resident id (audited)")
+    sh.add_argument("number", help="a phone number, an ID-card number, or the resident's id (up to "
+                                   "10 digits, as `residents list` shows it)")
     sh.add_argument("--json", action="store_true")
     sh.add_argument("--reason", default="cli lookup", help="why, for the audit log")
 
@@ -366,5 +371,8 @@ def main(argv: list[str] | None = None) -> int:
             TelephonyError, cli_roster.RosterError, cli_lines.LineError) as exc:
         print(f"hotline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except (NotFound, CalendarNotFound) as exc:
+        print(f"hotline: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
     except KeyboardInterrupt:
         return 130

@@ -41,7 +41,8 @@ class Config:
     # auto: readable in a terminal, JSON lines otherwise.
     log_format: str = "auto"
     log_level: str = "info"
-    # Who the CLI acts as in the audit log (defaults to the OS user).
+    # A name the CLI's user claims (HOTLINE_ACTOR). The audit log's actor is always who the
+    # system knows (the OS user, cli:<user>); a claim is kept beside it, never instead.
     actor: str = ""
 
     # --- the SIP edge (`hotline serve`) ---

@@ -14,7 +14,13 @@ from typing import Any
 import asyncpg
 
 from routing.chain import DutyShift
-from routing.numbers import InvalidNumber, looks_like_id_number, normalize_phone, parse_id_number
+from routing.numbers import (
+    InvalidNumber,
+    looks_like_id_number,
+    looks_like_resident_id,
+    normalize_phone,
+    parse_id_number,
+)
 from routing.people import Caller, Contract, StaffMember
 from routing.records import ID_NUMBER, PHONE
 from store.audit import record_read
@@ -149,7 +155,9 @@ class Directory:
                           r["kind"], r["ring_position"]) for r in rows]
 
     async def _resident_ids_for(self, number: str) -> list[int]:
-        if looks_like_id_number(number):
+        if looks_like_resident_id(number):
+            rows = await self._db.fetch("SELECT id FROM residents WHERE id = $1", int(number))
+        elif looks_like_id_number(number):
             card = parse_id_number(number)
             key = self._vault.lookup_hash(ID_NUMBER, card.number)
             rows = await self._db.fetch("SELECT id FROM residents WHERE id_number_hash = $1", key)
@@ -162,9 +170,10 @@ class Directory:
         return [r["id"] for r in rows]
 
     async def show_residents(
-        self, number: str, *, actor: str, reason: str, on: date
+        self, number: str, *, actor: str, reason: str, on: date, claimed_actor: str | None = None
     ) -> list[ResidentView]:
-        """Residents reachable at a phone number (or with an ID number), phones in clear.
+        """Residents reachable at a phone number (or with an ID-card number, or our resident id),
+        phones in clear.
 
         Raises InvalidNumber for text that is neither. Writes one audit row per resident shown.
         """
@@ -177,12 +186,14 @@ class Directory:
                 rows = await c.fetch(sql, ids, on)
                 for rid in ids:
                     await record_read(c, actor=actor, action="resident.read",
-                                      subject=f"resident:{rid}", reason=reason)
+                                      subject=f"resident:{rid}", reason=reason,
+                                      claimed_actor=claimed_actor)
         views = {r["id"]: self._view(r, clear_phones=True) for r in rows}
         return [views[i] for i in ids if i in views]
 
     async def list_residents(
-        self, *, center: str | None, limit: int, actor: str, on: date
+        self, *, center: str | None, limit: int, actor: str, on: date,
+        claimed_actor: str | None = None,
     ) -> list[ResidentView]:
         """A page of residents with masked phones; the listing itself is audited once."""
         sql = _RESIDENT_SQL.format(phone="p.phone_masked") + (
@@ -192,7 +203,8 @@ class Directory:
             async with c.transaction():
                 rows = await c.fetch(sql, center, on, limit)
                 await record_read(c, actor=actor, action="resident.list",
-                                  subject=f"center:{center or '*'}", reason=f"limit {limit}")
+                                  subject=f"center:{center or '*'}", reason=f"limit {limit}",
+                                  claimed_actor=claimed_actor)
         return [self._view(r, clear_phones=False) for r in rows]
 
     async def center_exists(self, name: str) -> bool:

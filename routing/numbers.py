@@ -2,8 +2,9 @@
 
 A number is normalized once, at the edge (CSV import, the calling number of a SIP INVITE, a CLI
 argument), and only the normalized form is hashed or stored, so 138-1234-5678, +86 13812345678
-and 13812345678 find the same resident. Error messages quote the rejected text masked: they end
-up in logs and CSV reports, and a mistyped number is still somebody's number.
+and 13812345678 find the same resident. Error messages quote rejected text masked when it could be
+somebody's number (store.pii.mask_if_pii): they end up in logs and CSV reports, and a mistyped
+number is still somebody's number; text with hardly any digits ('abc') is shown as typed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 from dataclasses import dataclass
 from datetime import date
 
-from store.pii import mask_phone
+from store.pii import mask_if_pii
 
 _SEPARATORS = re.compile(r"[\s\-()（）]")
 _MOBILE = re.compile(r"^1[3-9]\d{9}$")
@@ -30,7 +31,7 @@ class InvalidNumber(ValueError):
 def normalize_phone(text: str) -> str:
     """The canonical form of a mainland mobile or landline number, or InvalidNumber."""
     raw = text.strip()
-    shown = repr(mask_phone(raw))
+    shown = repr(mask_if_pii(raw))
     digits = _SEPARATORS.sub("", raw)
     if digits.startswith("+86"):
         digits = digits[3:]
@@ -77,6 +78,13 @@ def parse_id_number(text: str) -> IdCard:
     if number[17] != id_check_char(number[:17]):
         raise InvalidNumber("ID number check digit is wrong (mistyped?)")
     return IdCard(number, birth, "M" if int(number[16]) % 2 else "F")
+
+
+def looks_like_resident_id(text: str) -> bool:
+    """A resident's id in our directory (`hotline residents show 42`): up to 10 digits, no leading
+    0. No phone number looks like this: mobiles have 11 digits, landlines start with 0."""
+    t = text.strip()
+    return t.isascii() and t.isdigit() and len(t) <= 10 and not t.startswith("0")
 
 
 def looks_like_id_number(text: str) -> bool:
