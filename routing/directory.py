@@ -86,7 +86,6 @@ class ResidentView:
     name: str
     id_number_masked: str
     sex: str
-    birth_date: date
     center: str
     team: str | None
     doctor: dict[str, Any] | None  # {staff_id, name} of the contract in force
@@ -98,14 +97,14 @@ class ResidentView:
     def as_json(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "id_number": self.id_number_masked,
-            "sex": self.sex, "birth_date": self.birth_date.isoformat(), "center": self.center,
+            "sex": self.sex, "center": self.center,
             "team": self.team, "phones": self.phones, "doctor": self.doctor,
             "contract": self.contract, "conditions": self.conditions, "guardians": self.guardians,
         }
 
 
 _RESIDENT_SQL = """
-SELECT r.id, r.name, r.id_number_masked, r.sex, r.birth_date, ce.name AS center,
+SELECT r.id, r.name, r.id_number_masked, r.sex, ce.name AS center,
        t.name AS team, d.id AS doctor_id, d.name AS doctor_name, c.starts_on, c.ends_on,
        ARRAY(SELECT {phone} FROM resident_phones p WHERE p.resident_id = r.id ORDER BY p.position) AS phones,
        ARRAY(SELECT condition FROM resident_conditions rc WHERE rc.resident_id = r.id
@@ -222,7 +221,7 @@ class Directory:
         )
         return ResidentView(
             id=row["id"], name=row["name"], id_number_masked=row["id_number_masked"],
-            sex=row["sex"], birth_date=row["birth_date"], center=row["center"], team=row["team"],
+            sex=row["sex"], center=row["center"], team=row["team"],
             doctor=doctor, contract=contract, phones=phones, conditions=list(row["conditions"]),
             guardians=json.loads(row["guardians"]),
         )

@@ -313,8 +313,15 @@ def _contract(rng: random.Random, today: date, born: date) -> tuple[date, date] 
         starts = today - timedelta(days=365 + rng.randrange(1, 120))
     else:
         return None
-    starts = max(starts, born)  # a baby's first contract starts at birth
+    # A baby's first contract is signed after the birth, from the first of a following month:
+    # a contract starting on the birth date would publish the birth date (contracts are not
+    # secret), and with it most of the ID number (docs/privacy.md).
+    starts = min(max(starts, _first_of_next_month(born)), today)
     return starts, starts + timedelta(days=364)
+
+
+def _first_of_next_month(day: date) -> date:
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
 # --- the district's structure and staff ----------------------------------------------------------

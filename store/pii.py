@@ -106,7 +106,13 @@ def mask_if_pii(text: str) -> str:
 
 
 def mask_id_number(id_number: str) -> str:
-    """120101199001011234 -> 1201**********1234; a short mistyped value is masked whole."""
+    """120101199001011234 -> 1201*************4; a short mistyped value is masked whole.
+
+    Only the province and city (known from the district anyway) and the check character show:
+    with the sex in clear, an ID number so masked stays one of ≥ 1 000 candidates even when the
+    birth date is known to within a few weeks (docs/privacy.md). The birth date itself is never
+    shown in clear beside it.
+    """
     if len(id_number) < 15:
         return "*" * len(id_number)
-    return id_number[:4] + "*" * (len(id_number) - 8) + id_number[-4:]
+    return id_number[:4] + "*" * (len(id_number) - 5) + id_number[-1:]
