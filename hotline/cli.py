@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from hotline import cli_calendar, cli_lines, cli_roster
+from hotline import cli_calendar, cli_db, cli_lines, cli_roster
 from hotline.cli_common import EXIT_ERROR, EXIT_NOT_FOUND, NotFound, print_rejected
 from hotline.config import Config, ConfigError, load_config
 from hotline.logs import configure_logging
@@ -309,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_roster.add_parsers(sub)
     cli_calendar.add_parser(sub)
     cli_lines.add_parsers(sub)
+    cli_db.add_parsers(sub)
     return p
 
 
@@ -358,7 +359,11 @@ async def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `db shell` hands what follows it to psql; every other command takes only its own options
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "db":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         config = load_config(config_file=args.config)
         configure_logging(config.log_format, config.log_level)
@@ -366,9 +371,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_config(config, args)
         if args.command == "services":
             return cmd_services(config, args)
+        if args.command == "db":
+            return cli_db.cmd_db(config, args, extra)
         return asyncio.run(_run(config, args))
     except (ConfigError, StoreError, PiiKeyError, UsageError, InvalidNumber, SeedError,
-            TelephonyError, cli_roster.RosterError, cli_lines.LineError) as exc:
+            TelephonyError, cli_roster.RosterError, cli_lines.LineError, cli_db.DbShellError) as exc:
         print(f"hotline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except (NotFound, CalendarNotFound) as exc:
