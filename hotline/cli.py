@@ -129,15 +129,34 @@ async def cmd_seed(rt: Runtime, args: argparse.Namespace) -> int:
                 if not args.if_missing:
                     raise
                 print(exc)
+                await _print_demo_clock(rt, pool)
                 return 0
         else:
             counts = await seed.seed_synthetic(
                 pool, rt.vault, residents=args.residents, seed=args.seed, today=today,
                 tz=rt.config.tz,
             )
-    log.info("seed.loaded", kind=args.kind, **counts)
-    print(", ".join(f"{n} {what}" for what, n in counts.items()))
+        log.info("seed.loaded", kind=args.kind, **counts)
+        print(", ".join(f"{n} {what}" for what, n in counts.items()))
+        if args.kind == "demo":
+            await _print_demo_clock(rt, pool)
     return 0
+
+
+async def _print_demo_clock(rt: Runtime, pool: Any) -> None:
+    """The clocks to start the demo at to try each service, inside the seeded roster (the demo
+    banner shows these lines: scripts/demo.sh)."""
+    from routing.seed import demo_clock
+
+    async with pool.acquire() as conn:
+        clock = await demo_clock(conn, await _calendar_loader(rt.config)(conn), datetime.now(rt.config.tz))
+    tz = rt.config.tz
+    for what, at in (("day", clock.day), ("night", clock.night)):
+        if at is not None:
+            print(f"try {what} service: HOTLINE_CLOCK_START={at.astimezone(tz).isoformat()} make demo")
+    if clock.night is None:
+        ended = f" (it ended {clock.roster_ends.astimezone(tz):%Y-%m-%d})" if clock.roster_ends else ""
+        print(f"the demo roster has no night shift left{ended}: `make clean && make demo` seeds a fresh one")
 
 
 async def cmd_import(rt: Runtime, args: argparse.Namespace) -> int:
@@ -313,6 +332,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _tell(text: str) -> None:
+    """A line for the operator that may find nobody reading (a pipe's reader gone with a Ctrl-C):
+    stopping the service matters more than saying so."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        pass
+
+
 async def cmd_serve(rt: Runtime, _args: argparse.Namespace) -> int:
     """Run the hotline until SIGINT/SIGTERM; then take no new calls and let the calls in
     progress end (at most drain_s; a second signal hangs them up at once)."""
@@ -327,14 +355,13 @@ async def cmd_serve(rt: Runtime, _args: argparse.Namespace) -> int:
     config = rt.config
     async with running(rt) as service:
         state = "registered" if service.agent.registered else "registering (the registrar does not answer yet)"
-        print(f"hotline: serving sip:{config.sip_user}@{config.sip_registrar} from "
-              f"{config.sip_local_ip}:{config.sip_port}, {state}; clock {service.clock.now().astimezone(config.tz):%Y-%m-%d %H:%M %Z}",
-              flush=True)
+        _tell(f"hotline: serving sip:{config.sip_user}@{config.sip_registrar} from "
+              f"{config.sip_local_ip}:{config.sip_port}, {state}; clock {service.clock.now().astimezone(config.tz):%Y-%m-%d %H:%M %Z}")
         await stop.wait()
         stop.clear()
         if service.calls:
-            print(f"hotline: stopping; {len(service.calls)} call(s) in progress may go on for up to "
-                  f"{config.drain_s:g} s (signal again to hang them up now)", flush=True)
+            _tell(f"hotline: stopping; {len(service.calls)} call(s) in progress may go on for up to "
+                  f"{config.drain_s:g} s (signal again to hang them up now)")
         await service.wind_down(config.drain_s, cut=stop)
     return 0
 

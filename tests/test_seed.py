@@ -172,6 +172,29 @@ async def test_roster_covers_every_night_and_weekend_day(demo: dict[str, int], p
     assert await directory.roster_at(local(TODAY + timedelta(days=ROSTER_DAYS), 21)) == []
 
 
+async def test_demo_clock_suggestions_fall_inside_the_roster(demo: dict[str, int], pool: asyncpg.Pool) -> None:
+    """The demo banner's suggested clocks: a night instant a duty doctor of 北塘街 is rostered for
+    (with hours of the shift left), a day instant of day service; none once the roster has run out."""
+    from routing.calendar_store import calendar_loader
+    from routing.seed import demo_clock
+
+    async with pool.acquire() as conn:
+        calendar = await calendar_loader(SH)(conn)
+        center = await conn.fetchval("SELECT id FROM centers WHERE name = '北塘街'")
+        for now in (local(TODAY, 12), local(TODAY, 23), local(TODAY + timedelta(days=20), 9)):
+            clock = await demo_clock(conn, calendar, now)
+            assert clock.night is not None and clock.day is not None, now
+            assert now <= clock.night and now <= clock.day
+            assert not calendar.day_service(clock.night, center).day
+            assert calendar.day_service(clock.day, center).day
+            assert await conn.fetchval(
+                "SELECT count(*) FROM duty_shifts WHERE center_id = $1 AND kind = 'duty'"
+                " AND starts_at <= $2 AND ends_at >= $2 + interval '2 hours'", center, clock.night) >= 1
+            assert clock.day <= clock.roster_ends
+        late = await demo_clock(conn, calendar, local(TODAY + timedelta(days=ROSTER_DAYS + 2), 12))
+        assert (late.day, late.night) == (None, None)
+
+
 async def test_seeding_the_demo_twice_is_refused(demo: dict[str, int], pool: asyncpg.Pool,
                                                  vault: PiiVault) -> None:
     before = await table_counts(pool)
@@ -296,8 +319,10 @@ async def test_cli_seed_demo_then_route_and_show(cli_env: dict[str, str], pool: 
     assert again.returncode == 2
     assert again.stderr.strip() == (
         "hotline: error: the demo district 滨海新区 is already loaded; nothing was changed")
+    assert "try night service: HOTLINE_CLOCK_START=" in seeded.stdout
     tolerant = run_cli(cli_env, "seed", "demo", "--if-missing")
     assert tolerant.returncode == 0 and "already loaded" in tolerant.stdout
+    assert "try day service: HOTLINE_CLOCK_START=" in tolerant.stdout
 
     # the CLI seeds relative to the real today; the next Monday is inside 张桂兰's contract
     today = datetime.now(SH).date()
