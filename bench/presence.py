@@ -1,6 +1,6 @@
 """Presence round trips per second and their latency (routing.presence), and what a dead Redis costs.
 
-    .venv/bin/python -m bench.presence [--concurrency 8] [--seconds 2]
+    .venv/bin/python -m bench.presence [--concurrency 8] [--seconds 2] [--smoke]
 
 Redis is HOTLINE_BENCH_REDIS_URL when set, otherwise the private Redis of the data dir (started
 if needed, left running; `make stop` stops it). The bench works on staff ids from 2 000 000 000
@@ -36,6 +36,9 @@ from store import embedded
 FIRST_ID = 2_000_000_000
 STAFF = [FIRST_ID + n for n in range(5)]
 DEAD_SAMPLES = 20
+# --smoke: the same measures, tiny, so `make test` sees the bench still runs (tests/test_bench_smoke.py)
+SMOKE_SECONDS = 0.1
+SMOKE_DEAD_SAMPLES = 2
 
 
 @dataclass(frozen=True)
@@ -175,7 +178,14 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="bench.presence", description=__doc__.split("\n")[0])
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--seconds", type=float, default=2.0)
-    asyncio.run(run(p.parse_args(argv)))
+    p.add_argument("--smoke", action="store_true",
+                   help=f"a run of a second or two ({SMOKE_SECONDS:g} s per measure): does the bench still work?")
+    args = p.parse_args(argv)
+    if args.smoke:
+        global DEAD_SAMPLES
+        args.seconds = SMOKE_SECONDS
+        DEAD_SAMPLES = SMOKE_DEAD_SAMPLES
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

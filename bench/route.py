@@ -1,6 +1,7 @@
 """Route decisions per second and their latency, on the synthetic district at real size, over a year.
 
     .venv/bin/python -m bench.route [--residents 510000] [--seed 1] [--concurrency 8] [--profile]
+    .venv/bin/python -m bench.route --smoke    # seconds: 2 000 residents, a few hundred decisions
 
 The database is HOTLINE_BENCH_DATABASE_URL when set, otherwise the database `hotline_bench` of the
 private PostgreSQL in the data dir (started if needed, left running for the next run). The
@@ -96,6 +97,13 @@ WARM_UP_DECISIONS = 200
 RELOADS = 30
 PROFILED_DECISIONS = 2_000
 GOAL_P99_US = 2_000.0
+# --smoke: every measure of the bench, tiny, so `make test` sees it still runs
+# (tests/test_bench_smoke.py). Its own district (another seed) beside the real-size one.
+SMOKE_RESIDENTS = 2_000
+SMOKE_SEED = 9_001
+SMOKE_SIZES = {"INSTANTS_PER_SERVICE": 10, "KNOWN_CALLERS_IN_MEMORY": 100, "PURE_DECISIONS": 1_000,
+               "SEQUENTIAL_DECISIONS": 50, "CONCURRENT_DECISIONS": 100, "WARM_UP_DECISIONS": 10,
+               "RELOADS": 2, "PROFILED_DECISIONS": 50}
 PARTS = ("find_caller (PostgreSQL)", "cache.data (warm RoutingCache)", "route_chain (draft)",
          "presence.states (Redis MGET)", "route_chain (with presence)")
 
@@ -472,13 +480,22 @@ async def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="bench.route", description=__doc__.split("\n")[0])
-    p.add_argument("--residents", type=int, default=510_000)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--residents", type=int, default=None, help="default 510000 (--smoke: 2000)")
+    p.add_argument("--seed", type=int, default=None, help="default 1 (--smoke: 9001)")
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--profile", action="store_true",
                    help="cProfile sequential full decisions, on stderr")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    asyncio.run(run(p.parse_args(argv)))
+    p.add_argument("--smoke", action="store_true",
+                   help="a run of seconds on a small district of its own: does the bench still work?")
+    args = p.parse_args(argv)
+    if args.smoke:
+        globals().update(SMOKE_SIZES)
+    if args.residents is None:
+        args.residents = SMOKE_RESIDENTS if args.smoke else 510_000
+    if args.seed is None:
+        args.seed = SMOKE_SEED if args.smoke else 1
+    asyncio.run(run(args))
 
 
 if __name__ == "__main__":

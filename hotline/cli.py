@@ -13,17 +13,18 @@ from typing import Any
 
 import structlog
 
-from hotline import cli_calendar, cli_lines, cli_roster
-from hotline.cli_common import EXIT_ERROR, EXIT_NOT_FOUND, print_rejected
+from hotline import cli_calendar, cli_db, cli_lines, cli_roster
+from hotline.cli_common import EXIT_ERROR, EXIT_NOT_FOUND, NotFound, print_rejected
 from hotline.config import Config, ConfigError, load_config
 from hotline.logs import configure_logging
 from hotline.runtime import Runtime, all_migrations, checked_pool, open_runtime
-from routing.numbers import InvalidNumber
+from routing.calendar_store import CalendarNotFound
+from routing.numbers import InvalidNumber, looks_like_resident_id
 from routing.seed import SeedError
 from store import db, embedded
 from store.errors import StoreError
 from store.migrate import migrate
-from store.pii import PiiKeyError, mask_phone
+from store.pii import PiiKeyError, mask_if_pii, mask_phone
 from telephony.agent import TelephonyError
 
 log = structlog.get_logger("hotline.cli")
@@ -45,7 +46,7 @@ def cmd_config(config: Config, _args: argparse.Namespace) -> int:
         "database_url": "(unset: embedded PostgreSQL in data_dir)",
         "redis_url": "(unset: embedded Redis in data_dir)",
         "pii_key": "(unset: generated key in data_dir/pii.key)",
-        "actor": "(unset: cli:<OS user>)",
+        "actor": "(unset; the audit log names cli:<OS user> either way)",
     }
     for name, value in config.masked().items():
         print(f"{name} = {value or unset.get(name, '')}")
@@ -128,15 +129,34 @@ async def cmd_seed(rt: Runtime, args: argparse.Namespace) -> int:
                 if not args.if_missing:
                     raise
                 print(exc)
+                await _print_demo_clock(rt, pool)
                 return 0
         else:
             counts = await seed.seed_synthetic(
                 pool, rt.vault, residents=args.residents, seed=args.seed, today=today,
                 tz=rt.config.tz,
             )
-    log.info("seed.loaded", kind=args.kind, **counts)
-    print(", ".join(f"{n} {what}" for what, n in counts.items()))
+        log.info("seed.loaded", kind=args.kind, **counts)
+        print(", ".join(f"{n} {what}" for what, n in counts.items()))
+        if args.kind == "demo":
+            await _print_demo_clock(rt, pool)
     return 0
+
+
+async def _print_demo_clock(rt: Runtime, pool: Any) -> None:
+    """The clocks to start the demo at to try each service, inside the seeded roster (the demo
+    banner shows these lines: scripts/demo.sh)."""
+    from routing.seed import demo_clock
+
+    async with pool.acquire() as conn:
+        clock = await demo_clock(conn, await _calendar_loader(rt.config)(conn), datetime.now(rt.config.tz))
+    tz = rt.config.tz
+    for what, at in (("day", clock.day), ("night", clock.night)):
+        if at is not None:
+            print(f"try {what} service: HOTLINE_CLOCK_START={at.astimezone(tz).isoformat()} make demo")
+    if clock.night is None:
+        ended = f" (it ended {clock.roster_ends.astimezone(tz):%Y-%m-%d})" if clock.roster_ends else ""
+        print(f"the demo roster has no night shift left{ended}: `make clean && make demo` seeds a fresh one")
 
 
 async def cmd_import(rt: Runtime, args: argparse.Namespace) -> int:
@@ -169,9 +189,10 @@ async def cmd_residents(rt: Runtime, args: argparse.Namespace) -> int:
             if args.limit < 1:
                 raise UsageError("--limit must be at least 1")
             if args.center and not await directory.center_exists(args.center):
-                raise UsageError(f"no center named {args.center!r}")
+                raise NotFound(f"no center named {args.center!r}")
             views = await directory.list_residents(
-                center=args.center, limit=args.limit, actor=rt.actor, on=today
+                center=args.center, limit=args.limit, actor=rt.actor, on=today,
+                claimed_actor=rt.claimed_actor,
             )
             if args.json:
                 _print_json([v.as_json() for v in views])
@@ -181,12 +202,14 @@ async def cmd_residents(rt: Runtime, args: argparse.Namespace) -> int:
                     print(f"{v.id:>8}  {v.name:<6}  {v.center:<6}  {doctor:<6}  {' '.join(v.phones)}")
             return 0
         views = await directory.show_residents(
-            args.number, actor=rt.actor, reason=args.reason, on=today
+            args.number, actor=rt.actor, reason=args.reason, on=today,
+            claimed_actor=rt.claimed_actor,
         )
-    log.info("resident.read", actor=rt.actor, resident_ids=[v.id for v in views], reason=args.reason)
+    log.info("resident.read", actor=rt.actor, claimed_actor=rt.claimed_actor, resident_ids=[v.id for v in views], reason=args.reason)
     if not views:
-        print(f"hotline: no resident has the number {mask_phone(args.number.strip())}", file=sys.stderr)
-        return EXIT_NOT_FOUND
+        asked = args.number.strip()
+        raise NotFound(f"no resident has the id {asked}" if looks_like_resident_id(asked)
+                       else f"no resident has the number {mask_if_pii(asked)}")
     first, *others = views
     data = first.as_json()
     if others:
@@ -230,7 +253,7 @@ async def cmd_route(rt: Runtime, args: argparse.Namespace) -> int:
                                            rt.config.step_ring_timeouts, rt.config.tz)
     line = data.lines.get(args.line) if args.line else None
     if args.line and line is None:
-        raise UsageError(f"--line: {args.line!r} is not a hotline line (see `hotline lines list`)")
+        raise NotFound(f"--line: {args.line!r} is not a hotline line (see `hotline lines list`)")
     decision = route_chain(caller, at, data, line=line)
     log.info("route.decided", caller=masked_caller,
              resident_id=caller.resident_id if caller else None, service=decision.service,
@@ -296,8 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--center", help="only this center (社区卫生服务中心)")
     ls.add_argument("--limit", type=int, default=20)
     ls.add_argument("--json", action="store_true")
-    sh = res_sub.add_parser("show", help="one resident by phone or ID-card number (audited)")
-    sh.add_argument("number")
+    sh = res_sub.add_parser("show", help="one resident by phone, ID-card number or resident id (audited)")
+    sh.add_argument("number", help="a phone number, an ID-card number, or the resident's id as "
+                                   "`residents list` shows it (id:42; a bare number of up to 6 digits too)")
     sh.add_argument("--json", action="store_true")
     sh.add_argument("--reason", default="cli lookup", help="why, for the audit log")
 
@@ -311,7 +335,17 @@ def build_parser() -> argparse.ArgumentParser:
     cli_roster.add_parsers(sub)
     cli_calendar.add_parser(sub)
     cli_lines.add_parsers(sub)
+    cli_db.add_parsers(sub)
     return p
+
+
+def _tell(text: str) -> None:
+    """A line for the operator that may find nobody reading (a pipe's reader gone with a Ctrl-C):
+    stopping the service matters more than saying so."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        pass
 
 
 async def cmd_serve(rt: Runtime, _args: argparse.Namespace) -> int:
@@ -328,14 +362,13 @@ async def cmd_serve(rt: Runtime, _args: argparse.Namespace) -> int:
     config = rt.config
     async with running(rt) as service:
         state = "registered" if service.agent.registered else "registering (the registrar does not answer yet)"
-        print(f"hotline: serving sip:{config.sip_user}@{config.sip_registrar} from "
-              f"{config.sip_local_ip}:{config.sip_port}, {state}; clock {service.clock.now().astimezone(config.tz):%Y-%m-%d %H:%M %Z}",
-              flush=True)
+        _tell(f"hotline: serving sip:{config.sip_user}@{config.sip_registrar} from "
+              f"{config.sip_local_ip}:{config.sip_port}, {state}; clock {service.clock.now().astimezone(config.tz):%Y-%m-%d %H:%M %Z}")
         await stop.wait()
         stop.clear()
         if service.calls:
-            print(f"hotline: stopping; {len(service.calls)} call(s) in progress may go on for up to "
-                  f"{config.drain_s:g} s (signal again to hang them up now)", flush=True)
+            _tell(f"hotline: stopping; {len(service.calls)} call(s) in progress may go on for up to "
+                  f"{config.drain_s:g} s (signal again to hang them up now)")
         await service.wind_down(config.drain_s, cut=stop)
     return 0
 
@@ -360,7 +393,11 @@ async def _run(config: Config, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `db shell` hands what follows it to psql; every other command takes only its own options
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "db":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         config = load_config(config_file=args.config)
         configure_logging(config.log_format, config.log_level)
@@ -368,10 +405,15 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_config(config, args)
         if args.command == "services":
             return cmd_services(config, args)
+        if args.command == "db":
+            return cli_db.cmd_db(config, args, extra)
         return asyncio.run(_run(config, args))
     except (ConfigError, StoreError, PiiKeyError, UsageError, InvalidNumber, SeedError,
-            TelephonyError, cli_roster.RosterError, cli_lines.LineError) as exc:
+            TelephonyError, cli_roster.RosterError, cli_lines.LineError, cli_db.DbShellError) as exc:
         print(f"hotline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except (NotFound, CalendarNotFound) as exc:
+        print(f"hotline: {exc}", file=sys.stderr)
+        return EXIT_NOT_FOUND
     except KeyboardInterrupt:
         return 130

@@ -9,8 +9,15 @@ from typing import Any
 
 import asyncpg
 
+from hotline.cli_common import NotFound
 from hotline.runtime import Runtime, checked_pool
-from routing.calendar_store import CalendarError, Place, find_center, find_district
+from routing.calendar_store import (
+    CalendarError,
+    CalendarNotFound,
+    Place,
+    find_center,
+    find_district,
+)
 
 
 class LineError(Exception):
@@ -26,7 +33,8 @@ def add_parsers(sub: Any) -> None:
     add.add_argument("--district", help="district name (default: the only one)")
     add.add_argument("--center", help="a center of its own: unknown callers reach its agents first")
     add.add_argument("--label", default="")
-    add.add_argument("--greeting", help="an audio file the line greets with (WAV, or anything ffmpeg reads)")
+    add.add_argument("--greeting", help="an audio file the line greets with (WAV, or anything ffmpeg reads); "
+                     "copied into the prompt store, DATA_DIR/prompts")
     rm = lines.add_parser("remove", help="stop answering a number specially")
     rm.add_argument("number")
 
@@ -38,10 +46,10 @@ async def cmd_lines(rt: Runtime, args: argparse.Namespace) -> int:
         if args.action == "remove":
             done = await conn.execute("DELETE FROM hotline_lines WHERE number = $1", args.number)
             if done == "DELETE 0":
-                raise LineError(f"no hotline line has the number {args.number!r}")
+                raise NotFound(f"no hotline line has the number {args.number!r}")
             print(f"{args.number}: removed")
             return 0
-        return await _add(conn, args)
+        return await _add(rt, conn, args)
 
 
 async def _list(conn: asyncpg.Connection) -> int:
@@ -58,21 +66,35 @@ async def _list(conn: asyncpg.Connection) -> int:
     return 0
 
 
-async def _add(conn: asyncpg.Connection, args: argparse.Namespace) -> int:
+async def _stored_greeting(rt: Runtime, conn: asyncpg.Connection, source: str) -> Path:
+    """The greeting copied into the service's prompt store (ivr/prompt_store.py), or LineError."""
+    from ivr.prompt_store import PromptRefused, file_sha256, store_prompt
+
+    config = rt.config
+    try:
+        sha = await asyncio.to_thread(file_sha256, source)
+        known = await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM call_records WHERE recording_sha256 = $1)"
+            " OR EXISTS (SELECT 1 FROM voicemails WHERE sha256 = $1)", sha)
+        # a file that changed since it was hashed is refused too, rather than checked half
+        return await asyncio.to_thread(
+            store_prompt, source, data_dir=config.data_dir,
+            private_roots=[config.recordings_path, config.data_dir],
+            is_resident_audio=lambda seen: known or seen != sha)
+    except PromptRefused as exc:
+        raise LineError(f"--greeting {exc}") from None
+
+
+async def _add(rt: Runtime, conn: asyncpg.Connection, args: argparse.Namespace) -> int:
     try:
         place: Place = await find_center(conn, args.center) if args.center else await find_district(conn, args.district)
+    except CalendarNotFound as exc:
+        raise NotFound(str(exc)) from None
     except CalendarError as exc:
         raise LineError(str(exc)) from None
     greeting = None
     if args.greeting:
-        path = await asyncio.to_thread(lambda: Path(args.greeting).expanduser().resolve())
-        try:  # refuse a file the service could not play, now rather than on a resident's call
-            from telephony.prompts import Prompt
-
-            await asyncio.to_thread(Prompt.load, path)
-        except Exception as exc:
-            raise LineError(f"--greeting {args.greeting}: cannot be played ({type(exc).__name__}: {exc})") from None
-        greeting = str(path)
+        greeting = str(await _stored_greeting(rt, conn, args.greeting))
     try:
         await conn.execute(
             "INSERT INTO hotline_lines (number, district_id, center_id, label, greeting) VALUES ($1, $2, $3, $4, $5)",

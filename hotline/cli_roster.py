@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from hotline.cli_common import NotFound
 from hotline.runtime import Runtime, checked_pool
 from routing.chain import DutyShift
 from routing.directory import staff_of
@@ -52,7 +53,7 @@ def _day(text: str, what: str) -> date:
 async def _staff_row(conn: asyncpg.Connection, staff_no: str) -> Any:
     row = await conn.fetchrow("SELECT * FROM staff WHERE staff_no = $1", staff_no)
     if row is None:
-        raise RosterError(f"no staff member has the number {staff_no!r}")
+        raise NotFound(f"no staff member has the number {staff_no!r}")
     return row
 
 
@@ -108,7 +109,7 @@ async def _swap(rt: Runtime, args: argparse.Namespace) -> int:
             "SELECT id, starts_at, ends_at FROM duty_shifts WHERE doctor_id = $1"
             " AND tstzrange(starts_at, ends_at) @> $2::timestamptz", giver["id"], at)
         if shift is None:
-            raise RosterError(f"{giver['name']} ({args.from_staff}) has no shift at {at.isoformat()}")
+            raise NotFound(f"{giver['name']} ({args.from_staff}) has no shift at {at.isoformat()}")
         try:
             await conn.execute(
                 "UPDATE duty_shifts SET doctor_id = $2, swapped_from = COALESCE(swapped_from, $3) WHERE id = $1",
@@ -132,7 +133,7 @@ async def cmd_staff(rt: Runtime, args: argparse.Namespace) -> int:
             done = await conn.execute("DELETE FROM staff_leaves WHERE staff_id = $1 AND starts_on = $2",
                                       person["id"], starts_on)
             if done == "DELETE 0":
-                raise RosterError(f"{person['name']} has no leave starting on {starts_on}")
+                raise NotFound(f"{person['name']} has no leave starting on {starts_on}")
             print(f"{person['name']}: leave from {starts_on} cancelled")
             return 0
         try:

@@ -42,7 +42,8 @@ class Config:
     # auto: readable in a terminal, JSON lines otherwise.
     log_format: str = "auto"
     log_level: str = "info"
-    # Who the CLI acts as in the audit log (defaults to the OS user).
+    # A name the CLI's user claims (HOTLINE_ACTOR). The audit log's actor is always who the
+    # system knows (the OS user, cli:<user>); a claim is kept beside it, never instead.
     actor: str = ""
     # The district's telephone area code, with its 0: completes local landlines written (or
     # sent by a trunk) without one, 25320001 → 02225320001 (routing/numbers.py).

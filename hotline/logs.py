@@ -13,6 +13,8 @@ from typing import Any
 
 import structlog
 
+from store.pii import mask_id_number
+
 # 18-character resident ID (17 digits + digit/X) and mainland mobile numbers, not inside longer
 # digit runs (call ids, timestamps in ms).
 _ID_NUMBER = re.compile(r"(?<![0-9])([1-9][0-9]{5})[0-9]{8}([0-9]{3}[0-9Xx])(?![0-9])")
@@ -20,7 +22,8 @@ _MOBILE = re.compile(r"(?<![0-9])(1[3-9][0-9])[0-9]{4}([0-9]{4})(?![0-9])")
 
 
 def scrub(text: str) -> str:
-    text = _ID_NUMBER.sub(lambda m: f"{m.group(1)[:4]}**********{m.group(2)[-4:]}", text)
+    # the same mask as listings: a log line must not show more of an ID number (docs/privacy.md)
+    text = _ID_NUMBER.sub(lambda m: mask_id_number(m.group(0)), text)
     return _MOBILE.sub(r"\1****\2", text)
 
 
@@ -38,8 +41,37 @@ def scrub_pii(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[st
     return {key: _scrub_value(value) for key, value in event_dict.items()}
 
 
+class _ClosedPipeTolerant:
+    """A log stream that stops writing, quietly, once its reader has gone.
+
+    `make demo 2>&1 | tee log` and Ctrl-C: tee dies first, and every later log line of the
+    stopping service raised BrokenPipeError in whatever code logged it, cutting its shutdown short.
+    """
+
+    def __init__(self, stream: Any):
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> None:
+        if not self._gone:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._gone = True
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._gone = True
+
+    def isatty(self) -> bool:
+        return bool(getattr(self._stream, "isatty", lambda: False)())
+
+
 def configure_logging(log_format: str = "auto", level: str = "info", stream: Any = None) -> None:
-    stream = stream or sys.stderr
+    stream = _ClosedPipeTolerant(stream or sys.stderr)
     if log_format == "auto":
         log_format = "console" if getattr(stream, "isatty", lambda: False)() else "json"
     renderer: Any = (

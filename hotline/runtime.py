@@ -6,7 +6,8 @@ already running) so that every command, the demo and the tests work on a bare ma
 
 from __future__ import annotations
 
-import getpass
+import os
+import pwd
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -40,7 +41,18 @@ class Runtime:
     config: Config
     database_url: str
     vault: PiiVault
-    actor: str
+    actor: str  # who the system knows: cli:<OS user of this process>
+    claimed_actor: str | None = None  # HOTLINE_ACTOR, audited beside the actor, never instead
+
+
+def os_actor() -> str:
+    """cli:<user> from the process' real uid. Not getpass.getuser(), which believes $USER and
+    $LOGNAME: anyone could name themselves through the environment."""
+    uid = os.getuid()
+    try:
+        return f"cli:{pwd.getpwuid(uid).pw_name}"
+    except KeyError:  # a uid with no passwd entry (containers)
+        return f"cli:uid{uid}"
 
 
 def with_database(url: str, name: str) -> str:
@@ -64,8 +76,7 @@ async def open_runtime(config: Config) -> Runtime:
             embedded.ensure_postgres(config.data_dir), EMBEDDED_DATABASE
         )
     key = load_or_create_key(config.pii_key, config.data_dir)
-    actor = config.actor or f"cli:{getpass.getuser()}"
-    return Runtime(config, database_url, PiiVault.from_base64(key), actor)
+    return Runtime(config, database_url, PiiVault.from_base64(key), os_actor(), config.actor.strip() or None)
 
 
 @asynccontextmanager

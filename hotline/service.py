@@ -31,6 +31,7 @@ from routing.directory import Directory
 from routing.presence import Presence, presence_client
 from routing.snapshot import RoutingCache
 from store import embedded
+from store.private import private_dir
 from telephony.agent import SipAccount, SipAgent
 
 log = structlog.get_logger("hotline.service")
@@ -102,6 +103,9 @@ class RunningService:
 async def running(rt: Runtime) -> AsyncIterator[RunningService]:
     config = rt.config
     clock = Clock(config.clock_start_at)
+    # Recordings and voicemails are consultations: the service's user only, whatever the umask.
+    private_dir(config.data_dir)
+    private_dir(config.recordings_path)
     if clock.shifted:
         log.warning("clock.shifted", starts_at=config.clock_start, why="clock_start is set")
     async with checked_pool(rt.database_url, max_size=POOL_SIZE) as pool:

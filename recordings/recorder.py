@@ -19,6 +19,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from store.private import FILE_MODE, create_private, private_dir
+
 RATE = 8000
 CHANNELS = 2
 SAMPLE_BYTES = 2
@@ -59,9 +61,9 @@ class StereoRecorder:
     def __init__(self, path: Path):
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)  # a consultation: the service's user only (0700/0600)
             # x: never overwrite another call's recording
-            self._file = path.open("xb")
+            self._file = create_private(path)
         except OSError as exc:
             raise RecordingError(f"cannot create recording {path}: {exc.strerror or exc}") from None
         self._file.write(_header(0))
@@ -172,8 +174,8 @@ def _mono_header(data_bytes: int) -> bytes:
 
 def _write_voicemail_file(path: Path, pcm: bytes) -> Recording:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("xb") as f:  # x: a message is never overwritten
+        private_dir(path.parent)
+        with create_private(path) as f:  # x: a message is never overwritten; 0600
             f.write(_mono_header(len(pcm)) + pcm)
             f.flush()
             os.fsync(f.fileno())
@@ -260,6 +262,7 @@ def repair(path: Path) -> Recording:
             f.write(_header(data_bytes))
             f.flush()
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), FILE_MODE)  # one written before modes were enforced, too
     except OSError as exc:
         raise RecordingError(f"cannot repair recording {path}: {exc.strerror or exc}") from None
     return Recording(path, data_bytes / (RATE * BLOCK), _sha256(path))

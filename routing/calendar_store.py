@@ -324,7 +324,7 @@ async def find_center(conn: asyncpg.Connection, name: str) -> Place:
         "SELECT c.id, c.name, c.district_id, d.name AS district FROM centers c"
         " JOIN districts d ON d.id = c.district_id WHERE c.name = $1 ORDER BY c.id", name.strip())
     if not rows:
-        raise CalendarError(f"no center named {name.strip()!r}")
+        raise CalendarNotFound(f"no center named {name.strip()!r}")
     if len(rows) > 1:
         raise CalendarError(f"several centers are named {name.strip()!r} (in "
                             f"{', '.join(r['district'] for r in rows)})")
@@ -337,7 +337,7 @@ async def find_district(conn: asyncpg.Connection, name: str | None) -> Place:
     if name is not None:
         row = await conn.fetchrow("SELECT id, name FROM districts WHERE name = $1", name.strip())
         if row is None:
-            raise CalendarError(f"no district named {name.strip()!r}")
+            raise CalendarNotFound(f"no district named {name.strip()!r}")
         return Place(row["id"], row["name"])
     rows = await conn.fetch("SELECT id, name FROM districts ORDER BY id LIMIT 6")
     if not rows:

@@ -18,8 +18,10 @@ from routing.numbers import (
     DEFAULT_AREA_CODE,
     InvalidNumber,
     looks_like_id_number,
+    looks_like_resident_id,
     normalize_phone,
     parse_id_number,
+    resident_id_of,
 )
 from routing.people import Caller, Contract, StaffMember
 from routing.records import ID_NUMBER, PHONE
@@ -86,7 +88,6 @@ class ResidentView:
     name: str
     id_number_masked: str
     sex: str
-    birth_date: date
     center: str
     team: str | None
     doctor: dict[str, Any] | None  # {staff_id, name} of the contract in force
@@ -98,14 +99,14 @@ class ResidentView:
     def as_json(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "id_number": self.id_number_masked,
-            "sex": self.sex, "birth_date": self.birth_date.isoformat(), "center": self.center,
+            "sex": self.sex, "center": self.center,
             "team": self.team, "phones": self.phones, "doctor": self.doctor,
             "contract": self.contract, "conditions": self.conditions, "guardians": self.guardians,
         }
 
 
 _RESIDENT_SQL = """
-SELECT r.id, r.name, r.id_number_masked, r.sex, r.birth_date, ce.name AS center,
+SELECT r.id, r.name, r.id_number_masked, r.sex, ce.name AS center,
        t.name AS team, d.id AS doctor_id, d.name AS doctor_name, c.starts_on, c.ends_on,
        ARRAY(SELECT {phone} FROM resident_phones p WHERE p.resident_id = r.id ORDER BY p.position) AS phones,
        ARRAY(SELECT condition FROM resident_conditions rc WHERE rc.resident_id = r.id
@@ -161,7 +162,9 @@ class Directory:
                           r["kind"], r["ring_position"]) for r in rows]
 
     async def _resident_ids_for(self, number: str) -> list[int]:
-        if looks_like_id_number(number):
+        if looks_like_resident_id(number):
+            rows = await self._db.fetch("SELECT id FROM residents WHERE id = $1", resident_id_of(number))
+        elif looks_like_id_number(number):
             card = parse_id_number(number)
             key = self._vault.lookup_hash(ID_NUMBER, card.number)
             rows = await self._db.fetch("SELECT id FROM residents WHERE id_number_hash = $1", key)
@@ -174,9 +177,10 @@ class Directory:
         return [r["id"] for r in rows]
 
     async def show_residents(
-        self, number: str, *, actor: str, reason: str, on: date
+        self, number: str, *, actor: str, reason: str, on: date, claimed_actor: str | None = None
     ) -> list[ResidentView]:
-        """Residents reachable at a phone number (or with an ID number), phones in clear.
+        """Residents reachable at a phone number (or with an ID-card number, or our resident id),
+        phones in clear.
 
         Raises InvalidNumber for text that is neither. Writes one audit row per resident shown.
         """
@@ -189,12 +193,14 @@ class Directory:
                 rows = await c.fetch(sql, ids, on)
                 for rid in ids:
                     await record_read(c, actor=actor, action="resident.read",
-                                      subject=f"resident:{rid}", reason=reason)
+                                      subject=f"resident:{rid}", reason=reason,
+                                      claimed_actor=claimed_actor)
         views = {r["id"]: self._view(r, clear_phones=True) for r in rows}
         return [views[i] for i in ids if i in views]
 
     async def list_residents(
-        self, *, center: str | None, limit: int, actor: str, on: date
+        self, *, center: str | None, limit: int, actor: str, on: date,
+        claimed_actor: str | None = None,
     ) -> list[ResidentView]:
         """A page of residents with masked phones; the listing itself is audited once."""
         sql = _RESIDENT_SQL.format(phone="p.phone_masked") + (
@@ -204,7 +210,8 @@ class Directory:
             async with c.transaction():
                 rows = await c.fetch(sql, center, on, limit)
                 await record_read(c, actor=actor, action="resident.list",
-                                  subject=f"center:{center or '*'}", reason=f"limit {limit}")
+                                  subject=f"center:{center or '*'}", reason=f"limit {limit}",
+                                  claimed_actor=claimed_actor)
         return [self._view(r, clear_phones=False) for r in rows]
 
     async def center_exists(self, name: str) -> bool:
@@ -222,7 +229,7 @@ class Directory:
         )
         return ResidentView(
             id=row["id"], name=row["name"], id_number_masked=row["id_number_masked"],
-            sex=row["sex"], birth_date=row["birth_date"], center=row["center"], team=row["team"],
+            sex=row["sex"], center=row["center"], team=row["team"],
             doctor=doctor, contract=contract, phones=phones, conditions=list(row["conditions"]),
             guardians=json.loads(row["guardians"]),
         )

@@ -3,8 +3,8 @@
 A number is normalized once, at the edge (CSV import, the calling number of a SIP INVITE, a CLI
 argument), and only the normalized form is hashed or stored, so 138-1234-5678, +86 13812345678,
 8613812345678 and sip:+8613812345678@pbx find the same resident. Error messages quote the
-rejected text masked: they end up in logs and CSV reports, and a mistyped number is still
-somebody's number.
+rejected text masked when it could be somebody's number (store.pii.mask_if_pii): they end up in
+logs and CSV reports, and a mistyped number is still somebody's number; 'abc' is shown as typed.
 
 The canonical form, the one stored and hashed, is the national number as dialled inside
 mainland China: a mobile as its 11 digits (13812345678), a landline with its area code and the
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import date
 from urllib.parse import unquote
 
-from store.pii import mask_phone
+from store.pii import mask_if_pii
 
 # Tianjin, the demo district; a deployment sets HOTLINE_AREA_CODE.
 DEFAULT_AREA_CODE = "022"
@@ -81,9 +81,7 @@ def _uri_user(text: str) -> str:
 def _shown(text: str) -> str:
     """The rejected text for a message: masked when it could be somebody's number (7 digits or
     more), as typed when it cannot (abc, 1001, anonymous)."""
-    if sum(c.isdigit() for c in text) >= 7:
-        return repr(mask_phone(text))
-    return repr(text[:32])
+    return repr(mask_if_pii(text[:32]))
 
 
 def normalize_phone(text: str, area_code: str = DEFAULT_AREA_CODE) -> str:
@@ -173,6 +171,26 @@ def parse_id_number(text: str) -> IdCard:
     if number[17] != id_check_char(number[:17]):
         raise InvalidNumber("ID number check digit is wrong (mistyped?)")
     return IdCard(number, birth, "M" if int(number[16]) % 2 else "F")
+
+
+RESIDENT_ID_PREFIX = "id:"
+
+
+def looks_like_resident_id(text: str) -> bool:
+    """A resident's id in our directory: `id:42` always; a bare number only when no phone number
+    can look like it — up to 6 digits without a leading 0 (a local landline written without its
+    area code has 7 or 8 digits, a mobile 11)."""
+    t = text.strip()
+    if t.lower().startswith(RESIDENT_ID_PREFIX):
+        t = t[len(RESIDENT_ID_PREFIX):].strip()
+        return t.isascii() and t.isdigit() and 0 < len(t) <= 10
+    return t.isascii() and t.isdigit() and len(t) <= 6 and not t.startswith("0")
+
+
+def resident_id_of(text: str) -> int:
+    """The id in `text`, which looks_like_resident_id accepted."""
+    t = text.strip()
+    return int(t[len(RESIDENT_ID_PREFIX):] if t.lower().startswith(RESIDENT_ID_PREFIX) else t)
 
 
 def looks_like_id_number(text: str) -> bool:

@@ -87,7 +87,7 @@ async def write_residents(
         number = r.card.number
         people.append((rid, r.name, vault.encrypt(ID_NUMBER, number),
                        vault.lookup_hash(ID_NUMBER, number), mask_id_number(number),
-                       r.card.sex, r.card.birth_date, r.center_id))
+                       r.card.sex, r.center_id))
         phones.extend((rid, pos, *seal_phone(vault, PHONE, p)) for pos, p in enumerate(r.phones))
         if (r.contract is None) != (r.doctor_id is None):
             # a contract is a doctor for a period: half of one is a caller's bug, not data
@@ -97,8 +97,9 @@ async def write_residents(
         conditions.extend((rid, c) for c in dict.fromkeys(r.conditions))
     await conn.copy_records_to_table(
         "residents", records=people,
+        # no birth date: it is in the encrypted ID number, and in clear it rebuilt the ID (0013)
         columns=["id", "name", "id_number_enc", "id_number_hash", "id_number_masked", "sex",
-                 "birth_date", "center_id"],
+                 "center_id"],
     )
     await conn.copy_records_to_table(
         "resident_phones", records=phones,

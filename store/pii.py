@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from store.private import FILE_MODE, create_private, private_dir
+
 _NONCE_BYTES = 12
 
 
@@ -67,11 +69,12 @@ def load_or_create_key(configured: str, data_dir: Path) -> str:
         return configured
     path = data_dir / "pii.key"
     if path.exists():
+        if path.stat().st_mode & 0o077 and path.stat().st_uid == os.getuid():
+            os.chmod(path, FILE_MODE)  # a key copied in by hand with the umask's mode
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     key = base64.b64encode(secrets.token_bytes(32)).decode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
+    with create_private(path, "x") as f:
         f.write(key + "\n")
     return key
 
@@ -83,8 +86,34 @@ def mask_phone(phone: str) -> str:
     return "*" * max(len(phone) - 2, 0) + phone[-2:]
 
 
+# Text with this many digits may be a phone (a local landline has 7) or part of an ID number;
+# fewer is no one's number (an extension such as 1001, a typo such as 12345).
+PII_DIGITS = 7
+
+
+def mask_if_pii(text: str) -> str:
+    """`text` masked when it could be a phone or ID-card number, as typed otherwise.
+
+    A bad-input message quotes what was typed: '138001380x' is still most of someone's mobile
+    and is masked, 'abc' or 'tomorrow' is nobody's and is shown, so the operator sees the typo.
+    """
+    digits = sum(c.isdigit() for c in text)
+    if digits < PII_DIGITS:
+        return text
+    compact = text.strip()
+    if len(compact) >= 15 and compact[:14].isdigit():  # ID-number-like (15/18 characters)
+        return mask_id_number(compact)
+    return mask_phone(compact)
+
+
 def mask_id_number(id_number: str) -> str:
-    """120101199001011234 -> 1201**********1234; a short mistyped value is masked whole."""
+    """120101199001011234 -> 1201*************4; a short mistyped value is masked whole.
+
+    Only the province and city (known from the district anyway) and the check character show:
+    with the sex in clear, an ID number so masked stays one of ≥ 1 000 candidates even when the
+    birth date is known to within a few weeks (docs/privacy.md). The birth date itself is never
+    shown in clear beside it.
+    """
     if len(id_number) < 15:
         return "*" * len(id_number)
-    return id_number[:4] + "*" * (len(id_number) - 8) + id_number[-4:]
+    return id_number[:4] + "*" * (len(id_number) - 5) + id_number[-1:]

@@ -84,7 +84,7 @@ def test_logs_are_json_lines_with_pii_scrubbed(restore_logging: None) -> None:
     line = json.loads(stream.getvalue())
     text = stream.getvalue()
     assert card not in text and "13800000001" not in text and "13912345678" not in text
-    assert line["event"] == f"caller 138****0001 id 1201**********{card[-4:]}"
+    assert line["event"] == f"caller 138****0001 id 1201*************{card[-1]}"
     assert line["numbers"][1] == "139****5678"
     assert line["call_id"] == "c-1" and line["level"] == "info"
     assert line["call_time_ms"] == 17006352000001  # long digit runs that are not PII stay intact

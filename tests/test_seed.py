@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 from collections.abc import AsyncIterator
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -74,10 +76,12 @@ async def test_demo_counts_and_staff(demo: dict[str, int], pool: asyncpg.Pool) -
 
 async def test_demo_residents_are_plausible(demo: dict[str, int], pool: asyncpg.Pool,
                                             vault: PiiVault) -> None:
-    rows = await pool.fetch("SELECT id, id_number_enc, sex, birth_date FROM residents")
+    rows = await pool.fetch("SELECT id, id_number_enc, sex FROM residents")
+    born = {}
     for r in rows:
         card = parse_id_number(vault.decrypt(ID_NUMBER, r["id_number_enc"]))  # valid check digit
-        assert (card.sex, card.birth_date) == (r["sex"], r["birth_date"])
+        assert card.sex == r["sex"]
+        born[r["id"]] = card.birth_date
     assert await pool.fetchval(
         "SELECT count(*) FROM residents r"
         " WHERE NOT EXISTS (SELECT 1 FROM resident_phones p WHERE p.resident_id = r.id)") == 0
@@ -87,8 +91,9 @@ async def test_demo_residents_are_plausible(demo: dict[str, int], pool: asyncpg.
         "SELECT count(*) FILTER (WHERE $1 BETWEEN starts_on AND ends_on) AS in_force,"
         "       count(*) FILTER (WHERE ends_on < $1) AS expired FROM contracts", TODAY)
     assert 230 < contracts["in_force"] < 290 and contracts["expired"] > 10
-    assert await pool.fetchval("SELECT count(*) FROM contracts c JOIN residents r"
-                               " ON r.id = c.resident_id WHERE c.starts_on < r.birth_date") == 0
+    # a contract starts after the birth, never on it (a start on the birth date published it)
+    for c in await pool.fetch("SELECT resident_id, starts_on FROM contracts"):
+        assert c["starts_on"] > born[c["resident_id"]]
     per_center = await pool.fetch(
         "SELECT c.name, count(*) FROM residents r JOIN centers c ON c.id = r.center_id GROUP BY c.name")
     assert dict(per_center) == {"北塘街": 120, "寨上朝阳": 100, "古林街": 80}
@@ -96,13 +101,19 @@ async def test_demo_residents_are_plausible(demo: dict[str, int], pool: asyncpg.
     assert {"高血压", "糖尿病", "冠心病", "慢阻肺"} <= set(conditions)
 
 
-async def test_demo_children_have_guardians_in_their_family(demo: dict[str, int],
-                                                            pool: asyncpg.Pool) -> None:
-    children = await pool.fetch(
-        "SELECT id FROM residents WHERE birth_date > $1", TODAY.replace(year=TODAY.year - 14))
+async def birth_dates(pool: asyncpg.Pool, vault: PiiVault) -> dict[int, date]:
+    """Every resident's birth date, from the encrypted ID number (no longer a clear column)."""
+    return {r["id"]: parse_id_number(vault.decrypt(ID_NUMBER, r["id_number_enc"])).birth_date
+            for r in await pool.fetch("SELECT id, id_number_enc FROM residents")}
+
+
+async def test_demo_children_have_guardians_in_their_family(demo: dict[str, int], pool: asyncpg.Pool,
+                                                            vault: PiiVault) -> None:
+    born = await birth_dates(pool, vault)
+    children = [{"id": rid} for rid, b in born.items() if b > TODAY.replace(year=TODAY.year - 14)]
     assert len(children) > 20
     links = await pool.fetch(
-        "SELECT g.child_id, g.relation, a.birth_date AS guardian_born, c.center_id = a.center_id AS same_center,"
+        "SELECT g.child_id, g.relation, g.guardian_id, c.center_id = a.center_id AS same_center,"
         "       EXISTS (SELECT 1 FROM resident_phones cp JOIN resident_phones ap"
         "               ON ap.phone_hash = cp.phone_hash"
         "               WHERE cp.resident_id = g.child_id AND ap.resident_id = g.guardian_id) AS shares_a_number"
@@ -110,7 +121,7 @@ async def test_demo_children_have_guardians_in_their_family(demo: dict[str, int]
     assert {r["child_id"] for r in links} == {c["id"] for c in children}
     for link in links:
         assert link["relation"] in {"母亲", "父亲"}
-        assert link["guardian_born"] < TODAY.replace(year=TODAY.year - 18)
+        assert born[link["guardian_id"]] < TODAY.replace(year=TODAY.year - 18)
         assert link["same_center"]
         # the child is reached at the mother's numbers (the father's too if they share a landline)
         assert link["shares_a_number"] or link["relation"] == "父亲"
@@ -161,6 +172,29 @@ async def test_roster_covers_every_night_and_weekend_day(demo: dict[str, int], p
     assert await directory.roster_at(local(TODAY + timedelta(days=ROSTER_DAYS), 21)) == []
 
 
+async def test_demo_clock_suggestions_fall_inside_the_roster(demo: dict[str, int], pool: asyncpg.Pool) -> None:
+    """The demo banner's suggested clocks: a night instant a duty doctor of 北塘街 is rostered for
+    (with hours of the shift left), a day instant of day service; none once the roster has run out."""
+    from routing.calendar_store import calendar_loader
+    from routing.seed import demo_clock
+
+    async with pool.acquire() as conn:
+        calendar = await calendar_loader(SH)(conn)
+        center = await conn.fetchval("SELECT id FROM centers WHERE name = '北塘街'")
+        for now in (local(TODAY, 12), local(TODAY, 23), local(TODAY + timedelta(days=20), 9)):
+            clock = await demo_clock(conn, calendar, now)
+            assert clock.night is not None and clock.day is not None, now
+            assert now <= clock.night and now <= clock.day
+            assert not calendar.day_service(clock.night, center).day
+            assert calendar.day_service(clock.day, center).day
+            assert await conn.fetchval(
+                "SELECT count(*) FROM duty_shifts WHERE center_id = $1 AND kind = 'duty'"
+                " AND starts_at <= $2 AND ends_at >= $2 + interval '2 hours'", center, clock.night) >= 1
+            assert clock.day <= clock.roster_ends
+        late = await demo_clock(conn, calendar, local(TODAY + timedelta(days=ROSTER_DAYS + 2), 12))
+        assert (late.day, late.night) == (None, None)
+
+
 async def test_seeding_the_demo_twice_is_refused(demo: dict[str, int], pool: asyncpg.Pool,
                                                  vault: PiiVault) -> None:
     before = await table_counts(pool)
@@ -184,7 +218,7 @@ async def other_pool(pg_admin_url: str, template_url: str) -> AsyncIterator[asyn
 async def fingerprint(pool: asyncpg.Pool) -> list[tuple]:
     """Everything but database ids and AES-GCM nonces, in load order."""
     rows = await pool.fetch(
-        "SELECT r.name, r.sex, r.birth_date, r.id_number_hash, ce.name AS center, d.name AS doctor,"
+        "SELECT r.name, r.sex, r.id_number_hash, ce.name AS center, d.name AS doctor,"
         "       c.starts_on, c.ends_on,"
         "       ARRAY(SELECT phone_hash FROM resident_phones p WHERE p.resident_id = r.id"
         "             ORDER BY position) AS phones,"
@@ -285,8 +319,10 @@ async def test_cli_seed_demo_then_route_and_show(cli_env: dict[str, str], pool: 
     assert again.returncode == 2
     assert again.stderr.strip() == (
         "hotline: error: the demo district 滨海新区 is already loaded; nothing was changed")
+    assert "try night service: HOTLINE_CLOCK_START=" in seeded.stdout
     tolerant = run_cli(cli_env, "seed", "demo", "--if-missing")
     assert tolerant.returncode == 0 and "already loaded" in tolerant.stdout
+    assert "try day service: HOTLINE_CLOCK_START=" in tolerant.stdout
 
     # the CLI seeds relative to the real today; the next Monday is inside 张桂兰's contract
     today = datetime.now(SH).date()
@@ -308,5 +344,6 @@ async def test_cli_seed_demo_then_route_and_show(cli_env: dict[str, str], pool: 
     assert resident["name"] == "张桂兰"
     assert resident["phones"] == ["13800000001", "02225320001"]
     assert resident["doctor"] == {"staff_id": doctor["id"], "name": doctor["name"]}
-    audit = await pool.fetch("SELECT actor, action, subject FROM audit_log")
-    assert [tuple(r) for r in audit] == [("test:cli", "resident.read", f"resident:{resident['id']}")]
+    audit = await pool.fetch("SELECT actor, claimed_actor, action, subject FROM audit_log")
+    me = "cli:" + pwd.getpwuid(os.getuid()).pw_name  # the known actor; HOTLINE_ACTOR is a claim
+    assert [tuple(r) for r in audit] == [(me, "test:cli", "resident.read", f"resident:{resident['id']}")]
