@@ -70,10 +70,10 @@ KNOWN_SCHEMES = ("sip", "sips", "tel")
 
 
 class SipParseError(ValueError):
-    """A message we cannot take. `status` is the response a UAS owes for it (None: drop it,
-    e.g. a response we cannot read); `reason` says why in a few words, for Warning and the log."""
+    """A message we cannot take. `status` is the response a UAS owes for it when it is a request
+    (responses are dropped); `reason` says why in a few words, for Warning and the log."""
 
-    def __init__(self, reason: str, status: int | None = 400):
+    def __init__(self, reason: str, status: int = 400):
         super().__init__(reason)
         self.reason = reason
         self.status = status
@@ -94,9 +94,12 @@ class SipMessage:
         return self.method is not None
 
     def header(self, name: str) -> str | None:
-        """The first value of a header (the whole field for a non-list header), any spelling."""
+        """The first value of a header (the whole field for a non-list header), any spelling;
+        "" for a header that is there with no value (`Supported:`), None for one that is not."""
         values = self.headers_all(name)
-        return values[0] if values else None
+        if values:
+            return values[0]
+        return "" if self.count(name) else None
 
     def headers_all(self, name: str) -> list[str]:
         """Every value of a header in order: repeated fields, and list headers split at their
@@ -202,13 +205,14 @@ def parse(data: bytes) -> SipMessage:
 def _start_line(line: str) -> SipMessage:
     if line[:4].upper() == "SIP/":
         match = _STATUS_LINE.match(line)
+        # (a response is never answered, whatever the status says: the edge drops it)
         if match is None or len(match.group(3)) != 3:
-            raise SipParseError(f"bad status line {line[:40]!r}", None)
+            raise SipParseError(f"bad status line {line[:40]!r}")
         code = int(match.group(3))
         if not 100 <= code <= 699:
-            raise SipParseError(f"status code {code} out of range", None)
+            raise SipParseError(f"status code {code} out of range")
         if (match.group(1), match.group(2)) != ("2", "0"):
-            raise SipParseError("not SIP/2.0", None)
+            raise SipParseError("not SIP/2.0", 505)
         return SipMessage(status=code, reason=match.group(4))
     parts = line.split(" ")
     if len(parts) != 3 or not all(parts):  # single SP between elements, none trailing (§25.1)
@@ -439,7 +443,7 @@ def validate_request(message: SipMessage) -> tuple[int, str] | None:
     scheme = _SCHEME.match(message.uri or "")
     if scheme is None or scheme.group(1).lower() not in KNOWN_SCHEMES:
         return 416, "unsupported URI scheme"
-    if "?" in (message.uri or "") and scheme.group(1).lower() in ("sip", "sips"):
+    if scheme.group(1).lower() in ("sip", "sips") and "?" in (message.uri or "").rsplit("@", 1)[-1]:
         return 400, "a Request-URI carries no headers (RFC 3261 §19.1.5)"
     return None
 
@@ -455,7 +459,8 @@ def serialize(start_line: str, headers: list[tuple[str, str]], body: bytes = b""
 
 REASONS = {
     100: "Trying", 180: "Ringing", 183: "Session Progress", 200: "OK", 400: "Bad Request",
-    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 415: "Unsupported Media Type",
+    403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 406: "Not Acceptable",
+    415: "Unsupported Media Type",
     416: "Unsupported URI Scheme", 420: "Bad Extension", 481: "Call/Transaction Does Not Exist",
     483: "Too Many Hops", 486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
     491: "Request Pending", 500: "Server Internal Error", 501: "Not Implemented",

@@ -54,7 +54,9 @@ SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()  # option tags we implement (
 TICK_S = 0.02  # how often retransmission timers are looked at
 LOG_EVERY_S = 10.0  # at most one line per source and kind of bad input in this long
 
-_REQUEST_LINE = re.compile(rb"^([A-Za-z0-9\-.!%*_+`'~]+) \S+ SIP/2\.0\r?$", re.MULTILINE)
+# The start of a request line, however broken the rest of it is (two spaces, a trailing one, a
+# version we do not speak): enough to know a request came and can be answered.
+_REQUEST_LINE = re.compile(rb"^([A-Za-z0-9\-.!%*_+`'~]+) +\S")
 _DIALOG_HEADERS = ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq")
 # Header lines as received: "Record-Route: <sip:…;lr>" (several lines or comma-joined values).
 _RECORD_ROUTE = re.compile(rb"^Record-Route[ \t]*:[ \t]*(.+?)[ \t]*$", re.IGNORECASE | re.MULTILINE)
@@ -84,7 +86,7 @@ def stateless_response(raw: bytes, code: int, reason: str, warning: str = "") ->
     vias = [ln.split(":", 1)[1] for name, ln in kept if name in ("via", "v")]
     if not vias or not {"call-id", "i"} & names or "cseq" not in names:
         return None
-    match = re.match(r"\s*SIP/2\.0/UDP\s+([^;:\s]+)(?::(\d+))?(.*)$", vias[0].split(",")[0], re.IGNORECASE)
+    match = re.match(r"\s*SIP\s*/\s*\d+\.\d+\s*/\s*UDP\s+([^;:\s]+)(?::(\d+))?(.*)$", vias[0].split(",")[0], re.IGNORECASE)
     if not match:
         return None
     port = match.group(2)
@@ -266,7 +268,7 @@ class UserAgent(asyncio.DatagramProtocol):
             self.counters.unparsable += 1
             self.badlog.warning(source[0], "sip.unparsable", why=exc.reason, size=len(data),
                                 first_line=data.split(b"\n", 1)[0][:60].decode("utf-8", "replace"))
-            if exc.status is not None and not is_response:
+            if not is_response:
                 self._stateless(data, exc.status, "Bad Request" if exc.status == 400 else "Version Not Supported",
                                 exc.reason, count=False)
             return
@@ -329,6 +331,12 @@ class UserAgent(asyncio.DatagramProtocol):
         assert method is not None
         if method != "ACK":
             self.server_transactions.begin(request, response_address(request, source))
+        if method not in ("ACK", "CANCEL"):
+            unsupported = [t for t in request.headers_all("Require") if t.lower() not in SUPPORTED_EXTENSIONS]
+            if unsupported:  # RFC 3261 §8.2.2.3
+                self.respond(request, source, 420, why="extension not supported",
+                             extra=[("Unsupported", ", ".join(unsupported))])
+                return
         if method == "INVITE" and request.to_tag is None:
             self._on_new_invite(request, source)
             return
@@ -355,10 +363,11 @@ class UserAgent(asyncio.DatagramProtocol):
         self.respond(request, source, 501, why=f"{method[:30]} is not a method we know")
 
     def _on_new_invite(self, request: SipMessage, source: tuple[str, int]) -> None:
-        unsupported = [t for t in request.headers_all("Require") if t.lower() not in SUPPORTED_EXTENSIONS]
-        if unsupported:
-            self.respond(request, source, 420, why="extension not supported",
-                         extra=[("Unsupported", ", ".join(unsupported))])
+        accept = [a.split(";", 1)[0].strip().lower() for a in request.headers_all("Accept")]
+        if request.count("Accept") and not {"application/sdp", "application/*", "*/*"} & set(accept):
+            # our answer is SDP, which the caller says it cannot take (RFC 3261 §21.4.7)
+            self.respond(request, source, 406, why="the answer would be application/sdp",
+                         extra=[("Accept", "application/sdp")])
             return
         if request.call_id in self.dialogs or request.call_id in self.outbound:
             # same Call-ID, no To tag, not a retransmission: a merged or looped request (§8.2.2.2)
