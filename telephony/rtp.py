@@ -22,6 +22,8 @@ from typing import Any
 
 from pyVoIP import RTP
 
+from telephony.dtmf_inband import Detector
+
 FRAME_BYTES = 160  # 20 ms of 8 kHz G.711
 FRAME_S = 0.02
 # The byte each codec encodes digital silence as.
@@ -34,6 +36,9 @@ class PayloadRTPClient(RTP.RTPClient):
     _out: collections.deque[bytes]
     _in: collections.deque[bytes]
     _lock: threading.Lock
+    # Set by the leg while a menu waits for keys: every received audio payload then also goes
+    # through this in-band DTMF detector (on the receive thread). None costs one attribute read.
+    inband_dtmf: Detector | None = None
 
     def _init_payload_queues(self) -> None:
         # pyVoIP draws SSRCs from 1000–65530: concurrent calls collide (RFC 3550 wants 32 random bits)
@@ -115,10 +120,14 @@ class PayloadRTPClient(RTP.RTPClient):
 
     def parse_pcmu(self, packet: Any) -> None:
         self._in.append(packet.payload)
+        if (detector := self.inband_dtmf) is not None:
+            detector.feed_payload(packet.payload, "PCMU")
         super().parse_pcmu(packet)
 
     def parse_pcma(self, packet: Any) -> None:
         self._in.append(packet.payload)
+        if (detector := self.inband_dtmf) is not None:
+            detector.feed_payload(packet.payload, "PCMA")
         super().parse_pcma(packet)
 
     def take_sent(self) -> list[bytes]:
