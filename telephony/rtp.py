@@ -109,6 +109,17 @@ class PayloadRTPClient(RTP.RTPClient):
             next_at += FRAME_S
             time.sleep(max(0.0, next_at - time.monotonic()))
 
+    def start(self) -> None:
+        """pyVoIP's start, but a port that cannot be bound (taken meanwhile: pyVoIP picks RTP
+        ports at random from its range) does not leave the new socket open behind the OSError."""
+        try:
+            super().start()
+        except OSError:
+            sock = getattr(self, "sin", None)
+            if sock is not None:
+                sock.close()
+            raise
+
     def stop(self) -> None:
         """Stop sending and receiving; harmless on a client that never started (pyVoIP's deny()
         stops the clients of a call that was never answered)."""

@@ -141,3 +141,22 @@ async def test_speech_while_the_menu_waits_is_no_key(leg: Leg) -> None:
                  tuple(7000 / k for k in range(1, 24)))
     await asyncio.to_thread(phone.say, voice)
     assert await collecting == ""
+
+
+def test_an_rtp_port_taken_meanwhile_leaves_no_socket_open() -> None:
+    # pyVoIP picks RTP ports at random: one can be taken by the time the call starts its media
+    import gc
+    import warnings
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        rtp = PayloadRTPClient.for_answer(0, "PCMU", "127.0.0.1", port, "127.0.0.1",
+                                          free_udp_port(), on_digit=None)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            with pytest.raises(OSError):
+                rtp.start()
+            del rtp
+            gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
