@@ -1,23 +1,27 @@
 """Keypad digits sent as tones in the audio (in-band DTMF), as many PSTN gateways pass them.
 
-A streaming Goertzel detector over 8 kHz 16-bit linear samples, in blocks of 102 samples
-(12.75 ms; Asterisk's block size: fine enough to tell 697 Hz from 770 Hz, short enough that a
-40 ms tone always fills two whole blocks). A block holds a key when all of these hold:
+A streaming Goertzel detector over 8 kHz 16-bit linear samples, in windows of 102 samples
+(12.75 ms; Asterisk's block size: fine enough to tell 697 Hz from 770 Hz) taken every 51 samples
+(6.4 ms, so a tone's length is timed finely). A window holds a key when all of these hold:
 
+- it is steady: neither half of the window has less than half the power of the other (a
+  window the tone only partly fills is not a key window — that is what times the tone);
 - the strongest row (697/770/852/941 Hz) and the strongest column (1209/1336/1477/1633 Hz)
   are each above MIN_TONE_POWER (about -30 dBm0 per tone);
 - twist: the row is at most 8 dB above the column and the column at most 4 dB above the row
   (Asterisk's defaults: telephone lines lose more of the high group);
 - every other row and column frequency is at least 8 dB below the best of its group;
-- the two tones carry at least MIN_TONE_SHARE of the block's power: speech and music have power
-  at many frequencies, a keypress at two.
+- the two tones carry at least MIN_TONE_SHARE (30 %) of the window's power: noise and speech
+  spread their power over many frequencies. Not more: Linphone mixes its tones into the
+  microphone signal, so a key pressed while the caller talks arrives under their voice.
 
-A key is reported once when two blocks in a row hold it (at least 25.5 ms of tone; every tone
-of 40 ms or more is caught, as ITU-T Q.24 asks), and the detector must then see two blocks
-without it (release) before it reports the same or another key: holding a key down is one
-digit, and a tone that flickers in noise is not two.
+A key is reported once when five windows in a row hold it (every tone of 40 ms or more is
+caught, as ITU-T Q.24 asks, none of 20 ms or less), and the detector must then see three
+windows without it (release, ~19 ms) before it reports the same or another key: holding a key
+down is one digit, a lost packet inside a press (a phase jump) is not a release, and a tone
+that flickers in noise is not two keys.
 
-Costs little: a block quieter than MIN_TONE_POWER (silence, most of a call) is dismissed with
+Costs little: a window quieter than MIN_TONE_POWER (silence, most of a call) is dismissed with
 audioop.rms (C) before any Goertzel runs, and the eight Goertzel filters share one pass.
 """
 
@@ -29,6 +33,7 @@ from collections.abc import Callable
 
 RATE = 8000
 BLOCK = 102
+HOP = BLOCK // 2
 ROWS = (697.0, 770.0, 852.0, 941.0)
 COLS = (1209.0, 1336.0, 1477.0, 1633.0)
 KEYS = ("123A", "456B", "789C", "*0#D")
@@ -38,9 +43,10 @@ MIN_TONE_POWER = (22700 * 10 ** (-30 / 20)) ** 2 / 2
 ROW_OVER_COL = 10 ** (8 / 10)  # 8 dB
 COL_OVER_ROW = 10 ** (4 / 10)  # 4 dB
 OTHERS_BELOW = 10 ** (8 / 10)  # 8 dB
-MIN_TONE_SHARE = 0.75
-HITS_TO_BEGIN = 2
-MISSES_TO_END = 2
+MIN_TONE_SHARE = 0.3
+MIN_HALF_RATIO = 0.5
+HITS_TO_BEGIN = 5
+MISSES_TO_END = 3
 
 _COEFFS = tuple(2 * math.cos(2 * math.pi * f / RATE) for f in ROWS + COLS)
 _DECODE = {"PCMU": audioop.ulaw2lin, "PCMA": audioop.alaw2lin}
@@ -92,6 +98,17 @@ def block_key(block: list[int]) -> str | None:
     return KEYS[r][c]
 
 
+def window_key(window: bytes) -> str | None:
+    """The key one window (BLOCK 16-bit samples) holds, or None. The cheap checks — loud
+    enough, steady — run in C (audioop) before any Python arithmetic."""
+    first, second = audioop.rms(window[:HOP * 2], 2) ** 2, audioop.rms(window[HOP * 2:], 2) ** 2
+    if first + second < 2 * MIN_TONE_POWER:
+        return None
+    if min(first, second) < MIN_HALF_RATIO * max(first, second):
+        return None
+    return block_key(memoryview(window).cast("h").tolist())
+
+
 class Detector:
     """Feed it a call's received audio as it comes; it reports each key once (returned by feed,
     and passed to `on_digit` if given). Not thread-safe: feed from one thread (the RTP receive
@@ -112,20 +129,16 @@ class Detector:
     def feed(self, linear: bytes) -> list[str]:
         """16-bit little-endian linear samples at 8 kHz; the keys that began in them."""
         data = self._pending + linear
-        step = BLOCK * 2
-        whole = len(data) - len(data) % step
-        self._pending = data[whole:]
         found: list[str] = []
-        for start in range(0, whole, step):
-            chunk = data[start:start + step]
-            # a quiet block is no key: decided in C before any Python arithmetic
-            key = (block_key(memoryview(chunk).cast("h").tolist())
-                   if audioop.rms(chunk, 2) ** 2 >= MIN_TONE_POWER else None)
-            digit = self._step(key)
+        pos = 0
+        while len(data) - pos >= BLOCK * 2:
+            digit = self._step(window_key(data[pos:pos + BLOCK * 2]))
+            pos += HOP * 2
             if digit is not None:
                 found.append(digit)
                 if self.on_digit is not None:
                     self.on_digit(digit)
+        self._pending = data[pos:]
         return found
 
     def _step(self, key: str | None) -> str | None:

@@ -116,6 +116,14 @@ def test_in_noise() -> None:
     assert detect(noise(16000, LEVEL * 2)) == []  # loud noise alone is no key
 
 
+def test_a_key_pressed_while_talking() -> None:
+    # Linphone mixes its in-band tones into the microphone: the key arrives under the voice
+    # (here a steady 440 Hz as loud as both tones together: 40 % of the power is the key)
+    voice = tone((440,), 400, (LEVEL * 1.41,))
+    press = silence(100) + key_tone("6", 100) + silence(200)
+    assert detect(mix(voice, press)) == ["6"]
+
+
 def test_weak_tones_and_twist_beyond_the_limits_are_no_key() -> None:
     low = 22700 * 10 ** (-36 / 20)
     assert detect(tone((697, 1209), 100, (low, low)) + silence(40)) == []
