@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the service and the tests use: Kamailio is the PBX stand-in (demo and tests),
 # sipp (package sip-tester) plays the resident's phone in the SIP tests, baresip plays the
-# doctor's softphone in the tests (tests/softphone.py), ffmpeg lets pydub read prompts that are
-# not WAV, and postgresql-client is psql for `hotline db shell`.
-APT_PACKAGES=(python3 python3-venv kamailio sip-tester baresip ffmpeg postgresql-client)
+# doctor's softphone in the tests (tests/softphone.py), linphone-cli (linphonec) the other
+# stock softphone the tests call in and answer with (tests/linphone.py), ffmpeg lets pydub read
+# prompts that are not WAV, and postgresql-client is psql for `hotline db shell`.
+APT_PACKAGES=(python3 python3-venv kamailio sip-tester baresip linphone-cli ffmpeg postgresql-client)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

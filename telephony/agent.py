@@ -108,7 +108,7 @@ class InboundLeg(SipLeg):
         choice = self.media.choice
         rtp = PayloadRTPClient.for_answer(choice.payload_type, choice.codec, self.media.local_ip,
                                           self.media.local_port, choice.remote_ip, choice.remote_port,
-                                          on_digit=self.push_digit, dtmf_payload_type=choice.dtmf_payload_type)
+                                          on_digit=self.rfc2833_digit, dtmf_payload_type=choice.dtmf_payload_type)
         try:
             await asyncio.to_thread(rtp.start)
         except OSError as exc:

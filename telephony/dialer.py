@@ -123,7 +123,7 @@ class OutboundLeg(SipLeg):
         self.uri = placed.uri
 
     def _digit_from_rtp_thread(self, digit: str) -> None:
-        self.push_digit(digit)
+        self.rfc2833_digit(digit)
 
     def _released(self) -> None:
         self._placed.finished()

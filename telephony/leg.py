@@ -9,8 +9,11 @@ them the same way.
 from __future__ import annotations
 
 import asyncio
+import collections
 from abc import ABC, abstractmethod
 
+from telephony.dtmf_inband import Detector
+from telephony.dtmf_info import DIGITS
 from telephony.prompts import Prompt
 from telephony.rtp import PayloadRTPClient
 
@@ -26,6 +29,17 @@ class MediaLeg(ABC):
     def __init__(self) -> None:
         # Keys taken from the buffer while a prompt played (barge-in), not yet collected.
         self._pressed: list[str] = []
+        # Keys from outside the media (SIP INFO), pushed from any thread; deque ops are atomic.
+        self._pushed: collections.deque[str] = collections.deque()
+        # Keys heard as tones in the caller's audio (in-band DTMF), from the RTP thread.
+        self._tones: collections.deque[str] = collections.deque()
+        self._tone_detector: Detector | None = None
+        # A phone that has sent a key out of band (RFC 4733 or INFO) signals that way: its
+        # tones, if it also plays them, are echoes of keys already counted. Off for good then.
+        self._out_of_band_seen = False
+        # The last key taken from the tones, until the first out-of-band key: a phone sending
+        # both would otherwise count its first press twice.
+        self._last_tone_key = ""
 
     @abstractmethod
     def _rtp(self) -> PayloadRTPClient: ...
@@ -69,6 +83,15 @@ class MediaLeg(ABC):
         collect_digits), False when the far end hung up first (the rest is dropped)."""
         rtp = self._rtp()
         frames = rtp.send_frames(prompt.payload(rtp.codec))
+        if barge_in:
+            self._listen_for_tones(True)
+        try:
+            return await self._play_queued(rtp, frames, barge_in)
+        finally:
+            if barge_in:
+                self._listen_for_tones(False)
+
+    async def _play_queued(self, rtp: PayloadRTPClient, frames: int, barge_in: bool) -> bool:
         # the transmitter sends one frame per 20 ms; wait that long (plus a little), or less
         # if the far end hangs up
         loop = asyncio.get_running_loop()
@@ -88,24 +111,74 @@ class MediaLeg(ABC):
         return False
 
     def _keep_pressed_key(self) -> bool:
-        digit = self._next_digit()
+        digit = self._take_digit()
         if digit:
             self._pressed.append(digit)
         return bool(self._pressed)
 
+    def push_digit(self, digit: str) -> None:
+        """A key that arrived outside the media (SIP INFO; telephony.dtmf_info reads the body),
+        from any thread: collect_digits and barge-in take it like an RFC 4733 key."""
+        if not isinstance(digit, str) or len(digit) != 1 or digit.upper() not in DIGITS:
+            raise ValueError(f"not a keypad digit: {digit!r}")
+        self._pushed.append(digit.upper())
+
+    def _tone_heard(self, digit: str) -> None:
+        # on the RTP receive thread
+        self._tones.append(digit)
+
+    def _take_digit(self) -> str:
+        """The next key from whichever way the phone sends them, or "" (never blocks)."""
+        digit = self._pushed.popleft() if self._pushed else self._next_digit()
+        if digit:
+            first, self._out_of_band_seen = not self._out_of_band_seen, True
+            self._listen_for_tones(False)
+            self._tones.clear()
+            if first and digit == self._last_tone_key:
+                return ""  # the same press, already taken from its tones
+            return digit
+        if self._tones:
+            digit = self._tones.popleft()
+            if not self._out_of_band_seen:
+                self._last_tone_key = digit
+                return digit
+        return ""
+
+    def _listen_for_tones(self, on: bool) -> None:
+        """Run the caller's audio through the in-band DTMF detector (only while a menu waits
+        for keys: it costs CPU and speech could be taken for a key elsewhere)."""
+        try:
+            rtp = self._rtp()
+        except Exception:  # no media yet (not answered) or already gone: nothing to listen to
+            return
+        if on and not self._out_of_band_seen:
+            if self._tone_detector is None:
+                # one detector for the leg's life: a key held across two menus is one key
+                self._tone_detector = Detector(on_digit=self._tone_heard)
+            rtp.inband_dtmf = self._tone_detector
+        else:
+            rtp.inband_dtmf = None
 
     def stop_playing(self) -> None:
         """Drop whatever prompt audio is still queued (a key was pressed, a human is ready)."""
         self._rtp().clear_outgoing()
 
     async def collect_digits(self, max_digits: int, timeout_s: float, terminator: str = "#") -> str:
-        """Keypad digits (RFC 2833) until `max_digits`, the terminator (not included), `timeout_s`
-        without a new digit, or the far end hanging up; "" when nothing was pressed."""
+        """Keypad digits (RFC 2833, SIP INFO pushed with push_digit, or in-band tones) until
+        `max_digits`, the terminator (not included), `timeout_s` without a new digit, or the
+        far end hanging up; "" when nothing was pressed."""
+        self._listen_for_tones(True)
+        try:
+            return await self._collect(max_digits, timeout_s, terminator)
+        finally:
+            self._listen_for_tones(False)
+
+    async def _collect(self, max_digits: int, timeout_s: float, terminator: str) -> str:
         loop = asyncio.get_running_loop()
         digits = ""
         deadline = loop.time() + timeout_s
         while len(digits) < max_digits and not self.ended.is_set():
-            digit = self._pressed.pop(0) if self._pressed else self._next_digit()
+            digit = self._pressed.pop(0) if self._pressed else self._take_digit()
             if digit:
                 if digit == terminator:
                     break

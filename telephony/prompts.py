@@ -21,7 +21,12 @@ class Prompt:
 
     @classmethod
     def load(cls, path: Path) -> Prompt:
-        audio = AudioSegment.from_file(path).set_channels(1).set_frame_rate(8000).set_sample_width(2)
+        # pydub leaves a file it opened itself unclosed (a ResourceWarning per prompt): hand it
+        # an open file instead, with the format its name says (None: ffmpeg probes).
+        path = Path(path)
+        with path.open("rb") as file:
+            audio = AudioSegment.from_file(file, format=path.suffix.lstrip(".").lower() or None)
+        audio = audio.set_channels(1).set_frame_rate(8000).set_sample_width(2)
         linear = audio.raw_data
         return cls(
             name=path.stem,

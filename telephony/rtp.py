@@ -23,6 +23,8 @@ from typing import Any
 
 from pyVoIP import RTP
 
+from telephony.dtmf_inband import Detector
+
 FRAME_BYTES = 160  # 20 ms of 8 kHz G.711
 FRAME_S = 0.02
 # The byte each codec encodes digital silence as.
@@ -35,6 +37,9 @@ class PayloadRTPClient(RTP.RTPClient):
     _out: collections.deque[bytes]
     _in: collections.deque[bytes]
     _lock: threading.Lock
+    # Set by the leg while a menu waits for keys: every received audio payload then also goes
+    # through this in-band DTMF detector (on the receive thread). None costs one attribute read.
+    inband_dtmf: Detector | None = None
 
     def _init_payload_queues(self) -> None:
         # pyVoIP draws SSRCs from 1000–65530: concurrent calls collide (RFC 3550 wants 32 random bits)
@@ -125,6 +130,17 @@ class PayloadRTPClient(RTP.RTPClient):
             next_at += FRAME_S
             time.sleep(max(0.0, next_at - time.monotonic()))
 
+    def start(self) -> None:
+        """pyVoIP's start, but a port that cannot be bound (taken meanwhile: pyVoIP picks RTP
+        ports at random from its range) does not leave the new socket open behind the OSError."""
+        try:
+            super().start()
+        except OSError:
+            sock = getattr(self, "sin", None)
+            if sock is not None:
+                sock.close()
+            raise
+
     def stop(self) -> None:
         """Stop sending and receiving; harmless on a client that never started (pyVoIP's deny()
         stops the clients of a call that was never answered)."""
@@ -136,10 +152,14 @@ class PayloadRTPClient(RTP.RTPClient):
 
     def parse_pcmu(self, packet: Any) -> None:
         self._in.append(packet.payload)
+        if (detector := self.inband_dtmf) is not None:
+            detector.feed_payload(packet.payload, "PCMU")
         super().parse_pcmu(packet)
 
     def parse_pcma(self, packet: Any) -> None:
         self._in.append(packet.payload)
+        if (detector := self.inband_dtmf) is not None:
+            detector.feed_payload(packet.payload, "PCMA")
         super().parse_pcma(packet)
 
     def take_sent(self) -> list[bytes]:

@@ -102,8 +102,8 @@ class SipLeg(MediaLeg):
     def _next_digit(self) -> str:
         return self._digits.popleft() if self._digits else ""
 
-    def push_digit(self, digit: str) -> None:
-        """A keypad digit that came out of band (SIP INFO) or from the RTP thread (RFC 2833)."""
+    def rfc2833_digit(self, digit: str) -> None:
+        """A keypad event from the RTP receive thread (RFC 2833/4733)."""
         self._digits.append(digit)  # deque.append is atomic; read on the loop
 
     def dialog_state(self) -> Dialog:

@@ -143,12 +143,13 @@ def start_kamailio(rundir: Path, port: int | None = None, register_password: str
     defines = ["-A", "WITH_AUTH", "-A", f'REGISTER_PASSWORD="{register_password}"'] if register_password else []
     rundir.mkdir(parents=True, exist_ok=True)
     log = rundir / "kamailio.log"
-    process = subprocess.Popen(
-        [binary, "-f", str(KAMAILIO_CFG), "-l", f"udp:127.0.0.1:{port}", "-Y", str(rundir),
-         "-P", str(rundir / "kamailio.pid"), "-D", "-E", *defines],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-        preexec_fn=_die_with_parent,
-    )
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [binary, "-f", str(KAMAILIO_CFG), "-l", f"udp:127.0.0.1:{port}", "-Y", str(rundir),
+             "-P", str(rundir / "kamailio.pid"), "-D", "-E", *defines],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
     proxy = Kamailio(port, process, log)
     for _ in range(50):  # bounded: 5 s
         if process.poll() is not None:

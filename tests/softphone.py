@@ -14,6 +14,12 @@ CALL_ESTABLISHED, CALL_CLOSED... — a reader thread collects and reacts to:
 `mode` and `answer_after` are read at each incoming call, so a test may change them between
 calls (busy for the first attempt, answering the retry).
 
+`modules` picks the module set: "tests" (the default here: only what a headless test phone
+needs — no `uuid`, so no +sip.instance and an empty `Supported:` header in its INVITEs) or
+"default" (the modules Debian's baresip 1.0 writes into a fresh config — uuid, stun, turn, ice,
+contact, auloop, debug_cmd — with files instead of the sound card and ctrl_tcp instead of the
+terminal). Both can dial (the resident's phone) and press keys (`send_digits`, RFC 4733).
+
 The reactions run in the reader thread, not on the event loop, so a doctor answers even while
 a test awaits something slow or blocks the loop for a moment.
 
@@ -57,6 +63,19 @@ BARESIP = shutil.which("baresip") or "/usr/bin/baresip"
 BARESIP_MODULES = Path("/usr/lib/baresip/modules")
 Mode = Literal["answer", "ring", "busy"]
 MODES: tuple[Mode, ...] = ("answer", "ring", "busy")
+Modules = Literal["tests", "default"]
+# The modules of Debian baresip 1.0's generated config that a headless phone can load
+# (stdio, alsa and vidloop need a terminal, a sound card and a camera: files and ctrl_tcp
+# stand in for them). uuid gives the UA an instance id (+sip.instance, Supported: gruu...).
+_DEFAULT_EXTRA_MODULES = """\
+module			stun.so
+module			turn.so
+module			ice.so
+module_tmp		uuid.so
+module_app		auloop.so
+module_app		contact.so
+module_app		debug_cmd.so
+"""
 # what the fixtures yield: softphone("7101", mode=..., ...) / sipp_doctor("doctor_busy.xml", "7201")
 SoftphoneFactory = Callable[..., Awaitable["Softphone"]]
 SippDoctorFactory = Callable[..., Awaitable["SippDoctor"]]
@@ -232,7 +251,8 @@ class Softphone:
     mode: Mode = "answer"
     tone_hz: int = 1000  # what this doctor "says": a sine from baresip's ausine source
     answer_after: float = 0.0  # seconds of ringing before an "answer" phone picks up
-    codecs: str = "pcmu"  # baresip audio_codecs, in order of preference
+    codecs: str | None = "pcmu"  # baresip audio_codecs, in order of preference; None: all loaded
+    modules: Modules = "tests"
     # picked at start():
     sip_port: int = field(default=0, init=False)
     ctrl_port: int = field(default=0, init=False)
@@ -247,6 +267,8 @@ class Softphone:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r}: one of {MODES}")
+        if self.modules not in ("tests", "default"):
+            raise ValueError(f"modules {self.modules!r}: 'tests' or 'default'")
         self.workdir = Path(self.workdir)
 
     @property
@@ -326,6 +348,7 @@ module_path		{BARESIP_MODULES}
 module			g711.so
 module			ausine.so
 module			sndfile.so
+{_DEFAULT_EXTRA_MODULES if self.modules == "default" else ""}\
 module_tmp		account.so
 module_app		menu.so
 module_app		ctrl_tcp.so
@@ -337,7 +360,7 @@ statmode_default	off
         # calls are counted the same way whatever the mode (auto answer raises no CALL_INCOMING).
         (self.workdir / "accounts").write_text(
             f'<{self.uri}>;outbound="sip:127.0.0.1:{self.proxy_port}";answermode=manual;'
-            f"audio_codecs={self.codecs};regint=120\n")
+            + (f"audio_codecs={self.codecs};" if self.codecs else "") + "regint=120\n")
 
     async def _connect(self, deadline: float) -> None:
         while True:
@@ -429,6 +452,12 @@ statmode_default	off
         """End the current call: BYE when established, CANCEL when still calling out, 486 when
         an incoming call is still ringing."""
         await self.command("hangup")
+
+    async def send_digits(self, keys: str) -> None:
+        """Press keys in the current call (RFC 4733 telephone-events), one after another."""
+        for key in keys:
+            response = await self.command("sndcode", key)
+            assert response.get("ok"), f"sndcode {key}: {response}"
 
     # -- what happened --
 

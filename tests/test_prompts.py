@@ -54,3 +54,19 @@ def test_queue_position_prompts() -> None:
 def test_an_unknown_prompt_is_named() -> None:
     with pytest.raises(KeyError, match="no prompt named 'hello'"):
         prompt("hello")
+
+
+def test_loading_a_prompt_leaves_no_file_open() -> None:
+    # pydub leaves a file it opens itself unclosed: one ResourceWarning per prompt on stderr
+    import gc
+    import warnings
+    from pathlib import Path
+
+    from telephony.prompts import Prompt
+
+    wav = Path(__file__).resolve().parent.parent / "ivr" / "prompts" / "beep.wav"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert Prompt.load(wav).seconds == 0.7
+        gc.collect()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
