@@ -13,13 +13,14 @@ from typing import Any
 
 import structlog
 
-from hotline import cli_calendar, cli_lines, cli_roster
+from hotline import cli_calendar, cli_lines, cli_roster, cli_sip
 from hotline.cli_common import EXIT_ERROR, EXIT_NOT_FOUND, print_rejected
 from hotline.config import Config, ConfigError, load_config
 from hotline.logs import configure_logging
 from hotline.runtime import Runtime, all_migrations, checked_pool, open_runtime
 from routing.numbers import InvalidNumber
 from routing.seed import SeedError
+from routing.sip_accounts import SipAccountError
 from store import db, embedded
 from store.errors import StoreError
 from store.migrate import migrate
@@ -304,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_roster.add_parsers(sub)
     cli_calendar.add_parser(sub)
     cli_lines.add_parsers(sub)
+    cli_sip.add_parsers(sub)
     return p
 
 
@@ -344,6 +346,8 @@ _NEEDS_RUNTIME: dict[str, Callable[[Runtime, argparse.Namespace], Awaitable[int]
     "staff": cli_roster.cmd_staff,
     "calendar": cli_calendar.cmd_calendar,
     "lines": cli_lines.cmd_lines,
+    "sip-password": cli_sip.cmd_sip_password,
+    "pbx": cli_sip.cmd_pbx,
 }
 
 
@@ -363,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_services(config, args)
         return asyncio.run(_run(config, args))
     except (ConfigError, StoreError, PiiKeyError, UsageError, InvalidNumber, SeedError,
-            TelephonyError, cli_roster.RosterError, cli_lines.LineError) as exc:
+            TelephonyError, cli_roster.RosterError, cli_lines.LineError, SipAccountError) as exc:
         print(f"hotline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

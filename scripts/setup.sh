@@ -6,10 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the service and the tests use: Kamailio is the PBX stand-in (demo and tests),
+# with its PostgreSQL driver (accounts and registrations in our database: kamailio-production.cfg),
 # sipp (package sip-tester) plays the resident's phone in the SIP tests, baresip plays the
 # doctor's softphone in the tests (tests/softphone.py), and ffmpeg lets pydub read prompts
 # that are not WAV.
-APT_PACKAGES=(python3 python3-venv kamailio sip-tester baresip ffmpeg)
+APT_PACKAGES=(python3 python3-venv kamailio kamailio-postgres-modules sip-tester baresip ffmpeg)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
