@@ -23,17 +23,22 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from routing.presence import Presence, presence_client
+from routing.presence import Kind, Presence, presence_client
 from routing.seed import seed_demo
 from routing.sip_accounts import SipAccountError, check_password, ha1, ha1b
 from store.pii import PiiVault
 from tests.conftest import ROOT, TEST_PII_KEY
+from tests.hotline_peer import Earpiece, calls_done, hotline_at
+from tests.rtp_pcap import ulaw_sine, write_rtp_pcap
 from tests.sip_peers import (
     KAMAILIO_PRODUCTION_CFG,
     Kamailio,
     free_udp_port,
+    run_sipp,
+    sipp_result,
     start_kamailio,
 )
+from tests.softphone import Softphone
 
 SH = ZoneInfo("Asia/Shanghai")
 TUESDAY_10 = datetime(2026, 11, 24, 10, 0, tzinfo=SH)
@@ -389,3 +394,67 @@ async def test_a_registration_clears_only_the_unreachable_mark(presence: Presenc
     for staff_id in (2, 3, 4):
         assert not await presence.registered(staff_id)
         assert not (await presence.state(staff_id)).ringable
+
+
+@pytest.fixture
+def registrar_with_db(database_url: str, tmp_path: Path) -> Iterator[Kamailio]:
+    """The demo config writing its registrations to the test's database (as `make demo` does)."""
+    proxy = start_kamailio(tmp_path / "kamailio", database_url=database_url)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.mark.sip
+async def test_a_doctor_whose_phone_comes_back_is_rung_by_the_next_call(
+    registrar_with_db: Kamailio, database_url: str, pool: asyncpg.Pool, vault: PiiVault, redis: object,
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Doctor 1001's phone is off: the first call finds her unreachable, marks her offline and
+    the assistant answers. She turns the phone on: within 2 s of its REGISTER the mark is gone
+    (learned from the PBX, not after OFFLINE_TTL_S), and the next call rings her."""
+    kamailio = registrar_with_db
+    voice = write_rtp_pcap(tmp_path / "440.pcap", ulaw_sine(440, 20))
+    async with hotline_at(TUESDAY_10, kamailio=kamailio, database_url=database_url, pool=pool, vault=vault,
+                          pii_key=TEST_PII_KEY, data_dir=tmp_path / "data", ring_timeout_s=4.0,
+                          redis_url=redis_url) as hotline:
+        registrations = hotline.service.registrations
+        assert registrations is not None and registrations.listening
+        presence = Presence(presence_client(redis_url), tz=SH)
+        doctor_id = await pool.fetchval("SELECT id FROM staff WHERE sip_uri = 'sip:1001@127.0.0.1'")
+        assistant = await Softphone("2001", kamailio.port, tmp_path / "phone-2001").start()
+        doctor = Softphone("1001", kamailio.port, tmp_path / "phone-1001")
+        try:
+            code, out = await sipp_result(await talk(kamailio, voice), timeout_s=40)
+            assert code == 0, out
+            await calls_done(hotline)
+            assert assistant.answered_calls == 1
+            assert (await presence.state(doctor_id)).kind == Kind.OFFLINE
+
+            await doctor.start()  # registered: the PBX said 200 OK
+            await registrations.wait_handled("1001", timeout_s=2.0)
+            assert (await presence.state(doctor_id)).ringable
+
+            code, out = await sipp_result(await talk(kamailio, voice), timeout_s=40)
+            assert code == 0, out
+            await calls_done(hotline)
+            assert doctor.answered_calls == 1
+            assert assistant.incoming_calls == 1
+        finally:
+            await doctor.stop()
+            await assistant.stop()
+            await presence.client.aclose()
+    attempts = await pool.fetch("SELECT sip_uri, outcome FROM dial_attempts ORDER BY call_record_id, seq")
+    assert [(a["sip_uri"], a["outcome"]) for a in attempts] == [
+        ("sip:1001@127.0.0.1", "unreachable"), ("sip:2001@127.0.0.1", "answered"),
+        ("sip:1001@127.0.0.1", "answered")]
+
+
+async def talk(kamailio: Kamailio, voice: Path) -> asyncio.subprocess.Process:
+    """Zhang Guilan calls the hotline, presses 1 and talks for a few seconds."""
+    ear = Earpiece()
+    try:
+        return await run_sipp("resident_talks_to_doctor.xml", kamailio.port, service="hotline",
+                              caller="13800000001", timeout_s=40,
+                              keys={"rtp_port": str(ear.port), "voice_pcap": str(voice)})
+    finally:
+        ear.close()
