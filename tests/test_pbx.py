@@ -458,3 +458,15 @@ async def talk(kamailio: Kamailio, voice: Path) -> asyncio.subprocess.Process:
                               keys={"rtp_port": str(ear.port), "voice_pcap": str(voice)})
     finally:
         ear.close()
+
+
+def test_kamailio_gets_the_database_as_its_url_parser_takes_it() -> None:
+    from hotline.cli_sip import kamailio_database
+
+    assert kamailio_database("postgresql://postgres:@/hotline?host=/run/pg") == (
+        "postgres://postgres@/hotline", {"PGHOST": "/run/pg"})
+    # the password stays out of the URL (and so out of Kamailio's command line): ~/.pgpass
+    assert kamailio_database("postgresql://kam:s%40cret@db.example:6432/hotline") == (
+        "postgres://kam@db.example:6432/hotline", {})
+    with pytest.raises(SipAccountError):
+        kamailio_database("mysql://x@y/z")
