@@ -182,13 +182,13 @@ def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
 
 
 async def run_sipp(scenario: str, proxy_port: int, *, service: str, caller: str,
-                   timeout_s: float = 20, keys: dict[str, str] | None = None
-                   ) -> asyncio.subprocess.Process:
+                   timeout_s: float = 20, keys: dict[str, str] | None = None,
+                   local_ip: str = "127.0.0.1") -> asyncio.subprocess.Process:
     """Start one sipp call of a scenario in tests/sipp/ through the proxy; await .wait() for it."""
     extra = [arg for key, value in (keys or {}).items() for arg in ("-key", key, value)]
     return await asyncio.create_subprocess_exec(
         "sipp", f"127.0.0.1:{proxy_port}", "-sf", str(SIPP_SCENARIOS / scenario),
-        "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
+        "-i", local_ip, "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
         "-s", service, "-key", "caller", caller, *extra, "-m", "1",
         "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-nostdin",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -63,12 +63,13 @@ class RawPhone:
     user: str
     password: str = ""
     auth_user: str = ""
+    host: str = "127.0.0.1"  # the address the phone sends from
     sock: socket.socket = field(init=False)
     port: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((self.host, 0))
         self.port = self.sock.getsockname()[1]
         self.auth_user = self.auth_user or self.user
 
@@ -111,14 +112,14 @@ class RawPhone:
         final response, "" if none came."""
         call_id, tag = f"{uuid.uuid4().hex}@127.0.0.1", uuid.uuid4().hex[:8]
         reply = ""
-        contact = "" if "Contact:" in extra else f"Contact: <sip:{self.user}@127.0.0.1:{self.port}>\r\n"
+        contact = "" if "Contact:" in extra else f"Contact: <sip:{self.user}@{self.host}:{self.port}>\r\n"
         for cseq in (1, 2):
             auth = ""
             if cseq == 2:
                 name, value = self._authorization(method, uri, reply)
                 auth = f"{name}: {value}\r\n"
             message = (f"{method} {uri} SIP/2.0\r\n"
-                       f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+                       f"Via: SIP/2.0/UDP {self.host}:{self.port};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
                        f"From: <sip:{self.user}@127.0.0.1>;tag={tag}\r\n"
                        f"To: <sip:{to_user}@127.0.0.1>\r\n"
                        f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n"
@@ -470,3 +471,48 @@ def test_kamailio_gets_the_database_as_its_url_parser_takes_it() -> None:
         "postgres://kam@db.example:6432/hotline", {})
     with pytest.raises(SipAccountError):
         kamailio_database("mysql://x@y/z")
+
+
+TRUNK = "127.0.0.2"  # the PSTN gateway: residents' calls come from this address
+
+
+@pytest.mark.sip
+async def test_a_residents_call_reaches_a_doctor_through_the_production_pbx(
+    accounts: asyncpg.Pool, database_url: str, pool: asyncpg.Pool, vault: PiiVault, redis: object,
+    redis_url: str, tmp_path: Path, phones: list[RawPhone]
+) -> None:
+    """The whole production path: the resident's call comes from the trunk unauthenticated, the
+    service (registered with its password) dials the doctor and answers the PBX's 407 with its
+    credentials, the doctor's baresip registered with hers answers. From elsewhere, an
+    unauthenticated call is challenged; from the trunk, only the hotline's numbers are reached."""
+    proxy = start_kamailio(tmp_path / "kamailio", config=KAMAILIO_PRODUCTION_CFG, database_url=database_url,
+                           defines={"SIP_REALM": REALM, "TRUNK_NET": f"{TRUNK}/32"})
+    voice = write_rtp_pcap(tmp_path / "440.pcap", ulaw_sine(440, 20))
+    try:
+        async with hotline_at(TUESDAY_10, kamailio=proxy, database_url=database_url, pool=pool, vault=vault,
+                              pii_key=TEST_PII_KEY, data_dir=tmp_path / "data", ring_timeout_s=4.0,
+                              redis_url=redis_url, sip_password=SERVICE_PASSWORD, seed=False) as hotline:
+            doctor = await Softphone("1001", proxy.port, tmp_path / "phone-1001",
+                                     auth_pass=DOCTOR_PASSWORD).start()
+            try:
+                ear = Earpiece()
+                try:
+                    sipp = await run_sipp("resident_talks_to_doctor.xml", proxy.port, service="hotline",
+                                          caller="13800000001", timeout_s=40, local_ip=TRUNK,
+                                          keys={"rtp_port": str(ear.port), "voice_pcap": str(voice)})
+                finally:
+                    ear.close()
+                code, out = await sipp_result(sipp, timeout_s=40)
+                assert code == 0, out + proxy.log_text()[-3000:]
+                await calls_done(hotline)
+                assert doctor.answered_calls == 1
+            finally:
+                await doctor.stop()
+            # the trunk reaches the hotline only; anyone else must authenticate
+            trunk = RawPhone(proxy.port, "13800000002", host=TRUNK)
+            stranger = RawPhone(proxy.port, "13800000002")
+            phones += [trunk, stranger]
+            assert await asyncio.to_thread(trunk.invite, "1001") == 403
+            assert await asyncio.to_thread(stranger.invite, "hotline") == 407
+    finally:
+        proxy.stop()
