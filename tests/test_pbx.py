@@ -66,6 +66,7 @@ class RawPhone:
     host: str = "127.0.0.1"  # the address the phone sends from
     sock: socket.socket = field(init=False)
     port: int = field(init=False)
+    last_sent: bytes = field(default=b"", init=False)
 
     def __post_init__(self) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -106,6 +107,14 @@ class RawPhone:
         name = "Authorization" if header.group(1).lower() == "www" else "Proxy-Authorization"
         return name, f'Digest {fields}, response="{response}"'
 
+    def next_reply(self, timeout_s: float = 3.0) -> str:
+        """The next response of any kind ("" if none came)."""
+        self.sock.settimeout(timeout_s)
+        try:
+            return self.sock.recv(65535).decode(errors="replace")
+        except TimeoutError:
+            return ""
+
     def request(self, method: str, uri: str, *, to_user: str, extra: str = "", body: str = "",
                 authenticate: bool = True, timeout_s: float = 3.0) -> str:
         """Send one request (again with credentials when challenged and `authenticate`); the
@@ -126,6 +135,7 @@ class RawPhone:
                        f"{contact}{auth}{extra}"
                        f"Content-Length: {len(body.encode())}\r\n\r\n{body}")
             self.sock.sendto(message.encode(), ("127.0.0.1", self.proxy_port))
+            self.last_sent = message.encode()
             reply = self._final(timeout_s)
             if not (authenticate and status(reply) in (401, 407) and cseq == 1):
                 return reply
@@ -137,11 +147,11 @@ class RawPhone:
                              extra=f"Expires: {expires}\r\n{extra}", authenticate=authenticate)
         return status(reply)
 
-    def invite(self, target: str) -> int:
+    def invite(self, target: str, timeout_s: float = 3.0) -> int:
         sdp = ("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
                f"m=audio {self.port + 2} RTP/AVP 0\r\n")
         return status(self.request("INVITE", f"sip:{target}@127.0.0.1", to_user=target,
-                                   extra="Content-Type: application/sdp\r\n", body=sdp))
+                                   extra="Content-Type: application/sdp\r\n", body=sdp, timeout_s=timeout_s))
 
 
 def status(reply: str) -> int:
@@ -253,6 +263,24 @@ async def test_a_phone_registers_and_calls_only_with_its_own_password(
     anonymous = RawPhone(port, "13800000001")
     phones.append(anonymous)
     assert await asyncio.to_thread(anonymous.invite, "hotline") == 407
+
+
+@pytest.mark.sip
+async def test_a_retransmitted_invite_is_not_challenged_again(
+    production_pbx: Kamailio, phones: list[RawPhone]
+) -> None:
+    """On a lossy link the caller resends its INVITE, credentials and all; the nonce is used up,
+    so authenticating it again would answer 407 and end the call: the transaction answers."""
+    doctor = RawPhone(production_pbx.port, "1001", DOCTOR_PASSWORD)
+    silent = RawPhone(production_pbx.port, "2001", ASSISTANT_PASSWORD)  # registered, never answers
+    phones += [doctor, silent]
+    assert await asyncio.to_thread(silent.register) == 200
+    # the INVITE goes out with credentials, reaches the silent phone: no final answer in time
+    assert await asyncio.to_thread(doctor.invite, "2001", 0.5) == 0
+    assert "Proxy-Authorization" in doctor.last_sent.decode()
+    doctor.sock.sendto(doctor.last_sent, ("127.0.0.1", production_pbx.port))
+    again = await asyncio.to_thread(doctor.next_reply)
+    assert status(again) == 100, again
 
 
 @pytest.mark.sip
