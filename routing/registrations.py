@@ -10,7 +10,8 @@ node LISTENs on a connection of its own and clears the mark of the staff with th
 
 Best effort: without the listener (no database connection, a PBX that writes nothing) the
 offline mark simply expires by itself, as before. A dropped listener connection is reopened
-with back-off.
+with back-off, and every binding in `location` then counts as a registration (what registered
+while nobody listened). Notifications are coalesced: one worker, one query per batch.
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ RECONNECT_MAX_S = 30.0
 
 # Staff who answer on this extension and still work here (sip_extension: migration 0016).
 _STAFF_SQL = """
-SELECT id FROM staff
-WHERE sip_extension(sip_uri) = $1 AND (left_on IS NULL OR left_on > current_date)
+SELECT id, sip_extension(sip_uri) AS ext FROM staff
+WHERE sip_extension(sip_uri) = ANY($1::text[]) AND (left_on IS NULL OR left_on > current_date)
 """
+# Distinct user names waiting to be acted on; beyond this a storm's extra names are dropped
+# (counted): their marks expire by themselves.
+MAX_PENDING = 10_000
 
 
 class RegistrationListener:
@@ -46,7 +50,10 @@ class RegistrationListener:
         self._url = database_url
         self._presence = presence
         self._task: asyncio.Task[None] | None = None
-        self._work: set[asyncio.Task[None]] = set()
+        self._worker: asyncio.Task[None] | None = None
+        self._pending: dict[str, None] = {}  # insertion-ordered set
+        self._wake = asyncio.Event()
+        self.dropped = 0
         self._listening = asyncio.Event()
         self._seen = asyncio.Condition()
         # the user names of the last registrations acted on, oldest first (bounded)
@@ -55,6 +62,7 @@ class RegistrationListener:
     async def start(self, timeout_s: float = 5.0) -> bool:
         """Start listening; True once the LISTEN is in place (else it keeps trying meanwhile)."""
         self._task = asyncio.create_task(self._listen_forever(), name="sip registrations")
+        self._worker = asyncio.create_task(self._work_forever(), name="sip registrations: presence")
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await self._listening.wait()
@@ -79,6 +87,10 @@ class RegistrationListener:
             try:
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
+                # What registered while nobody listened (start-up, a lost connection): every
+                # binding the PBX holds now counts as a registration.
+                for row in await conn.fetch("SELECT DISTINCT username FROM location"):
+                    self._on_notify(conn, 0, CHANNEL, row["username"])
                 self._listening.set()
                 delay = 1.0
                 await lost.wait()
@@ -90,20 +102,33 @@ class RegistrationListener:
             await asyncio.sleep(delay)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, username: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._registered(username))
-        self._work.add(task)
-        task.add_done_callback(self._work.discard)
+        # Coalesced: a storm of registrations (a PBX restart re-registers every phone at once)
+        # is one worker, one query per batch and one pooled connection, never a task each
+        # starving the calls' pool. A name already waiting is not queued twice.
+        if len(self._pending) < MAX_PENDING:
+            self._pending[username] = None
+        else:
+            self.dropped += 1
+        self._wake.set()
 
-    async def _registered(self, username: str) -> None:
+    async def _work_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = list(self._pending), {}
+            if batch:
+                await self._registered(batch)
+
+    async def _registered(self, usernames: list[str]) -> None:
         try:
-            ids = [r["id"] for r in await self._pool.fetch(_STAFF_SQL, username)]
-            for staff_id in ids:
-                if await self._presence.registered(staff_id):
-                    log.info("presence.registered_again", staff_id=staff_id, extension=username)
-        except Exception as exc:  # a registration we could not act on: the mark expires anyway
-            log.warning("registrations.not_applied", extension=username, error=str(exc))
+            rows = await self._pool.fetch(_STAFF_SQL, usernames)
+            for row in rows:
+                if await self._presence.registered(row["id"]):
+                    log.info("presence.registered_again", staff_id=row["id"], extension=row["ext"])
+        except Exception as exc:  # registrations we could not act on: the marks expire anyway
+            log.warning("registrations.not_applied", extensions=len(usernames), error=str(exc))
         async with self._seen:
-            self.handled.append(username)
+            self.handled.extend(usernames)
             self._seen.notify_all()
 
     async def wait_handled(self, username: str, timeout_s: float) -> None:
@@ -112,11 +137,11 @@ class RegistrationListener:
             await self._seen.wait_for(lambda: username in self.handled)
 
     async def stop(self) -> None:
-        for task in [self._task, *self._work]:
+        for task in (self._task, self._worker):
             if task is not None:
                 task.cancel()
-        for task in [self._task, *self._work]:
+        for task in (self._task, self._worker):
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._task = None
+        self._task = self._worker = None

@@ -544,3 +544,38 @@ async def test_a_residents_call_reaches_a_doctor_through_the_production_pbx(
             assert await asyncio.to_thread(stranger.invite, "hotline") == 407
     finally:
         proxy.stop()
+
+
+async def test_any_pbx_that_writes_its_registrations_makes_a_phone_ringable_at_once(
+    seeded: asyncpg.Pool, database_url: str, presence: Presence
+) -> None:
+    """What another PBX (Asterisk, FreeSWITCH) must do: insert or update the binding in
+    `location` (or NOTIFY sip_registrations, '<extension>' itself)."""
+    from routing.registrations import RegistrationListener
+
+    pool = seeded
+    doctor_id = await pool.fetchval("SELECT id FROM staff WHERE sip_uri = 'sip:1001@127.0.0.1'")
+    assistant_id = await pool.fetchval("SELECT id FROM staff WHERE sip_uri = 'sip:2001@127.0.0.1'")
+    # registered before the service listened: counted when it starts
+    await pool.execute("INSERT INTO location (ruid, username, contact) VALUES ('r0', '2001', 'sip:2001@pbx')")
+    await presence.mark_offline(assistant_id)
+    await presence.mark_offline(doctor_id)
+    listener = RegistrationListener(pool, database_url, presence)
+    assert await listener.start()
+    try:
+        await listener.wait_handled("2001", timeout_s=2.0)
+        assert (await presence.state(assistant_id)).ringable
+        assert not (await presence.state(doctor_id)).ringable
+        await pool.execute("INSERT INTO location (ruid, username, contact) VALUES ('r1', '1001', 'sip:1001@pbx')")
+        await listener.wait_handled("1001", timeout_s=2.0)
+        assert (await presence.state(doctor_id)).ringable
+        # a re-registration (UPDATE) counts too; unknown names are ignored
+        await presence.mark_offline(doctor_id)
+        listener.handled.clear()
+        await pool.execute("INSERT INTO location (ruid, username, contact) VALUES ('r2', 'nobody', 'sip:x@pbx')")
+        await pool.execute("UPDATE location SET cseq = cseq + 1 WHERE ruid = 'r1'")
+        await listener.wait_handled("1001", timeout_s=2.0)
+        assert (await presence.state(doctor_id)).ringable
+        assert "nobody" in listener.handled
+    finally:
+        await listener.stop()
