@@ -579,3 +579,42 @@ async def test_any_pbx_that_writes_its_registrations_makes_a_phone_ringable_at_o
         assert "nobody" in listener.handled
     finally:
         await listener.stop()
+
+
+@pytest.mark.sip
+async def test_kamailio_needs_only_the_documented_grants(
+    accounts: asyncpg.Pool, database_url: str, pg_admin_url: str, tmp_path: Path, phones: list[RawPhone]
+) -> None:
+    """docker/kamailio/kamailio-grants.sql is enough for the production config: a role with just
+    those rights authenticates phones and keeps registrations, and cannot read the staff table."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from store import db
+
+    role = f"kamailio_test_{os.getpid()}"
+    grants = (ROOT / "docker" / "kamailio" / "kamailio-grants.sql").read_text().replace("TO kamailio", f"TO {role}")
+    async with db.connection(pg_admin_url) as admin:
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        await accounts.execute(grants)
+        parts = urlsplit(database_url)
+        as_role = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname or ''}"))
+        async with db.connection(as_role) as conn:
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch("SELECT * FROM staff")
+        proxy = start_kamailio(tmp_path / "kamailio", config=KAMAILIO_PRODUCTION_CFG, database_url=as_role,
+                               defines={"SIP_REALM": REALM})
+        try:
+            doctor = RawPhone(proxy.port, "1001", DOCTOR_PASSWORD)
+            phones.append(doctor)
+            assert await asyncio.to_thread(doctor.register) == 200, proxy.log_text()[-2000:]
+            assert await asyncio.to_thread(doctor.register, expires=0) == 200
+        finally:
+            proxy.stop()
+        assert "ERROR" not in proxy.log_text(), proxy.log_text()[-3000:]
+    finally:
+        await accounts.execute(f"REVOKE ALL ON sip_subscribers, version, location FROM {role}; "
+                               f"REVOKE ALL ON SEQUENCE location_id_seq FROM {role}")
+        async with db.connection(pg_admin_url) as admin:
+            await admin.execute(f"DROP ROLE IF EXISTS {role}")
