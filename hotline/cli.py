@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from hotline import cli_calendar, cli_db, cli_lines, cli_roster
+from hotline import cli_calendar, cli_db, cli_lines, cli_roster, cli_sip
 from hotline.cli_common import EXIT_ERROR, EXIT_NOT_FOUND, NotFound, print_rejected
 from hotline.config import Config, ConfigError, load_config
 from hotline.logs import configure_logging
@@ -21,6 +21,7 @@ from hotline.runtime import Runtime, all_migrations, checked_pool, open_runtime
 from routing.calendar_store import CalendarNotFound
 from routing.numbers import InvalidNumber, looks_like_resident_id
 from routing.seed import SeedError
+from routing.sip_accounts import SipAccountError
 from store import db, embedded
 from store.errors import StoreError
 from store.migrate import migrate
@@ -336,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_calendar.add_parser(sub)
     cli_lines.add_parsers(sub)
     cli_db.add_parsers(sub)
+    cli_sip.add_parsers(sub)
     return p
 
 
@@ -384,6 +386,8 @@ _NEEDS_RUNTIME: dict[str, Callable[[Runtime, argparse.Namespace], Awaitable[int]
     "staff": cli_roster.cmd_staff,
     "calendar": cli_calendar.cmd_calendar,
     "lines": cli_lines.cmd_lines,
+    "sip-password": cli_sip.cmd_sip_password,
+    "pbx": cli_sip.cmd_pbx,
 }
 
 
@@ -409,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
             return cli_db.cmd_db(config, args, extra)
         return asyncio.run(_run(config, args))
     except (ConfigError, StoreError, PiiKeyError, UsageError, InvalidNumber, SeedError,
-            TelephonyError, cli_roster.RosterError, cli_lines.LineError, cli_db.DbShellError) as exc:
+            TelephonyError, cli_roster.RosterError, cli_lines.LineError, cli_db.DbShellError,
+            SipAccountError) as exc:
         print(f"hotline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except (NotFound, CalendarNotFound) as exc:

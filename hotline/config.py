@@ -54,6 +54,8 @@ class Config:
     sip_registrar: str = "127.0.0.1:5060"
     sip_user: str = "hotline"  # the hotline's own extension: residents dial this
     sip_password: str = ""  # digest password, when the registrar challenges
+    # the digest realm of the production PBX (its SIP_REALM): part of every stored password hash
+    sip_realm: str = "jiayi-hotline"
     sip_local_ip: str = "127.0.0.1"
     sip_port: int = 5070
     rtp_port_low: int = 20000

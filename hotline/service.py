@@ -29,6 +29,7 @@ from recordings.call_records import CallRecords
 from routing.calendar_store import calendar_loader
 from routing.directory import Directory
 from routing.presence import Presence, presence_client
+from routing.registrations import RegistrationListener
 from routing.snapshot import RoutingCache
 from store import embedded
 from store.private import private_dir
@@ -57,6 +58,7 @@ class RunningService:
     flow: CallFlow
     clock: Clock
     calls: set[asyncio.Task[str]]
+    registrations: RegistrationListener | None = None
     winding_down: bool = False
 
     async def serve_forever(self) -> None:
@@ -133,7 +135,12 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
                         why="public holidays unknown: those days are treated as ordinary weeks; "
                             "`hotline calendar import` the State Council's notice")
         await agent.start()
-        service = RunningService(agent, flow, clock, set())
+        # A phone that registers with the PBX is ringable again at once (the PBX writes its
+        # registrations to this database; routing/registrations.py); without that, a phone a
+        # failed dial marked offline stays skipped until the mark expires.
+        registrations = RegistrationListener(pool, rt.database_url, presence)
+        await registrations.start()
+        service = RunningService(agent, flow, clock, set(), registrations)
         serving = asyncio.create_task(service.serve_forever(), name="take calls")
         log.info("service.started", sip=f"sip:{config.sip_user}@{config.sip_registrar}",
                  local=f"{config.sip_local_ip}:{config.sip_port}", registered=agent.registered)
@@ -145,6 +152,7 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
                 await serving
             await service.drain()
             await agent.stop()
+            await registrations.stop()
             await routing.stop()
             await redis.aclose()
             log.info("service.stopped")

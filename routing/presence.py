@@ -17,7 +17,9 @@ Key layout (all strings; the database of HOTLINE_REDIS_URL):
                                  dnd: set by the console, no expiry;
                                  offline: by the console (no expiry), or by the service when a
                                    dial came back unreachable (`mark_offline`, OFFLINE_TTL_S), so a
-                                   phone that registers again is ringable without anyone clearing it.
+                                   phone that registers again is ringable without anyone clearing it;
+                                   cleared at once when the PBX says the phone registered
+                                   (`registered`, routing/registrations.py).
     hotline:claim:<staff_id>     "<since ISO 8601> <call_id>": the call ringing this person now;
                                  created only if absent (and the person is not on another call,
                                  dnd or offline), expires after the claim's ttl, deleted only by
@@ -259,6 +261,16 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
+# KEYS: presence. The phone registered: an offline mark with an expiry (the service's guess
+# after an unreachable dial) goes; a console's offline (no expiry), dnd and on_call stay.
+_REGISTERED = _HELPERS + """
+local s = state_of(redis.call('GET', KEYS[1]))
+if s and s.state == 'offline' and redis.call('PTTL', KEYS[1]) >= 0 then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 # KEYS: presence. Back to available, unless on a call (the call's end clears that).
 _SET_AVAILABLE = _HELPERS + """
 local s = state_of(redis.call('GET', KEYS[1]))
@@ -296,7 +308,8 @@ class Presence:
         self._scripts = {name: client.register_script(src) for name, src in (
             ("claim", _CLAIM), ("release", _RELEASE), ("extend", _EXTEND),
             ("call_started", _CALL_STARTED), ("call_ended", _CALL_ENDED),
-            ("mark_offline", _MARK_OFFLINE), ("set_available", _SET_AVAILABLE))}
+            ("mark_offline", _MARK_OFFLINE), ("set_available", _SET_AVAILABLE),
+            ("registered", _REGISTERED))}
 
     @property
     def degraded(self) -> bool:
@@ -393,6 +406,12 @@ class Presence:
         ttl = self.offline_ttl_s if ttl_s is None else ttl_s
         return bool(await self._script("mark_offline", [presence_key(staff_id)], [doc, _ms(ttl)],
                                        fallback=0))
+
+    async def registered(self, staff_id: int) -> bool:
+        """Their phone just registered with the PBX: the offline mark a failed dial left
+        (`mark_offline`) is cleared at once (True), so the next call rings them. A console's
+        offline, dnd and on_call are people's or calls' states and stay."""
+        return bool(await self._script("registered", [presence_key(staff_id)], [], fallback=0))
 
     # --- the console -----------------------------------------------------------------------------
 

@@ -85,8 +85,15 @@ then
 else
     mkdir -p "$data_dir/kamailio"
     kamailio=$(command -v kamailio || echo /usr/sbin/kamailio)
+    # Kamailio writes its registrations to the hotline's database, so a phone that registers
+    # is ringable at once (KAMAILIO_DBURL, and PGHOST for the private server's Unix socket).
+    pbx_db=$(HOTLINE_LOG_LEVEL=warning $hotline pbx env)
+    set -a
+    eval "$pbx_db"
+    set +a
     setsid "$kamailio" -f docker/kamailio/kamailio.cfg -l "udp:$pbx" -Y "$data_dir/kamailio" \
-        -P "$data_dir/kamailio/kamailio.pid" -D -E >"$data_dir/kamailio/kamailio.log" 2>&1 &
+        -P "$data_dir/kamailio/kamailio.pid" -D -E -A "DBURL=\"$KAMAILIO_DBURL\"" \
+        >"$data_dir/kamailio/kamailio.log" 2>&1 &
     kamailio_pid=$!
     echo "kamailio_pid=$kamailio_pid" >>"$reaper_state"
     sleep 0.5

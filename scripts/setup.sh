@@ -6,11 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the service and the tests use: Kamailio is the PBX stand-in (demo and tests),
+# with its PostgreSQL driver (accounts and registrations in our database: kamailio-production.cfg),
 # sipp (package sip-tester) plays the resident's phone in the SIP tests, baresip plays the
 # doctor's softphone in the tests (tests/softphone.py), linphone-cli (linphonec) the other
 # stock softphone the tests call in and answer with (tests/linphone.py), ffmpeg lets pydub read
-# prompts that are not WAV, and postgresql-client is psql for `hotline db shell`.
-APT_PACKAGES=(python3 python3-venv kamailio sip-tester baresip linphone-cli ffmpeg postgresql-client)
+# prompts that are not WAV, postgresql-client is psql for `hotline db shell`, and
+# kamailio-postgres-modules let Kamailio read credentials and write registrations in PostgreSQL.
+APT_PACKAGES=(python3 python3-venv kamailio kamailio-postgres-modules sip-tester baresip linphone-cli ffmpeg
+              postgresql-client)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 KAMAILIO_CFG = ROOT / "docker" / "kamailio" / "kamailio.cfg"
+KAMAILIO_PRODUCTION_CFG = ROOT / "docker" / "kamailio" / "kamailio-production.cfg"
 SIPP_SCENARIOS = Path(__file__).resolve().parent / "sipp"
 
 
@@ -136,18 +137,31 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def start_kamailio(rundir: Path, port: int | None = None, register_password: str | None = None) -> Kamailio:
-    """Kamailio on 127.0.0.1:port; with `register_password`, REGISTER is digest-challenged."""
+def start_kamailio(rundir: Path, port: int | None = None, register_password: str | None = None,
+                   *, config: Path = KAMAILIO_CFG, database_url: str | None = None,
+                   defines: dict[str, str] | None = None) -> Kamailio:
+    """Kamailio on 127.0.0.1:port; with `register_password`, REGISTER is digest-challenged.
+    `database_url` (the test's database) is passed as DBURL: registrations are written there
+    (and the production config reads its accounts there); `defines` adds -A NAME="value"."""
+    from hotline.cli_sip import kamailio_database
+
     binary = shutil.which("kamailio") or "/usr/sbin/kamailio"
     port = port or free_udp_port()
-    defines = ["-A", "WITH_AUTH", "-A", f'REGISTER_PASSWORD="{register_password}"'] if register_password else []
+    defines = dict(defines or {})
+    env = dict(os.environ)
+    if database_url:
+        defines["DBURL"], pg_env = kamailio_database(database_url)
+        env.update(pg_env)
+    args = ["-A", "WITH_AUTH", "-A", f'REGISTER_PASSWORD="{register_password}"'] if register_password else []
+    for name, value in defines.items():
+        args += ["-A", f'{name}="{value}"']
     rundir.mkdir(parents=True, exist_ok=True)
     log = rundir / "kamailio.log"
     with log.open("wb") as out:  # the child keeps its own copy of the descriptor
         process = subprocess.Popen(
-            [binary, "-f", str(KAMAILIO_CFG), "-l", f"udp:127.0.0.1:{port}", "-Y", str(rundir),
-             "-P", str(rundir / "kamailio.pid"), "-D", "-E", *defines],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            [binary, "-f", str(config), "-l", f"udp:127.0.0.1:{port}", "-Y", str(rundir),
+             "-P", str(rundir / "kamailio.pid"), "-D", "-E", *args],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env,
             preexec_fn=_die_with_parent,
         )
     proxy = Kamailio(port, process, log)
@@ -169,13 +183,13 @@ def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kamailio]:
 
 
 async def run_sipp(scenario: str, proxy_port: int, *, service: str, caller: str,
-                   timeout_s: float = 20, keys: dict[str, str] | None = None
-                   ) -> asyncio.subprocess.Process:
+                   timeout_s: float = 20, keys: dict[str, str] | None = None,
+                   local_ip: str = "127.0.0.1") -> asyncio.subprocess.Process:
     """Start one sipp call of a scenario in tests/sipp/ through the proxy; await .wait() for it."""
     extra = [arg for key, value in (keys or {}).items() for arg in ("-key", key, value)]
     return await asyncio.create_subprocess_exec(
         "sipp", f"127.0.0.1:{proxy_port}", "-sf", str(SIPP_SCENARIOS / scenario),
-        "-i", "127.0.0.1", "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
+        "-i", local_ip, "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
         "-s", service, "-key", "caller", caller, *extra, "-m", "1",
         "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-nostdin",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

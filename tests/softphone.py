@@ -253,6 +253,7 @@ class Softphone:
     answer_after: float = 0.0  # seconds of ringing before an "answer" phone picks up
     codecs: str | None = "pcmu"  # baresip audio_codecs, in order of preference; None: all loaded
     modules: Modules = "tests"
+    auth_pass: str = ""  # the extension's digest password, when the proxy challenges
     # picked at start():
     sip_port: int = field(default=0, init=False)
     ctrl_port: int = field(default=0, init=False)
@@ -360,7 +361,8 @@ statmode_default	off
         # calls are counted the same way whatever the mode (auto answer raises no CALL_INCOMING).
         (self.workdir / "accounts").write_text(
             f'<{self.uri}>;outbound="sip:127.0.0.1:{self.proxy_port}";answermode=manual;'
-            + (f"audio_codecs={self.codecs};" if self.codecs else "") + "regint=120\n")
+            + (f"audio_codecs={self.codecs};" if self.codecs else "") + "regint=120"
+            + (f";auth_pass={self.auth_pass}" if self.auth_pass else "") + "\n")
 
     async def _connect(self, deadline: float) -> None:
         while True:
