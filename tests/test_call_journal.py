@@ -19,10 +19,13 @@ import asyncpg
 import pytest
 
 from handover.callbacks import Callbacks
+from hotline.clock import Clock
 from hotline.runtime import all_migrations, with_database
+from ivr.flow import CallFlow, FlowSettings
 from recordings.call_log import CallLog, Replayer, apply_event
 from recordings.call_records import CallerNumber, CallRecords
 from recordings.journal import Journal, read_segment
+from routing.directory import Directory
 from store import db, embedded
 from store.migrate import migrate
 from store.pii import PiiVault
@@ -303,3 +306,30 @@ async def test_a_call_outliving_postgresql_goes_on_in_the_journal_and_is_written
         await pool.close()
     assert not list((tmp_path / "journal").glob("*.jsonl"))
     assert os.listdir(tmp_path / "journal") == []
+
+
+async def test_a_call_the_crash_cut_while_journaling_is_recovered_after_the_replay(
+        pool: asyncpg.Pool, vault: PiiVault, district: District, tmp_path: Path) -> None:
+    # The service was killed while PostgreSQL was away, a caller waiting for a doctor: the journal
+    # holds the call up to its routing. At the next start (hotline.service) the journal is
+    # replayed first, so recovery finds the call unfinished and keeps the callback promise.
+    call_log = degraded_log(pool, vault, tmp_path / "journal")
+    entry = call_log.open("cut@x", CallerNumber.of(vault, "13900000007"), T0)
+    await entry.open()
+    await entry.answered(T0 + timedelta(seconds=1))
+    await entry.routed("day", "unknown caller", [{"staff_id": district.agent_id, "name": "坐席"}])
+    await entry.dial_started(district.agent_id, "sip:4001@127.0.0.1", T0 + timedelta(seconds=4))
+    # the process dies: nothing sealed; the kernel closes its files (and so drops its lock)
+    os.close(call_log.journal._fd)  # type: ignore[union-attr,arg-type]
+
+    restarted = degraded_log(pool, vault, tmp_path / "journal")
+    assert (await Replayer(restarted, pool).drain()).applied == 4
+    flow = CallFlow(records=restarted.records, callbacks=restarted.callbacks, directory=Directory(pool, vault),
+                    routing=None, vault=vault, clock=Clock(T0 + timedelta(minutes=5)),  # type: ignore[arg-type]
+                    dial=None, settings=FlowSettings(recordings_dir=tmp_path / "rec"))  # type: ignore[arg-type]
+    assert await flow.recover() == 1
+    record = await pool.fetchrow("SELECT * FROM call_records WHERE call_id = 'cut@x'")
+    assert record["disposition"] == "failed" and record["node"] == "node-a"
+    task = await pool.fetchrow("SELECT * FROM callback_tasks")
+    assert task["owner_staff_id"] == district.agent_id and task["due_at"] == T0 + timedelta(hours=8)
+    assert await pool.fetchval("SELECT call_record_id FROM callback_calls") == record["id"]
