@@ -2,12 +2,15 @@
 
 One open task per caller (the resident; the number when the caller is unknown): a repeat missed
 call while it is open attaches to it and keeps the first deadline — the promise runs from the
-first call nobody answered. The rule holds across service nodes because PostgreSQL enforces it
+first call nobody answered, even when an earlier call is written later (replayed from the call
+journal after PostgreSQL was away). The rule holds across service nodes because PostgreSQL enforces it
 (a unique index over open tasks) and the upsert below is one statement.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,8 +31,18 @@ def caller_key(resident_id: int | None, number_hash: bytes) -> str:
 
 
 class Callbacks:
-    def __init__(self, pool: asyncpg.Pool):
+    # `pool` may be a single connection too (the call journal's replay, in its transaction).
+    def __init__(self, pool: asyncpg.Pool | asyncpg.Connection):
         self._pool = pool
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        if isinstance(self._pool, asyncpg.Pool):
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield conn
+        else:
+            async with self._pool.transaction():
+                yield self._pool
 
     async def owe_for_missed_call(
         self, *, call_record_id: int, resident_id: int | None, number_hash: bytes,
@@ -40,13 +53,14 @@ class Callbacks:
 
         Safe to repeat for the same call (recovery after a crash attaches it once).
         """
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._transaction() as conn:
             row = await conn.fetchrow(
                 """INSERT INTO callback_tasks (caller_key, resident_id, caller_number_hash,
                         caller_number_enc, caller_number_masked, owner_staff_id, opened_at, due_at)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                    ON CONFLICT (caller_key) WHERE status = 'open'
-                   DO UPDATE SET caller_key = EXCLUDED.caller_key
+                   DO UPDATE SET opened_at = LEAST(callback_tasks.opened_at, EXCLUDED.opened_at),
+                                 due_at = LEAST(callback_tasks.due_at, EXCLUDED.due_at)
                    RETURNING id, due_at, (xmax = 0) AS created""",
                 caller_key(resident_id, number_hash), resident_id, number_hash, number_encrypted,
                 number_masked, owner_staff_id, missed_at, missed_at + CALLBACK_WINDOW,
@@ -67,3 +81,14 @@ class Callbacks:
                ON CONFLICT (call_record_id) DO UPDATE SET call_record_id = EXCLUDED.call_record_id
                RETURNING id""",
             task_id, call_record_id, path, seconds, sha256, recorded_at)
+
+    async def attach_voicemail_to_call(self, *, call_record_id: int, path: str, seconds: float,
+                                       sha256: str, recorded_at: datetime) -> int | None:
+        """The message of a call, kept with the task the call is attached to (None: the call owes
+        no callback, nothing to attach to). Once per call, like attach_voicemail."""
+        return await self._pool.fetchval(
+            """INSERT INTO voicemails (task_id, call_record_id, path, seconds, sha256, recorded_at)
+               SELECT task_id, $1, $2, $3, $4, $5 FROM callback_calls WHERE call_record_id = $1
+               ON CONFLICT (call_record_id) DO UPDATE SET call_record_id = EXCLUDED.call_record_id
+               RETURNING id""",
+            call_record_id, path, seconds, sha256, recorded_at)

@@ -3,6 +3,10 @@
 Start: check the schema, close what a previous run left open (recordings repaired, callbacks
 owed to callers who were waiting), bind the SIP port and register. A registrar that is away is
 not fatal: the agent keeps retrying (telephony.sip_ua) and calls flow once it answers.
+While PostgreSQL is away calls go on: their steps are spooled to the node's journal
+(DATA_DIR/journal) and a replayer task writes them to PostgreSQL once it is back, with backoff
+(recordings.call_log). At start-up the journal a previous run left is replayed before recovery,
+so recovery sees the calls it holds.
 Stop (SIGINT/SIGTERM, `wind_down`): unregister so the PBX sends new calls to another node (an
 INVITE that still arrives gets 503), let the calls in progress end by themselves for up to
 drain_s — a resident talking to a doctor is not cut off by a deploy — then hang up whatever is
@@ -25,7 +29,9 @@ from hotline.clock import Clock
 from hotline.runtime import Runtime, checked_pool
 from ivr.flow import CallFlow, FlowSettings
 from ivr.queue import CallQueue
+from recordings.call_log import CallLog, Replayer
 from recordings.call_records import CallRecords
+from recordings.journal import Journal
 from routing.calendar_store import calendar_loader
 from routing.directory import Directory
 from routing.presence import Presence, presence_client
@@ -41,6 +47,9 @@ log = structlog.get_logger("hotline.service")
 POOL_SIZE = 10
 # How long a stopping service gives its calls to wrap up (records, recordings) before cancelling.
 DRAIN_S = 5.0
+# How long a stopping service tries to write the journal to PostgreSQL (what is left stays in
+# the journal for the next start).
+FINAL_REPLAY_S = 10.0
 
 
 def sip_account(rt: Runtime) -> SipAccount:
@@ -60,6 +69,7 @@ class RunningService:
     calls: set[asyncio.Task[str]]
     registrations: RegistrationListener | None = None
     winding_down: bool = False
+    replayer: Replayer | None = None
 
     async def serve_forever(self) -> None:
         while True:
@@ -119,14 +129,26 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
         # still takes calls (presence.py degrades to "everyone ringable", the queue to this node).
         redis = presence_client(config.redis_url or embedded.ensure_redis(config.data_dir))
         presence = Presence(redis, tz=config.tz, now=clock.now)
+        records, callbacks = CallRecords(pool, rt.vault, config.node), Callbacks(pool)
+        journal = Journal(config.data_dir / "journal")
+        call_log = CallLog(records, callbacks, journal)
+        replayer = Replayer(call_log, pool)
         flow = CallFlow(
-            records=CallRecords(pool, rt.vault, config.node), callbacks=Callbacks(pool),
-            directory=Directory(pool, rt.vault, area_code=config.area_code), routing=routing.data, vault=rt.vault, clock=clock,
+            records=records, callbacks=callbacks, call_log=call_log,
+            directory=Directory(pool, rt.vault, area_code=config.area_code), routing=routing.data,
+            vault=rt.vault, clock=clock,
             dial=agent.dial, presence=presence, queue=CallQueue(redis),
             settings=FlowSettings(recordings_dir=config.recordings_path, tz=config.tz,
                                   menu_timeout_s=config.menu_timeout_s, queue_wait_s=config.queue_wait_s,
                                   queue_announce_every_s=config.queue_announce_every_s,
                                   voicemail_max_s=config.voicemail_max_s))
+        try:  # what a previous run journaled, before recovery looks for unfinished calls
+            replayed = await replayer.drain()
+            if replayed.applied or replayed.rejected:
+                log.warning("journal.replayed_at_start", applied=replayed.applied, rejected=replayed.rejected,
+                            segments=replayed.segments)
+        except Exception as exc:  # the replayer task tries again
+            log.error("journal.not_replayed_at_start", why=str(exc))
         await flow.recover()
         today = clock.now().astimezone(config.tz).date()
         missing = (await routing.data(clock.now())).calendar.missing_years(today, today + timedelta(days=60))
@@ -140,8 +162,9 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
         # failed dial marked offline stays skipped until the mark expires.
         registrations = RegistrationListener(pool, rt.database_url, presence)
         await registrations.start()
-        service = RunningService(agent, flow, clock, set(), registrations)
+        service = RunningService(agent, flow, clock, set(), registrations, replayer=replayer)
         serving = asyncio.create_task(service.serve_forever(), name="take calls")
+        replaying = asyncio.create_task(replayer.run(), name="replay the call journal")
         log.info("service.started", sip=f"sip:{config.sip_user}@{config.sip_registrar}",
                  local=f"{config.sip_local_ip}:{config.sip_port}", registered=agent.registered)
         try:
@@ -151,6 +174,16 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
             with contextlib.suppress(asyncio.CancelledError):
                 await serving
             await service.drain()
+            replaying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replaying
+            await journal.close()
+            if journal.holds_events():
+                try:
+                    await asyncio.wait_for(replayer.drain(), FINAL_REPLAY_S)
+                except Exception as exc:
+                    log.warning("journal.left_for_next_start", why=str(exc) or type(exc).__name__,
+                                path=str(journal.directory))
             await agent.stop()
             await registrations.stop()
             await routing.stop()

@@ -11,7 +11,11 @@ Dispositions:
                the callback task is opened (or the call attached to the open one)
     abandoned  the caller hung up while a human was being rung: a callback is owed too
     ivr_only   the caller hung up before asking for a human (mid-greeting, at the menu)
-    failed     the service could not handle the call (a bug, the database gone): logged
+    failed     the service could not handle the call (a bug, the journal's disk refusing): logged
+
+While PostgreSQL is away the call goes on: its steps are written to the node's journal (see
+recordings.call_log) and replayed when it is back; the caller is routed from the routing data in
+memory, as an unknown caller (the duty desk) when the directory cannot be asked who calls.
 
 The prompts and the order come from the issue's flow: greeting; "按1 转接您的家庭医生" (a key
 outside the menu, or none, replays it, at most three times; after that the caller is put
@@ -34,11 +38,12 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from handover.callbacks import Callbacks
+from handover.callbacks import CALLBACK_WINDOW, Callbacks
 from hotline.clock import Clock
 from ivr.hunt import Answered, Dial, Hunt, NoPresence, keep_on_call
 from ivr.prompts import prompt, prompt_file, queue_position
 from ivr.queue import CallQueue, queue_key
+from recordings.call_log import CallEntry, CallLog, Owed, unreachable
 from recordings.call_records import CallerNumber, CallRecords
 from recordings.recorder import (
     AlignedStereo,
@@ -135,9 +140,12 @@ class _Recording:
         return await asyncio.to_thread(self.writer.close)
 
 
-def recording_path(root: Path, offered_at: datetime, record_id: int, call_id: str) -> Path:
+def recording_path(root: Path, offered_at: datetime, record_id: int | None, call_id: str) -> Path:
+    """Named by the record; a call opened in the journal (PostgreSQL away) has no record id yet,
+    its Call-ID (unique per record) names it alone."""
     safe_call_id = re.sub(r"[^A-Za-z0-9._-]", "_", call_id)[:48]
-    return root / f"{offered_at:%Y/%m/%d}" / f"{record_id:08d}-{safe_call_id}.wav"
+    prefix = f"{record_id:08d}" if record_id is not None else "journal"
+    return root / f"{offered_at:%Y/%m/%d}" / f"{prefix}-{safe_call_id}.wav"
 
 
 def voicemail_path(recording: Path) -> Path:
@@ -160,8 +168,12 @@ def callback_owner(caller: Caller | None, decision: ChainDecision | None, on: An
 class CallFlow:
     def __init__(self, *, records: CallRecords, callbacks: Callbacks, directory: Directory,
                  routing: Callable[[datetime], Awaitable[RoutingData]], vault: PiiVault, clock: Clock,
-                 dial: Dial, settings: FlowSettings, presence: Any = None, queue: CallQueue | None = None):
+                 dial: Dial, settings: FlowSettings, presence: Any = None, queue: CallQueue | None = None,
+                 call_log: CallLog | None = None):
+        # Live calls write through the call log (PostgreSQL, or the journal while it is away);
+        # recovery at start-up works on PostgreSQL itself.
         self.records = records
+        self.call_log = call_log if call_log is not None else CallLog(records, callbacks, None)
         self.routing = routing
         # Live staff state and claims (routing.presence); without it everyone is free.
         self.presence = presence if presence is not None else NoPresence()
@@ -181,17 +193,20 @@ class CallFlow:
         # area code, a sip:/tel: URI), normalized as the directory does: one canonical number.
         number = CallerNumber.of(self.vault, leg.calling_number, area_code=self.directory.area_code)
         bound = log.bind(call_id=leg.call_id, caller=number.masked)
+        entry = self.call_log.open(leg.call_id, number, offered_at)
         try:
-            record_id = await self.records.open(leg.call_id, number, offered_at)
+            await entry.open()
         except Exception as exc:
-            # Without the database there is no record, no caller, no route: refuse at once so
-            # the PBX can send the call elsewhere (its overflow, a recorded announcement)
-            # instead of leaving the resident in silence.
-            bound.error("call.refused_no_database", why=reason_of(exc))
+            # Nowhere to write the call (no journal configured and no database, or the journal's
+            # disk refusing): refuse at once so the PBX can send the call elsewhere (its overflow,
+            # a recorded announcement) instead of leaving the resident in silence.
+            bound.error("call.refused_nowhere_to_write", why=reason_of(exc))
             with contextlib.suppress(Exception):
-                await leg.refuse(503, "Service Unavailable", "the hotline cannot reach its database")
+                await leg.refuse(503, "Service Unavailable", "the hotline cannot write the call down")
             return "failed"
-        call = _Call(self, leg, record_id, number, offered_at, bound)
+        if entry.journaled:
+            bound.warning("call.journaled", why="PostgreSQL is away: the call is written to the journal")
+        call = _Call(self, leg, entry, number, offered_at, bound)
         cancelled = False
         try:
             disposition = await call.run()
@@ -206,10 +221,10 @@ class CallFlow:
             disposition = "failed"
         await call.finish()
         try:
-            await self.records.ended(record_id, self.clock.now(), disposition)
+            await entry.ended(self.clock.now(), disposition)
         except Exception:
             bound.exception("call.record_not_closed")
-        bound.info("call.ended", disposition=disposition, record_id=record_id)
+        bound.info("call.ended", disposition=disposition, record_id=entry.record_id, journaled=entry.journaled)
         if cancelled:
             raise asyncio.CancelledError
         return disposition
@@ -226,9 +241,10 @@ class CallFlow:
             bound.info("call.turn_away_failed", why=reason_of(exc))
         bound.info("call.turned_away", why=why)
         try:
-            record_id = await self.records.open(leg.call_id, number, offered_at)
-            await self.records.routed(record_id, None, f"turned away: {why}", [])
-            await self.records.ended(record_id, self.clock.now(), "failed")
+            entry = self.call_log.open(leg.call_id, number, offered_at)
+            await entry.open()
+            await entry.routed(None, f"turned away: {why}", [])
+            await entry.ended(self.clock.now(), "failed")
         except Exception as exc:
             bound.error("call.record_not_written", why=reason_of(exc))
 
@@ -285,11 +301,11 @@ class CallFlow:
 
 
 class _Call:
-    def __init__(self, flow: CallFlow, leg: Any, record_id: int, number: CallerNumber,
+    def __init__(self, flow: CallFlow, leg: Any, entry: CallEntry, number: CallerNumber,
                  offered_at: datetime, log: Any):
         self.flow = flow
         self.leg = leg
-        self.record_id = record_id
+        self.entry = entry
         self.number = number
         self.offered_at = offered_at
         self.log = log
@@ -309,9 +325,9 @@ class _Call:
 
     async def run(self) -> str:
         flow = self.flow
-        self.caller = await flow.directory.find_caller(self.leg.calling_number)
+        self.caller = await self._find_caller()
         if self.caller is not None:
-            await flow.records.identified(self.record_id, self.caller.resident_id)
+            await self.entry.identified(self.caller.resident_id)
         self.log.info("call.identified" if self.caller else "call.unknown_caller",
                       resident_id=self.caller.resident_id if self.caller else None)
         try:
@@ -321,7 +337,7 @@ class _Call:
                 self.log.info("call.cancelled_before_answer")
                 return "ivr_only"
             raise
-        await flow.records.answered(self.record_id, flow.clock.now())
+        await self.entry.answered(flow.clock.now())
         await self._start_recording()
 
         # A resident who knows the menu may press 1 during the greeting (barge-in).
@@ -329,7 +345,7 @@ class _Call:
             return "ivr_only"
 
         self.decision = await self._decide()
-        hunt = Hunt(leg=self.leg, record_id=self.record_id, records=flow.records, presence=flow.presence,
+        hunt = Hunt(leg=self.leg, entry=self.entry, presence=flow.presence,
                     dial=flow.dial, now=flow.clock.now, log=self.log)
         try:
             return await self._hunt(hunt)
@@ -458,28 +474,38 @@ class _Call:
         self.log.info("voicemail.saved", seconds=round(message.seconds, 1), path=str(path))
         return message
 
-    async def keep_message_cut_short(self, task_id: int | None) -> None:
+    async def keep_message_cut_short(self, owed: Owed | None) -> None:
         """The service is stopping while the caller leaves a message: keep what they said."""
-        if task_id is None or self.recording is None or self.recording.message is None:
+        if owed is None or self.recording is None or self.recording.message is None:
             return
-        await self._attach_message(task_id, await self._save_message())
+        await self._attach_message(owed, await self._save_message())
 
-    async def _attach_message(self, task_id: int | None, message: Recording | None) -> None:
-        if message is not None and task_id is not None:
-            await self.flow.callbacks.attach_voicemail(
-                task_id=task_id, call_record_id=self.record_id, path=str(message.path),
-                seconds=message.seconds, sha256=message.sha256, recorded_at=self.flow.clock.now())
+    async def _attach_message(self, owed: Owed | None, message: Recording | None) -> None:
+        if message is not None and owed is not None:
+            await self.entry.attach_voicemail(path=str(message.path), seconds=message.seconds,
+                                              sha256=message.sha256, recorded_at=self.flow.clock.now())
 
     async def _note_voicemail(self, offset_s: float | None) -> None:
         """Tell the record where the message starts (None: nothing was said). Only recovery
         after a crash needs it: failing to store it must not cost the caller the message."""
         try:
             if offset_s is None:
-                await self.flow.records.voicemail_nothing_said(self.record_id)
+                await self.entry.voicemail_nothing_said()
             else:
-                await self.flow.records.voicemail_started(self.record_id, offset_s)
+                await self.entry.voicemail_started(offset_s)
         except Exception as exc:
             self.log.warning("voicemail.offset_not_stored", why=reason_of(exc))
+
+    async def _find_caller(self) -> Caller | None:
+        """Who calls. With PostgreSQL away the directory cannot say: the caller is taken for
+        unknown (routed to the duty desk), and the record says so."""
+        try:
+            return await self.flow.directory.find_caller(self.leg.calling_number)
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            self.log.warning("call.caller_not_identified", why=f"PostgreSQL away: {reason_of(exc)}")
+            return None
 
     async def _greeting(self) -> Prompt:
         """The greeting of the number dialled (a center's own line may have its own)."""
@@ -508,8 +534,7 @@ class _Call:
         if not store:
             return decision
         explained = decision.as_json()
-        await flow.records.routed(self.record_id, decision.service, decision.reason,
-                                  explained["targets"], explained)
+        await self.entry.routed(decision.service, decision.reason, explained["targets"], explained)
         self.log.info("call.routed", service=decision.service, reason=decision.reason,
                       steps=[s.name for s in decision.steps], targets=len(decision.targets))
         return decision
@@ -517,7 +542,7 @@ class _Call:
     async def _record_live_skips(self, hunt: Hunt) -> None:
         """People skipped because another call held them, added to the stored explanation."""
         if hunt.claims_elsewhere:
-            await self.flow.records.explained_more(self.record_id, [
+            await self.entry.explained_more([
                 {"staff_id": t.staff.id, "name": t.staff.name, "reason": f"{t.staff.name} {why}"}
                 for t, why in hunt.claims_elsewhere])
 
@@ -564,25 +589,25 @@ class _Call:
             await flow.presence.call_ended(staff_id, self.leg.call_id)
 
     async def _start_recording(self) -> None:
-        path = recording_path(self.flow.settings.recordings_dir, self.offered_at, self.record_id,
+        path = recording_path(self.flow.settings.recordings_dir, self.offered_at, self.entry.record_id,
                               self.leg.call_id)
-        await self.flow.records.recording_started(self.record_id, str(path))
+        await self.entry.recording_started(str(path))
         self.recording = _Recording(self.leg, path)
 
-    async def owe_callback(self) -> int | None:
+    async def owe_callback(self) -> Owed | None:
         if self.number.hash is None:
             self.log.warning("callback.no_number", why="withheld or not a phone number; nobody to call back")
             return None
-        owed = await self.flow.callbacks.owe_for_missed_call(
-            call_record_id=self.record_id,
+        owed = await self.entry.owe_callback(
             resident_id=self.caller.resident_id if self.caller else None,
-            number_hash=self.number.hash, number_encrypted=self.number.encrypted or b"",
-            number_masked=self.number.masked,
             owner_staff_id=callback_owner(self.caller, self.decision,
                                           self.offered_at.astimezone(self.flow.settings.tz).date()),
             missed_at=self.offered_at)
-        self.log.info("callback.owed", task_id=owed.task_id, new=owed.created, due_at=owed.due_at.isoformat())
-        return owed.task_id
+        if owed is not None:
+            self.log.info("callback.owed", task_id=owed.task_id, new=owed.created,
+                          due_at=(owed.due_at or self.offered_at + CALLBACK_WINDOW).isoformat(),
+                          journaled=owed.task_id is None)
+        return owed
 
     async def finish(self) -> None:
         """Hang up if still up, and close the recording into the record."""
@@ -592,6 +617,6 @@ class _Call:
         if self.recording is not None:
             try:
                 done = await self.recording.finish()
-                await self.flow.records.recorded(self.record_id, str(done.path), done.seconds, done.sha256)
+                await self.entry.recorded(str(done.path), done.seconds, done.sha256)
             except Exception:
                 self.log.exception("recording.not_finalized", path=str(self.recording.path))

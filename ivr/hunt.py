@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ivr.prompts import prompt
-from recordings.call_records import CallRecords
+from recordings.call_log import CallEntry
 from routing.chain import Step, Target
 from telephony.dialer import Dialed, DialOutcome
 from telephony.leg import MediaLeg
@@ -90,11 +90,10 @@ class GroupResult:
 
 
 class Hunt:
-    def __init__(self, *, leg: Any, record_id: int, records: CallRecords, presence: Presence,
+    def __init__(self, *, leg: Any, entry: CallEntry, presence: Presence,
                  dial: Dial, now: Callable[[], Any], log: Any):
         self.leg = leg
-        self.record_id = record_id
-        self.records = records
+        self.entry = entry
         self.presence = presence
         self.dial = dial
         self.now = now
@@ -120,8 +119,7 @@ class Hunt:
         attempts = []
         ringing = asyncio.Event()
         for target in claimed:
-            seq = await self.records.dial_started(self.record_id, target.staff.id, target.staff.sip_uri or "",
-                                                  self.now())
+            seq = await self.entry.dial_started(target.staff.id, target.staff.sip_uri or "", self.now())
             attempts.append((target, seq, asyncio.create_task(self.dial(
                 target.staff.sip_uri, step.ring_timeout_s, caller_display=self.leg.calling_number,
                 codecs=(self.leg.codec, "PCMU" if self.leg.codec == "PCMA" else "PCMA"),
@@ -182,7 +180,7 @@ class Hunt:
                     await task
                 outcome_of[task] = "cancelled"
             for _target, seq, task in attempts:
-                await self.records.dial_ended(self.record_id, seq, outcome_of.get(task, "cancelled"), self.now())
+                await self.entry.dial_ended(seq, outcome_of.get(task, "cancelled"), self.now())
         if result.abandoned and result.answered is not None:
             await result.answered.leg.hangup()
             result.answered = None

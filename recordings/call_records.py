@@ -61,7 +61,8 @@ class UnfinishedCall:
 
 
 class CallRecords:
-    def __init__(self, pool: asyncpg.Pool, vault: PiiVault, node: str = ""):
+    # `pool` may be a single connection too (the journal's replay runs in its transaction).
+    def __init__(self, pool: asyncpg.Pool | asyncpg.Connection, vault: PiiVault, node: str = ""):
         self._pool = pool
         self._vault = vault
         # The service node writing these records (see unfinished).
@@ -111,6 +112,14 @@ class CallRecords:
                FROM dial_attempts WHERE call_record_id = $1
                RETURNING seq""",
             record_id, staff_id, sip_uri, at)
+
+    async def dial_started_as(self, record_id: int, seq: int, staff_id: int | None, sip_uri: str,
+                              at: datetime) -> None:
+        """An attempt whose number the caller chose (the journal's, replayed): once only."""
+        await self._pool.execute(
+            """INSERT INTO dial_attempts (call_record_id, seq, staff_id, sip_uri, started_at)
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (call_record_id, seq) DO NOTHING""",
+            record_id, seq, staff_id, sip_uri, at)
 
     async def dial_ended(self, record_id: int, seq: int, outcome: str, at: datetime) -> None:
         if outcome not in DIAL_OUTCOMES:

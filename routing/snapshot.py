@@ -11,7 +11,10 @@ into a RoutingData and reloaded:
 - when a call's instant falls outside the roster window loaded (now − 1 day … now + 2 days);
 - every RELOAD_EVERY as a safety net (a lost notification, a dropped listener connection).
 
-The caller is not cached: one indexed query per call (routing.directory).
+The caller is not cached: one indexed query per call (routing.directory). While PostgreSQL is
+away the data last loaded keeps routing calls (see RoutingCache.data); the callers cannot be
+identified then and are routed as unknown callers (the duty desk). Holding the 510 k district's
+phone index here instead would cost ~660 000 phone hashes with their residents' contracts.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ CHANNEL = "hotline_routing"
 WINDOW_BEFORE = timedelta(days=1)
 WINDOW_AFTER = timedelta(days=2)
 RELOAD_EVERY_S = 600.0
+# PostgreSQL away: how long the data last loaded is used before a reload is tried again.
+RETRY_AWAY_S = 5.0
 
 _STAFF_SQL = """
 SELECT id, name, role, sip_uri, center_id, team_id, left_on, district_id FROM staff ORDER BY id
@@ -92,11 +97,14 @@ class RoutingCache:
         self._dirty = True
         self._lock = asyncio.Lock()
         self._listener: asyncpg.Connection | None = None
+        self._listen = False  # start() was called: keep a listener (again after an outage)
+        self._away_until = 0.0  # PostgreSQL was away: no reload tried before this (monotonic)
         self.reloads = 0  # for tests and metrics
 
     async def start(self) -> None:
         """Listen for changes (best effort: without a listener the cache still reloads every
         RELOAD_EVERY_S)."""
+        self._listen = True
         try:
             self._listener = await db.connect(self._url)
             await self._listener.add_listener(CHANNEL, self._on_notify)
@@ -109,11 +117,22 @@ class RoutingCache:
         log.debug("routing.changed", table=table)
 
     async def data(self, at: datetime) -> RoutingData:
-        """The routing data for a call at `at` (reloaded first if stale)."""
-        if not self._fresh(at):
+        """The routing data for a call at `at` (reloaded first if stale).
+
+        With PostgreSQL away the data last loaded is used as it is (the roster window covers a
+        day either side): calls go on being routed, and the reload is tried again at most every
+        RETRY_AWAY_S rather than by every call. Without any data loaded yet, this raises."""
+        if not self._fresh(at) and not (self._data is not None and time.monotonic() < self._away_until):
             async with self._lock:
-                if not self._fresh(at):  # another call reloaded while we waited
-                    await self._reload(at)
+                if not self._fresh(at) and not (self._data is not None and time.monotonic() < self._away_until):
+                    try:
+                        await self._reload(at)
+                    except Exception as exc:
+                        if self._data is None or not db.is_unreachable(exc):
+                            raise
+                        self._dirty = True  # still to reload once PostgreSQL is back
+                        self._away_until = time.monotonic() + RETRY_AWAY_S
+                        log.warning("routing.stale_data_used", why=str(exc), loaded_around=str(self._around))
         assert self._data is not None
         return self._data
 
@@ -129,9 +148,14 @@ class RoutingCache:
             self._data = await load_routing_data(conn, at, self._calendar, self._ring_timeouts, self._tz)
         self._around, self._loaded_at = at, time.monotonic()
         self.reloads += 1
+        if self._listen and (self._listener is None or self._listener.is_closed()):
+            # PostgreSQL went away and came back: listen again, or changes wait for the safety net
+            self._listener = None
+            await self.start()
         log.info("routing.loaded", shifts=len(self._data.shifts), agents=len(self._data.agents))
 
     async def stop(self) -> None:
+        self._listen = False
         if self._listener is not None:
             await self._listener.close()
             self._listener = None

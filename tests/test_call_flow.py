@@ -15,15 +15,12 @@ import hashlib
 import json
 from datetime import datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
-import structlog.testing
 
 from ivr.prompts import prompt
-from store.db import connection as db_connection
 from store.pii import PiiVault
 from tests.hotline_peer import (  # noqa: F401  (fresh_kamailio: this module's `kamailio` fixture)
     Earpiece,
@@ -269,27 +266,6 @@ async def test_keys_outside_the_menu_replay_it_at_most_three_times_then_the_call
     assert doctor.answered_calls == 1
     record = await pool.fetchrow("SELECT disposition, route_service FROM call_records")
     assert (record["disposition"], record["route_service"]) == ("connected", "day")
-
-
-async def test_a_dead_database_gets_503_and_the_service_keeps_running(
-    day_hotline: Hotline, kamailio: Kamailio, pool: asyncpg.Pool, database_url: str, pg_admin_url: str
-) -> None:
-    name = urlsplit(database_url).path.lstrip("/")
-    async with db_connection(pg_admin_url) as admin:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    with structlog.testing.capture_logs() as logs:
-        sipp = await run_sipp("resident_is_refused.xml", kamailio.port, service="hotline",
-                              caller=ZHANG_GUILAN)
-        code, out = await sipp_result(sipp)
-        await calls_done(day_hotline)
-    assert code == 0, out  # refused at once, not silence
-    refusal = next(e for e in logs if e["event"] == "call.refused")
-    assert refusal["status"] == 503 and "database" in refusal["why"]
-    assert any(e["event"] == "call.refused_no_database" and e["caller"] == "138****0001" for e in logs)
-    await calls_done(day_hotline)
-    assert day_hotline.service.agent.registered
-    async with db_connection(pg_admin_url) as admin:  # the fixture drops it again at teardown
-        await admin.execute(f'CREATE DATABASE "{name}"')
 
 
 async def test_stopping_lets_a_call_in_progress_finish_and_turns_new_calls_away(

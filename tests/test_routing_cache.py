@@ -61,3 +61,16 @@ async def test_cache_reloads_on_change_and_only_then(pool: asyncpg.Pool, vault: 
         assert cache.reloads == reloads + 1 and later.shifts == ()
     finally:
         await cache.stop()
+
+
+async def test_with_postgresql_away_the_data_last_loaded_keeps_routing(
+        vault: PiiVault, database_url: str, pool: asyncpg.Pool) -> None:
+    await build_district(pool, vault, week_of=date(2026, 11, 22))
+    own = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    cache = RoutingCache(own, database_url, calendar_loader(SH), {}, SH)
+    loaded = await cache.data(MONDAY_10)
+    await own.close()  # every later query finds the database away ("pool is closed")
+    cache._dirty = True  # a change was notified just before: a reload is due
+    assert await cache.data(MONDAY_10) is loaded
+    assert await cache.data(MONDAY_10 + timedelta(minutes=1)) is loaded  # no retry at every call
+    assert cache.reloads == 1

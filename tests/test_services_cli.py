@@ -53,3 +53,37 @@ def test_unreachable_configured_redis_is_reported(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "PostgreSQL: cannot reach PostgreSQL at 127.0.0.1:1/x: Connection refused" in result.stdout
     assert "Redis: cannot reach Redis at 127.0.0.1:1/0: Connection refused" in result.stdout
+
+
+async def test_services_stop_shuts_postgres_down_fast_while_a_client_is_connected(tmp_path: Path) -> None:
+    # A running service keeps its connections open: a "smart" shutdown would wait for it to
+    # leave (it never does) and the stop ended in SIGKILL and crash recovery.
+    import asyncpg
+
+    data_dir = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
+    env.update(HOTLINE_DATA_DIR=str(data_dir), HOTLINE_PII_KEY=TEST_PII_KEY, HOTLINE_LOG_FORMAT="json")
+    url = embedded.ensure_postgres(data_dir)
+    try:
+        client = await asyncpg.connect(url)
+        assert await client.fetchval("SELECT 1") == 1
+        stopped = run_cli(env, "services", "stop")
+        assert "embedded PostgreSQL: stopped" in stopped.stdout, stopped.stderr
+        assert not embedded.postgres_running(data_dir)
+        server_log = (data_dir / "postgres" / "log").read_text()
+        assert "received fast shutdown request" in server_log
+        assert "database system is shut down" in server_log  # a clean checkpoint, no kill
+        # started again without crash recovery
+        embedded.ensure_postgres(data_dir)
+        assert "was not properly shut down" not in (data_dir / "postgres" / "log").read_text()
+        assert client.is_closed() or await _dead(client)
+    finally:
+        embedded.stop_postgres(data_dir)
+
+
+async def _dead(conn) -> bool:
+    try:
+        await conn.fetchval("SELECT 1")
+    except Exception:
+        return True
+    return False
