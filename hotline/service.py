@@ -1,7 +1,9 @@
 """The running hotline: the SIP agent, one call flow per incoming call, until told to stop.
 
 Start: check the schema, close what a previous run left open (recordings repaired, callbacks
-owed to callers who were waiting), bind the SIP port and register. A registrar that is away is
+owed to callers who were waiting, its staff freed in presence; each call on its own, never
+blocking the start), bind the SIP port and register, and send BYE to every phone the previous run
+left in a call (from the dialog states stored in its records). A registrar that is away is
 not fatal: the agent keeps retrying (telephony.sip_ua) and calls flow once it answers.
 Stop (SIGINT/SIGTERM, `wind_down`): unregister so the PBX sends new calls to another node (an
 INVITE that still arrives gets 503), let the calls in progress end by themselves for up to
@@ -119,7 +121,8 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
             settings=FlowSettings(recordings_dir=config.recordings_path, tz=config.tz,
                                   menu_timeout_s=config.menu_timeout_s, queue_wait_s=config.queue_wait_s,
                                   queue_announce_every_s=config.queue_announce_every_s,
-                                  voicemail_max_s=config.voicemail_max_s))
+                                  voicemail_max_s=config.voicemail_max_s,
+                                  rtp_timeout_s=config.rtp_timeout_s, max_call_s=config.max_call_s))
         await flow.recover()
         today = clock.now().astimezone(config.tz).date()
         missing = (await routing.data(clock.now())).calendar.missing_years(today, today + timedelta(days=60))
@@ -128,6 +131,10 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
                         why="public holidays unknown: those days are treated as ordinary weeks; "
                             "`hotline calendar import` the State Council's notice")
         await agent.start()
+        # The phones of calls the previous run lost are still in them: BYE each (retransmitted
+        # until answered), now that the SIP socket is ours again.
+        for lost in flow.take_lost_dialogs():
+            agent.send_bye(lost)
         service = RunningService(agent, flow, clock, set())
         serving = asyncio.create_task(service.serve_forever(), name="take calls")
         log.info("service.started", sip=f"sip:{config.sip_user}@{config.sip_registrar}",

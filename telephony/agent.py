@@ -21,9 +21,11 @@ import structlog
 from pyVoIP.VoIP import CallState, InvalidStateError, VoIPCall
 
 from telephony.dialer import Dialed, Dialer
+from telephony.dialog_state import DialogState
 from telephony.leg import MediaLeg
 from telephony.rtp import PayloadRTPClient
-from telephony.sip_ua import RouteAwarePhone
+from telephony.sip_ua import RouteAwarePhone, record_routes, stateless_response
+from telephony.transactions import TIMER_F_S
 
 log = structlog.get_logger("telephony")
 
@@ -106,6 +108,19 @@ class InboundLeg(MediaLeg):
         if self._call.state == CallState.ANSWERED:
             await asyncio.to_thread(self._call.hangup)
         self.ended.set()
+
+    def dialog_state(self) -> DialogState:
+        """The answered dialog (we are its UAS), for a BYE from a later process: as gen_bye
+        builds ours — the caller's Contact, the INVITE's Record-Route in order, To/From swapped."""
+        request, sip = self._call.request, self._call.phone.sip
+        contact = str(request.headers.get("Contact") or "").strip().strip("<>").split(">")[0]
+        return DialogState(
+            call_id=self.call_id, local_tag=sip.tagLibrary[self.call_id],
+            remote_tag=request.headers["From"]["tag"], local_uri=request.headers["To"]["raw"],
+            remote_uri=request.headers["From"]["raw"], remote_target=contact,
+            route_set=tuple(record_routes(request.raw)),
+            # our in-dialog requests take CSeqs from the client's counter (gen_bye)
+            local_cseq=sip._local_cseq, side="inbound")
 
     def _next_digit(self) -> str:
         # pyVoIP buffers received events; reading the buffer is quick and non-blocking.
@@ -226,6 +241,26 @@ class SipAgent:
             raise TelephonyError("the SIP agent is not started")
         return await self._dialer.dial(uri, ring_timeout_s, caller_display=caller_display, codecs=codecs,
                                        on_ringing=on_ringing)
+
+    def send_bye(self, state: DialogState) -> None:
+        """End a dialog this process knows only from its stored state (a call a crashed run left
+        up): BYE through its route set, retransmitted on Timer E until answered or Timer F runs
+        out (telephony.transactions). Whatever comes back for that Call-ID meanwhile is ours, not
+        pyVoIP's (it knows no such call): a BYE from the phone is answered 200, the rest dropped."""
+        sip = self._phone.sip
+        request = state.bye(sip.myIP, sip.myPort, f"<sip:{sip.username}@{sip.myIP}:{sip.myPort}>")
+
+        def on_datagram(raw: bytes) -> None:
+            if raw.startswith(b"BYE "):
+                response = stateless_response(raw, 200, "OK")
+                if response is not None:
+                    sip.out.sendto(*response)
+
+        sip.outbound[state.call_id] = on_datagram
+        if self._loop is not None:
+            self._loop.call_later(TIMER_F_S + 1, sip.outbound.pop, state.call_id, None)
+        sip.transactions.start(request)
+        log.info("sip.bye_from_stored_dialog", call_id=state.call_id, side=state.side)
 
     async def withdraw(self) -> bool:
         """Stop being reachable for new calls (unregister, no more re-registering); the calls in

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from telephony.dialog_state import DialogState
 from telephony.digest import Challenge, DigestError, authorization
 from telephony.leg import MediaLeg
 from telephony.rtp import PayloadRTPClient
@@ -169,6 +170,15 @@ class OutboundLeg(MediaLeg):
 
     def _next_digit(self) -> str:
         return self._digits.popleft() if self._digits else ""
+
+    def dialog_state(self) -> DialogState:
+        """The answered dialog (we are its UAC), for a BYE from a later process."""
+        dialog = self._dialog
+        assert dialog.remote_tag is not None and dialog.remote_target is not None
+        return DialogState(
+            call_id=dialog.call_id, local_tag=dialog.local_tag, remote_tag=dialog.remote_tag,
+            local_uri=dialog.from_value, remote_uri=f"<{dialog.uri}>", remote_target=dialog.remote_target,
+            route_set=tuple(dialog.route_set), local_cseq=dialog.cseq, side="outbound")
 
     def _digit_from_rtp_thread(self, digit: str) -> None:
         self._digits.append(digit)  # deque.append is atomic; read on the loop

@@ -47,6 +47,9 @@ class PayloadRTPClient(RTP.RTPClient):
         # send), for the recorder: the far end heard exactly this. Off until someone taps it.
         self.tapping = False
         self._sent: collections.deque[bytes] = collections.deque(maxlen=INBOUND_BACKLOG)
+        # time.monotonic() of the last packet received (from the start: a far end that never
+        # sends counts as silent since then), for the call flow's dead-call watchdog
+        self.last_received_at = time.monotonic()
 
     @classmethod
     def for_answer(cls, payload_type: int, codec: str, local_ip: str, local_port: int,
@@ -112,6 +115,10 @@ class PayloadRTPClient(RTP.RTPClient):
             sock.close()
 
     # --- incoming ----------------------------------------------------------------------------
+
+    def parse_packet(self, packet: bytes) -> None:
+        self.last_received_at = time.monotonic()  # any packet, keypad events included
+        super().parse_packet(packet)
 
     def parse_pcmu(self, packet: Any) -> None:
         self._in.append(packet.payload)
