@@ -113,6 +113,19 @@ async def until(pool: asyncpg.Pool, query: str, timeout_s: float = 30) -> None:
     raise AssertionError(f"never true within {timeout_s} s: {query}")
 
 
+async def flushed(recording: Path, timeout_s: float = 30) -> None:
+    """Until the recording has reached the disk with a second of audio (a flush: before it, the
+    file a kill leaves is no recording yet, and recovery says so in the record's note)."""
+    def enough() -> bool:
+        return recording.exists() and recording.stat().st_size > 44 + 8000 * 4
+
+    for _ in range(int(timeout_s / 0.05)):
+        if await asyncio.to_thread(enough):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{recording} never held a second of audio")
+
+
 async def killed(process: asyncio.subprocess.Process, group: bool = False) -> None:
     with_signal = os.killpg if group else os.kill
     with_signal(process.pid, signal.SIGKILL)
@@ -219,9 +232,12 @@ async def test_a_node_killed_mid_bridge_restarts_hangs_up_both_phones_and_frees_
     first = second = None
     try:
         first = await Served.start(env, tmp_path / "first.log")
-        sipp = await resident("resident_waits_for_doctor.xml", kamailio, free_udp_port(), ear.port, voice_440)
+        # a phone that takes a BYE at any moment (the other resident scenarios pause: sipp would
+        # call a BYE in a pause unexpected)
+        sipp = await resident("resident_waits_for_bye.xml", kamailio, free_udp_port(), ear.port, voice_440)
         await until(pool, "SELECT connected_at IS NOT NULL FROM call_records")
         await until(pool, "SELECT jsonb_array_length(dialogs) = 2 FROM call_records")
+        await flushed(Path(await pool.fetchval("SELECT recording_path FROM call_records")))
         assert (await presence.state(doctor_id)).busy
         before = first.figures()
         await killed(first.process)  # kill -9 mid-bridge: no BYE to anyone, the record left open
@@ -237,6 +253,7 @@ async def test_a_node_killed_mid_bridge_restarts_hangs_up_both_phones_and_frees_
         assert (record["disposition"], record["end_reason"]) == ("failed", "recovered")
         assert record["ended_at"] >= record["connected_at"] >= record["offered_at"]
         assert record["recording_sha256"] is not None  # the recording the kill cut, repaired
+        assert record["recovery_note"] is None
         assert (await presence.state(doctor_id)).ringable  # repro 7: not on_call for an hour
         records = await pool.fetchval("SELECT count(*) FROM call_records")
         still_open = await pool.fetchval("SELECT count(*) FROM call_records WHERE ended_at IS NULL")
