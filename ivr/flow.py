@@ -16,8 +16,14 @@ Dispositions:
 The prompts and the order come from the issue's flow: greeting; "按1 转接您的家庭医生" (a key
 outside the menu, or none, replays it, at most three times; after that the caller is put
 through anyway, because a resident who cannot work the keypad still needs a doctor); every
-target that fails is followed by 「签约服务热线提示您坐席忙，请稍后」 before the next; when all fail the
-caller hears that their doctor will call back within 8 hours.
+step of the chain whose phones rang or refused is followed once by 「签约服务热线提示您坐席忙，请稍后」
+(not once per ring group of the step, and the queue does not open with it again right after);
+when all fail the caller hears that their doctor will call back within 8 hours. Someone who
+declines (486/600/603) is not rung again for the call, from the chain or the queue.
+
+The record's end_reason says why a call ended when its parties did not end it: 'media timeout'
+(a leg sent no RTP for rtp_timeout_s: both phones may be gone without a BYE), 'max call length',
+'recovered' (closed at the next start after the node died).
 """
 
 from __future__ import annotations

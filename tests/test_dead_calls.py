@@ -48,6 +48,8 @@ RTP_TIMEOUT_S = 4.0  # longer than any gap sipp leaves before its voice starts (
 
 short_timeout_hotline = hotline_fixture(TUESDAY_10, ring_timeout_s=4.0,
                                         env={"HOTLINE_RTP_TIMEOUT_S": str(RTP_TIMEOUT_S)})
+MAX_CALL_S = 6.0  # past the pauses of resident_waits_for_doctor.xml (a BYE there is "unexpected")
+short_calls_hotline = hotline_fixture(TUESDAY_10, ring_timeout_s=4.0, env={"HOTLINE_MAX_CALL_S": str(MAX_CALL_S)})
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +164,30 @@ async def test_both_phones_vanishing_without_bye_end_the_call_as_a_media_timeout
     assert record["recording_sha256"] is not None  # the recording was closed, not left growing
     assert float(record["recording_seconds"]) < 60
     assert len(json.loads(record["dialogs"])) == 2  # both legs' dialogs were kept as they came up
+
+
+async def test_a_call_longer_than_the_maximum_is_hung_up_on_both_sides(
+    short_calls_hotline: Hotline, kamailio: Kamailio, pool: asyncpg.Pool, voice_440: Path, tmp_path: Path
+) -> None:
+    doctor = await start_sipp_doctor("doctor_answers.xml", kamailio.port, "1001", workdir=tmp_path / "doctor",
+                                     timeout_s=60)
+    ear = Earpiece()
+    try:
+        # both keep talking: only the length ends the call, with a BYE to each (their scenarios
+        # answer it 200 and end)
+        sipp = await resident("resident_waits_for_doctor.xml", kamailio, free_udp_port(), ear.port, voice_440)
+        code, out = await sipp_result(sipp, timeout_s=60)
+        assert code == 0, out
+        code, out = await doctor.result(timeout_s=10)
+        assert code == 0, out
+        await calls_done(short_calls_hotline)
+    finally:
+        ear.close()
+        await doctor.stop()
+    record = await pool.fetchrow("SELECT * FROM call_records")
+    assert (record["disposition"], record["end_reason"]) == ("connected", "max call length")
+    assert record["recording_sha256"] is not None
+    assert float(record["recording_seconds"]) < 30  # not the minute of voice the resident had
 
 
 def service_env(kamailio: Kamailio, database_url: str, redis_url: str, data_dir: Path, sip_port: int) -> dict[str, str]:
