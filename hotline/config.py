@@ -7,6 +7,7 @@ its TOML key is the field name. `hotline config` prints the result with secrets 
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import socket
 import tomllib
@@ -83,6 +84,11 @@ class Config:
     # 503) and lets the calls in progress end by themselves for at most this long; a second
     # signal, or the time running out, hangs them up. 0: hang up at once.
     drain_s: float = 120.0
+    # A call leg that sends no RTP for this long is taken for dead (both phones gone without a
+    # BYE): both legs are hung up, the record says 'media timeout'. And no call lasts longer
+    # than max_call_s ('max call length').
+    rtp_timeout_s: float = 60.0
+    max_call_s: float = 4 * 3600.0
     # This service node's name in call records (several nodes may share one database).
     # Unset: <host name>:<sip_port>.
     node_name: str = ""
@@ -246,8 +252,9 @@ def _validate(config: Config) -> None:
             ipaddress.ip_address(address)
         except ValueError:
             raise ConfigError(f"sip_trusted: not an IP address: {address!r}") from None
-    for name in ("ring_timeout_s", "menu_timeout_s", "queue_announce_every_s", "voicemail_max_s"):
-        if getattr(config, name) <= 0:
+    for name in ("ring_timeout_s", "menu_timeout_s", "queue_announce_every_s", "voicemail_max_s",
+                 "rtp_timeout_s", "max_call_s"):
+        if not 0 < getattr(config, name) < math.inf:  # nan and inf are no durations either
             raise ConfigError(f"{name} must be positive")
     if config.queue_wait_s < 0:
         raise ConfigError("queue_wait_s cannot be negative (0: no queue, straight to voicemail)")

@@ -1,7 +1,9 @@
 """The running hotline: the SIP agent, one call flow per incoming call, until told to stop.
 
 Start: check the schema, close what a previous run left open (recordings repaired, callbacks
-owed to callers who were waiting), bind the SIP port and register. A registrar that is away is
+owed to callers who were waiting, its staff freed in presence; each call on its own, never
+blocking the start), bind the SIP port and register, and send BYE to every phone the previous run
+left in a call (from the dialog states stored in its records). A registrar that is away is
 not fatal: the agent keeps retrying (telephony.sip_ua) and calls flow once it answers.
 While PostgreSQL is away calls go on: their steps are spooled to the node's journal
 (DATA_DIR/journal) and a replayer task writes them to PostgreSQL once it is back, with backoff
@@ -141,7 +143,8 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
             settings=FlowSettings(recordings_dir=config.recordings_path, tz=config.tz,
                                   menu_timeout_s=config.menu_timeout_s, queue_wait_s=config.queue_wait_s,
                                   queue_announce_every_s=config.queue_announce_every_s,
-                                  voicemail_max_s=config.voicemail_max_s))
+                                  voicemail_max_s=config.voicemail_max_s,
+                                  rtp_timeout_s=config.rtp_timeout_s, max_call_s=config.max_call_s))
         try:  # what a previous run journaled, before recovery looks for unfinished calls
             replayed = await replayer.drain()
             if replayed.applied or replayed.rejected:
@@ -157,6 +160,10 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
                         why="public holidays unknown: those days are treated as ordinary weeks; "
                             "`hotline calendar import` the State Council's notice")
         await agent.start()
+        # The phones of calls the previous run lost are still in them: BYE each (retransmitted
+        # until answered), now that the SIP socket is ours again.
+        for lost in flow.take_lost_dialogs():
+            agent.send_bye(lost)
         # A phone that registers with the PBX is ringable again at once (the PBX writes its
         # registrations to this database; routing/registrations.py); without that, a phone a
         # failed dial marked offline stays skipped until the mark expires.

@@ -20,8 +20,14 @@ memory, as an unknown caller (the duty desk) when the directory cannot be asked 
 The prompts and the order come from the issue's flow: greeting; "按1 转接您的家庭医生" (a key
 outside the menu, or none, replays it, at most three times; after that the caller is put
 through anyway, because a resident who cannot work the keypad still needs a doctor); every
-target that fails is followed by 「签约服务热线提示您坐席忙，请稍后」 before the next; when all fail the
-caller hears that their doctor will call back within 8 hours.
+step of the chain whose phones rang or refused is followed once by 「签约服务热线提示您坐席忙，请稍后」
+(not once per ring group of the step, and the queue does not open with it again right after);
+when all fail the caller hears that their doctor will call back within 8 hours. Someone who
+declines (486/600/603) is not rung again for the call, from the chain or the queue.
+
+The record's end_reason says why a call ended when its parties did not end it: 'media timeout'
+(a leg sent no RTP for rtp_timeout_s: both phones may be gone without a BYE), 'max call length',
+'recovered' (closed at the next start after the node died).
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from ivr.hunt import Answered, Dial, Hunt, NoPresence, keep_on_call
 from ivr.prompts import prompt, prompt_file, queue_position
 from ivr.queue import CallQueue, queue_key
 from recordings.call_log import CallEntry, CallLog, Owed, unreachable
-from recordings.call_records import CallerNumber, CallRecords
+from recordings.call_records import CallerNumber, CallRecords, UnfinishedCall
 from recordings.recorder import (
     AlignedStereo,
     Recording,
@@ -61,6 +67,7 @@ from routing.presence import ON_CALL_TTL_S
 from store.errors import reason_of
 from store.pii import PiiVault
 from telephony.bridge import bridge
+from telephony.dialog_state import DialogState
 from telephony.leg import MediaLeg
 from telephony.prompts import Prompt
 
@@ -85,6 +92,10 @@ class FlowSettings:
     voicemail_max_s: float = 60.0
     # How often a waiting caller hears their position again (hold audio in between).
     queue_announce_every_s: float = 20.0
+    # Dead calls: a leg silent (no RTP) this long ends the call ('media timeout'); and no call
+    # lasts longer than max_call_s ('max call length').
+    rtp_timeout_s: float = 60.0
+    max_call_s: float = 4 * 3600.0
 
 
 class _Recording:
@@ -184,6 +195,9 @@ class CallFlow:
         self.clock = clock
         self.dial = dial
         self.settings = settings
+        # The dialogs of calls a previous run lost (recover), for the SIP agent to end with a BYE
+        # once it is up (take_lost_dialogs).
+        self.lost_dialogs: list[DialogState] = []
 
     async def handle(self, leg: Any) -> str:
         """Run one call to its end; returns the disposition. Never raises for a call's troubles:
@@ -221,10 +235,11 @@ class CallFlow:
             disposition = "failed"
         await call.finish()
         try:
-            await entry.ended(self.clock.now(), disposition)
+            await entry.ended(self.clock.now(), disposition, call.end_reason)
         except Exception:
             bound.exception("call.record_not_closed")
-        bound.info("call.ended", disposition=disposition, record_id=entry.record_id, journaled=entry.journaled)
+        bound.info("call.ended", disposition=disposition, record_id=entry.record_id, journaled=entry.journaled,
+                   end_reason=call.end_reason)
         if cancelled:
             raise asyncio.CancelledError
         return disposition
@@ -250,34 +265,82 @@ class CallFlow:
 
     async def recover(self) -> int:
         """Close what a previous run left open: repair its recordings, end its records as
-        'failed', and keep the promise to callers who were waiting for a human when it died —
-        with the message a caller was leaving, cut from the repaired recording."""
+        'failed' (end reason 'recovered'), and keep the promise to callers who were waiting for a
+        human when it died — with the message a caller was leaving, cut from the repaired
+        recording. Each call on its own: one that fails is closed with what is known and a
+        recovery_note, and never stops the others or the start. The staff it held are free again
+        (presence), and its phones are hung up once the SIP agent runs (take_lost_dialogs)."""
         now = self.clock.now()
+        try:
+            calls = await self.records.unfinished()
+        except Exception as exc:
+            log.error("recovery.unfinished_unreadable", why=reason_of(exc))
+            return 0
         closed = 0
-        for call in await self.records.unfinished():
-            fixed: Recording | None = None
-            if call.recording_to_repair:
+        for call in calls:
+            states, notes = self.records.opened_dialogs(call)
+            try:
+                notes += await self._recover_one(call)
+                await self.records.close_recovered(call.record_id, now, "failed", "; ".join(notes) or None)
+            except Exception as exc:
+                log.exception("recovery.call_failed", record_id=call.record_id)
+                notes.append(f"recovery failed: {reason_of(exc)}")
                 try:
-                    fixed = await asyncio.to_thread(repair, Path(call.recording_to_repair))
-                    await self.records.recorded(call.record_id, str(fixed.path), fixed.seconds, fixed.sha256)
-                except RecordingError as exc:
-                    log.warning("recovery.recording_lost", record_id=call.record_id, why=str(exc))
-            # Routed is waiting for a human, whether being rung, in the queue (everyone busy,
-            # nobody rung) or leaving a message.
-            offset_s = call.voicemail_offset_s
-            if (call.routed or offset_s is not None) and not call.connected and call.number_hash is not None:
-                owner = next((t["staff_id"] for t in call.route_targets), None)
-                owed = await self.callbacks.owe_for_missed_call(
-                    call_record_id=call.record_id, resident_id=call.resident_id,
-                    number_hash=call.number_hash, number_encrypted=call.number_encrypted or b"",
-                    number_masked=call.number_masked, owner_staff_id=owner, missed_at=call.offered_at)
-                if offset_s is not None and fixed is not None:
-                    await self._recover_voicemail(call.record_id, call.offered_at, fixed, offset_s, owed.task_id)
-            await self.records.ended(call.record_id, now, "failed")
+                    await self.records.close_recovered(call.record_id, now, "failed", "; ".join(notes))
+                except Exception:
+                    log.exception("recovery.record_not_closed", record_id=call.record_id)
+                    continue
             closed += 1
+            for state in states:
+                try:
+                    self.lost_dialogs.append(DialogState.from_json(state))
+                except ValueError as exc:
+                    log.warning("recovery.dialog_unusable", record_id=call.record_id, why=str(exc))
+            await self._free_staff(call)
         if closed:
-            log.warning("recovery.closed_calls", count=closed)
+            log.warning("recovery.closed_calls", count=closed, phones_to_hang_up=len(self.lost_dialogs))
         return closed
+
+    def take_lost_dialogs(self) -> list[DialogState]:
+        """The dialogs recovery found up, once: the caller sends each a BYE."""
+        lost, self.lost_dialogs = self.lost_dialogs, []
+        return lost
+
+    async def _free_staff(self, call: UnfinishedCall) -> None:
+        """Everyone the dead call rang or connected: their claim and on_call state, if this call
+        still holds them (a later call's are left alone), so nobody is skipped as busy."""
+        people = set(call.staff_ids) | {t["staff_id"] for t in call.route_targets
+                                        if isinstance(t, dict) and isinstance(t.get("staff_id"), int)}
+        for staff_id in sorted(people):
+            try:
+                await self.presence.call_ended(staff_id, call.call_id)
+            except Exception as exc:  # Redis away: the state expires by itself
+                log.warning("recovery.presence_not_cleared", record_id=call.record_id, staff_id=staff_id,
+                            why=reason_of(exc))
+
+    async def _recover_one(self, call: UnfinishedCall) -> list[str]:
+        """Repair the recording, owe the callback, cut the message; what could not be done."""
+        notes: list[str] = []
+        fixed: Recording | None = None
+        if call.recording_to_repair:
+            try:
+                fixed = await asyncio.to_thread(repair, Path(call.recording_to_repair))
+                await self.records.recorded(call.record_id, str(fixed.path), fixed.seconds, fixed.sha256)
+            except RecordingError as exc:
+                log.warning("recovery.recording_lost", record_id=call.record_id, why=str(exc))
+                notes.append(f"recording lost: {exc}")
+        # Routed is waiting for a human, whether being rung, in the queue (everyone busy,
+        # nobody rung) or leaving a message.
+        offset_s = call.voicemail_offset_s
+        if (call.routed or offset_s is not None) and not call.connected and call.number_hash is not None:
+            owner = next((t["staff_id"] for t in call.route_targets), None)
+            owed = await self.callbacks.owe_for_missed_call(
+                call_record_id=call.record_id, resident_id=call.resident_id,
+                number_hash=call.number_hash, number_encrypted=call.number_encrypted or b"",
+                number_masked=call.number_masked, owner_staff_id=owner, missed_at=call.offered_at)
+            if offset_s is not None and fixed is not None:
+                await self._recover_voicemail(call.record_id, call.offered_at, fixed, offset_s, owed.task_id)
+        return notes
 
     async def _recover_voicemail(self, record_id: int, offered_at: datetime, recording: Recording,
                                  offset_s: float, task_id: int) -> None:
@@ -314,6 +377,13 @@ class _Call:
         self.recording: _Recording | None = None
         self.connected = False
         self.line: HotlineLine | None = None  # the number dialled, found with the greeting
+        # Why the call ended when its parties did not end it (the watchdog's 'media timeout' or
+        # 'max call length'); None otherwise.
+        self.end_reason: str | None = None
+        self.staff_leg: MediaLeg | None = None  # while bridged to a human
+        self.watchdog: asyncio.Task[None] | None = None
+        # The caller has just heard 「坐席忙」 and nothing has rung since: the queue does not repeat it.
+        self.busy_prompt_just_played = False
 
     @property
     def waiting_for_human(self) -> bool:
@@ -338,6 +408,8 @@ class _Call:
                 return "ivr_only"
             raise
         await self.entry.answered(flow.clock.now())
+        self.watchdog = asyncio.create_task(self._watch(), name=f"watch {self.leg.call_id}")
+        await self._keep_dialog(self.leg)
         await self._start_recording()
 
         # A resident who knows the menu may press 1 during the greeting (barge-in).
@@ -362,7 +434,7 @@ class _Call:
         if rung == "abandoned":
             await self.owe_callback()
             return rung
-        if hunt.busy_seen or self._someone_busy():
+        if hunt.busy_seen or self._someone_busy(hunt):
             waited = await self._wait_in_queue(hunt)
             if waited == "connected":
                 return "connected"
@@ -382,6 +454,7 @@ class _Call:
         caller waited for a person) is followed by 「坐席忙」; phones that are not registered, or
         people busy with other calls, are passed over at once."""
         for step in decision.steps:
+            rang = False
             for group in step.groups():
                 result = await hunt.ring_group(step, group)
                 if result.answered is not None:
@@ -389,13 +462,21 @@ class _Call:
                     return "connected"
                 if result.abandoned or self.gone:
                     return "abandoned"
-                if busy_prompt and result.rang and not await self.leg.play(prompt("busy")):
-                    return "abandoned"
+                rang = rang or result.rang
+            # once per failed step, not per group of it (ring order: one doctor after another)
+            if rang:
+                self.busy_prompt_just_played = False
+                if busy_prompt:
+                    if not await self.leg.play(prompt("busy")):
+                        return "abandoned"
+                    self.busy_prompt_just_played = True
         return None
 
-    def _someone_busy(self) -> bool:
-        """The chain skipped someone for being on a call (presence), not for being away."""
-        return any(k.busy for s in (self.decision.steps if self.decision else ()) for k in s.skipped)
+    def _someone_busy(self, hunt: Hunt) -> bool:
+        """The chain skipped someone for being on a call (presence), not for being away, and
+        they have not declined this call: someone worth waiting for in the queue."""
+        return any(k.busy and k.staff.id not in hunt.declined
+                   for s in (self.decision.steps if self.decision else ()) for k in s.skipped)
 
     async def _wait_in_queue(self, hunt: Hunt) -> str:
         """Everyone is busy: the caller waits, hears their position and hold audio, and is put
@@ -414,7 +495,9 @@ class _Call:
             first = True
             while loop.time() < deadline and not self.gone:
                 ahead = await flow.queue.ahead(key, self.leg.call_id)
-                for name in (["busy"] if first else []) + [queue_position(ahead), "queue_options"]:
+                # 「坐席忙」 opens the wait, unless the chain's last failed step has just played it
+                opening = ["busy"] if first and not self.busy_prompt_just_played else []
+                for name in opening + [queue_position(ahead), "queue_options"]:
                     if not await self.leg.play(prompt(name), barge_in=True):
                         return "abandoned"
                     if await self._pressed_1():
@@ -568,7 +651,9 @@ class _Call:
         flow = self.flow
         staff_id = answered.target.staff.id
         self.connected = True
+        self.staff_leg = answered.leg
         self.leg.stop_playing()
+        await self._keep_dialog(answered.leg)
         await flow.presence.call_started(staff_id, self.leg.call_id)
         if self.recording is not None:
             self.recording.caller_side_from_bridge = []
@@ -583,10 +668,53 @@ class _Call:
         try:
             await bridge(self.leg, answered.leg, on_audio=keep_caller_side)
         finally:
+            self.staff_leg = None
             refreshing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refreshing  # no refresh may land after the call's end clears her state
             await flow.presence.call_ended(staff_id, self.leg.call_id)
+
+    async def _keep_dialog(self, leg: Any) -> None:
+        """Store the leg's SIP dialog in the record: a node restarted after a crash hangs up
+        its phone from it. Only recovery needs it: failing to store it must not cost the call."""
+        dialog_state = getattr(leg, "dialog_state", None)
+        if dialog_state is None:
+            return
+        try:
+            await self.entry.dialog_established(dialog_state().to_json())
+        except Exception as exc:
+            self.log.warning("call.dialog_not_stored", why=reason_of(exc))
+
+    async def _watch(self) -> None:
+        """End a dead call: a leg (the caller's, or the human's while bridged) that sent no RTP
+        for rtp_timeout_s — both phones may have vanished without a BYE — or a call longer than
+        max_call_s. Both legs are hung up (BYE); the flow then ends as it would on a hang-up
+        and the record says why. A leg on hold sends no RTP by design and is passed over (SIP
+        session refresh keeps it alive instead, once holding exists)."""
+        settings = self.flow.settings
+        loop = asyncio.get_running_loop()
+        ends_at = loop.time() + settings.max_call_s
+        tick = min(1.0, settings.rtp_timeout_s / 4)
+        while not self.gone:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.leg.ended.wait(), tick)
+            legs = [leg for leg in (self.leg, self.staff_leg) if leg is not None and not leg.ended.is_set()]
+            silent = [leg for leg in legs if not leg.on_hold and leg.silent_for() >= settings.rtp_timeout_s]
+            if silent:
+                self.end_reason = "media timeout"
+                self.log.warning("call.media_timeout", silent_legs=[leg.call_id for leg in silent],
+                                 timeout_s=settings.rtp_timeout_s)
+            elif legs and loop.time() >= ends_at:
+                self.end_reason = "max call length"
+                self.log.warning("call.max_length", max_call_s=settings.max_call_s)
+            else:
+                continue
+            for leg in legs:
+                try:
+                    await leg.hangup()
+                except Exception as exc:  # the BYE is retransmitted by telephony; nothing to add
+                    self.log.warning("call.hangup_failed", leg=leg.call_id, why=reason_of(exc))
+            return
 
     async def _start_recording(self) -> None:
         path = recording_path(self.flow.settings.recordings_dir, self.offered_at, self.entry.record_id,
@@ -611,6 +739,14 @@ class _Call:
 
     async def finish(self) -> None:
         """Hang up if still up, and close the recording into the record."""
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            try:
+                await self.watchdog
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                self.log.exception("call.watchdog_failed")
         if not self.gone:
             with contextlib.suppress(Exception):
                 await self.leg.hangup()

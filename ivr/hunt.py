@@ -29,6 +29,9 @@ from telephony.leg import MediaLeg
 
 # A claim outlives the ring timeout by this much (the dial's own bookkeeping, a slow CANCEL).
 CLAIM_MARGIN_S = 10.0
+# Final responses of a person declining the call (Busy Here, Busy Everywhere, Decline): they are
+# not rung again for the same call, neither later in the chain nor from the queue.
+DECLINED_STATUSES = (486, 600, 603)
 
 
 class Presence(Protocol):
@@ -99,14 +102,16 @@ class Hunt:
         self.now = now
         self.log = log
         self.claims_elsewhere: list[tuple[Target, str]] = []  # for the explanation
-        # someone in the chain was busy (claimed by another call, or said 486): worth queueing
+        # someone in the chain was claimed by another call: worth queueing (not someone who
+        # declined: they will not be rung again for this call)
         self.busy_seen = False
+        self.declined: set[int] = set()  # staff ids who declined this call
 
     async def ring_group(self, step: Step, group: Sequence[Target]) -> GroupResult:
         """Claim and ring everyone in the group together; the first to answer wins."""
         call_id = self.leg.call_id
         claimed, elsewhere = [], []
-        for target in group:
+        for target in [t for t in group if t.staff.id not in self.declined]:
             if await self.presence.claim(target.staff.id, call_id, step.ring_timeout_s + CLAIM_MARGIN_S):
                 claimed.append(target)
             else:
@@ -168,8 +173,9 @@ class Hunt:
                         else:  # a second answer in a ring-all group, or the caller just left
                             await dialed.leg.hangup()
                             outcome_of[task] = "cancelled"
-                    elif dialed.outcome is DialOutcome.BUSY:
-                        self.busy_seen = True
+                    elif dialed.status in DECLINED_STATUSES:
+                        self.declined.add(target.staff.id)
+                        self.log.info("hunt.declined", staff_id=target.staff.id, status=dialed.status)
                     elif dialed.outcome is DialOutcome.UNREACHABLE:
                         await self.presence.mark_offline(target.staff.id)
         finally:

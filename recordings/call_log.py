@@ -212,12 +212,18 @@ class CallEntry:
         await self._write("dial_ended", {"seq": seq, "outcome": outcome, "at": _iso(at)},
                           self._direct(lambda i: r.dial_ended(i, seq, outcome, at)))
 
-    async def ended(self, at: datetime, disposition: str) -> None:
+    async def ended(self, at: datetime, disposition: str, end_reason: str | None = None) -> None:
         if disposition not in DISPOSITIONS:
             raise ValueError(f"unknown disposition {disposition!r}")
         r = self._log.records
-        await self._write("ended", {"at": _iso(at), "disposition": disposition},
-                          self._direct(lambda i: r.ended(i, at, disposition)))
+        await self._write("ended", {"at": _iso(at), "disposition": disposition, "end_reason": end_reason},
+                          self._direct(lambda i: r.ended(i, at, disposition, end_reason)))
+
+    async def dialog_established(self, state: dict[str, Any]) -> None:
+        """A leg's SIP dialog, sealed with the PII key before it is written anywhere."""
+        r = self._log.records
+        sealed = r.seal_dialog(state)
+        await self._write("dialog", {"sealed": sealed}, self._direct(lambda i: r.dialog_sealed(i, sealed)))
 
     async def recording_started(self, path: str) -> None:
         r = self._log.records
@@ -305,7 +311,9 @@ async def apply_event(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
         case "dial_ended":
             await records.dial_ended(record_id, event["seq"], event["outcome"], _at(event["at"]))
         case "ended":
-            await records.ended(record_id, _at(event["at"]), event["disposition"])
+            await records.ended(record_id, _at(event["at"]), event["disposition"], event.get("end_reason"))
+        case "dialog":
+            await records.dialog_sealed(record_id, event["sealed"])
         case "recording_started":
             await records.recording_started(record_id, event["path"])
         case "recorded":

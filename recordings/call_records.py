@@ -7,8 +7,9 @@ it is stored encrypted with its lookup hash and mask, like the directory's numbe
 
 from __future__ import annotations
 
+import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +21,15 @@ from store.pii import PiiVault, mask_phone
 
 DISPOSITIONS = ("connected", "missed", "abandoned", "ivr_only", "failed")
 DIAL_OUTCOMES = ("answered", "busy", "no_answer", "rejected", "unreachable", "cancelled")
+# Why a call ended when its parties did not end it (NULL otherwise); see migration 0012.
+END_REASONS = ("media timeout", "max call length", "recovered")
+# The PII vault's kind for a stored SIP dialog.
+DIALOG_KIND = "sip_dialog"
+# The record's own times: a closing time never precedes any of them (a restarted node's clock may
+# lag what the previous run wrote, e.g. the same HOTLINE_CLOCK_START).
+_CLOSING_TIME = """SELECT GREATEST($2::timestamptz, r.offered_at, r.answered_at, r.connected_at,
+    (SELECT max(GREATEST(a.started_at, a.ended_at)) FROM dial_attempts a WHERE a.call_record_id = r.id))
+    FROM call_records r WHERE r.id = $1"""
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,10 @@ class UnfinishedCall:
     route_targets: list[dict[str, Any]]
     # Where the caller's message starts in the recording (seconds), when they were leaving one.
     voicemail_offset_s: float | None
+    # The SIP dialogs of the call's legs as established (DialogState.to_json), to hang them up.
+    dialogs: list[dict[str, Any]] = field(default_factory=list)
+    # Everyone rung for the call (dial attempts): their presence may still name this call.
+    staff_ids: tuple[int, ...] = ()
 
 
 class CallRecords:
@@ -132,12 +146,60 @@ class CallRecords:
                 "UPDATE call_records SET connected_at = $2 WHERE id = $1 AND connected_at IS NULL",
                 record_id, at)
 
-    async def ended(self, record_id: int, at: datetime, disposition: str) -> None:
+    async def ended(self, record_id: int, at: datetime, disposition: str, reason: str | None = None) -> None:
+        """Close the record; `reason` when the parties did not end the call (END_REASONS)."""
         if disposition not in DISPOSITIONS:
             raise ValueError(f"unknown disposition {disposition!r}")
+        if reason is not None and reason not in END_REASONS:
+            raise ValueError(f"unknown end reason {reason!r}")
         await self._pool.execute(
-            "UPDATE call_records SET ended_at = $2, disposition = $3 WHERE id = $1 AND ended_at IS NULL",
-            record_id, at, disposition)
+            "UPDATE call_records SET ended_at = $2, disposition = $3, end_reason = $4"
+            " WHERE id = $1 AND ended_at IS NULL", record_id, at, disposition, reason)
+
+    async def close_recovered(self, record_id: int, now: datetime, disposition: str,
+                              note: str | None = None) -> None:
+        """Close a record a dead run left open, at `now` or the record's own latest time if that
+        is later (never before offered_at: the table's CHECK), its open dial attempts with it.
+        `note` says what recovery could not do for it."""
+        if disposition not in DISPOSITIONS:
+            raise ValueError(f"unknown disposition {disposition!r}")
+        async with self._pool.acquire() as conn, conn.transaction():
+            at = await conn.fetchval(_CLOSING_TIME, record_id, now)
+            if at is None:
+                return
+            await conn.execute(
+                "UPDATE dial_attempts SET outcome = COALESCE(outcome, 'cancelled'),"
+                " ended_at = GREATEST($2::timestamptz, started_at) WHERE call_record_id = $1 AND ended_at IS NULL",
+                record_id, at)
+            await conn.execute(
+                "UPDATE call_records SET ended_at = $2, disposition = $3, end_reason = 'recovered',"
+                " recovery_note = $4 WHERE id = $1 AND ended_at IS NULL", record_id, at, disposition, note)
+
+    async def dialog_established(self, record_id: int, state: dict[str, Any]) -> None:
+        """A leg's SIP dialog is up (DialogState.to_json): kept so that a node restarted after a
+        crash can hang up the phone at its end."""
+        await self.dialog_sealed(record_id, self.seal_dialog(state))
+
+    def seal_dialog(self, state: dict[str, Any]) -> str:
+        """A dialog state sealed with the PII key (its URIs carry the caller's number and the
+        phones' addresses), as text for the record or the journal."""
+        return base64.b64encode(self._vault.encrypt(DIALOG_KIND, json.dumps(state, ensure_ascii=False))).decode()
+
+    async def dialog_sealed(self, record_id: int, sealed: str) -> None:
+        await self._pool.execute(
+            "UPDATE call_records SET dialogs = dialogs || jsonb_build_array(jsonb_build_object('sealed', $2::text))"
+            " WHERE id = $1", record_id, sealed)
+
+    def opened_dialogs(self, call: UnfinishedCall) -> tuple[list[dict[str, Any]], list[str]]:
+        """The dialog states stored for a call, and a problem line for each that cannot be read."""
+        states, problems = [], []
+        for entry in call.dialogs:
+            try:
+                blob = base64.b64decode(entry["sealed"], validate=True)
+                states.append(json.loads(self._vault.decrypt(DIALOG_KIND, blob)))
+            except Exception as exc:  # not ours, damaged, another key: the phone stays up
+                problems.append(f"a stored SIP dialog is unreadable ({type(exc).__name__})")
+        return states, problems
 
     async def recording_started(self, record_id: int, path: str) -> None:
         """Name the file before a byte is written: after a crash, recovery finds it by the record."""
@@ -162,13 +224,16 @@ class CallRecords:
             """SELECT r.id, r.call_id, r.resident_id, r.caller_number_hash, r.caller_number_enc,
                       r.caller_number_masked, r.offered_at, r.connected_at, r.recording_path,
                       r.recording_sha256, r.route_targets, r.voicemail_offset_s,
-                      r.route_service IS NOT NULL AS routed
+                      r.route_service IS NOT NULL AS routed, r.dialogs,
+                      ARRAY(SELECT DISTINCT a.staff_id FROM dial_attempts a
+                            WHERE a.call_record_id = r.id AND a.staff_id IS NOT NULL) AS staff_ids
                FROM call_records r WHERE r.ended_at IS NULL AND r.node = $1 ORDER BY r.id""", self.node)
         return [UnfinishedCall(
             r["id"], r["call_id"], r["resident_id"], r["caller_number_hash"], r["caller_number_enc"],
             r["caller_number_masked"], r["offered_at"], r["connected_at"] is not None, r["routed"],
             r["recording_path"] if r["recording_sha256"] is None else None,
-            json.loads(r["route_targets"]), r["voicemail_offset_s"]) for r in rows]
+            json.loads(r["route_targets"]), r["voicemail_offset_s"], json.loads(r["dialogs"]),
+            tuple(r["staff_ids"])) for r in rows]
 
     async def recorded(self, record_id: int, path: str, seconds: float, sha256: str) -> None:
         await self._pool.execute(

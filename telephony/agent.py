@@ -21,6 +21,7 @@ import structlog
 from telephony import sdp
 from telephony.dialer import Dialed, Dialer
 from telephony.dialog import Dialog, new_tag
+from telephony.dialog_state import DialogState
 from telephony.rtp import PayloadRTPClient, RtpPorts
 from telephony.sip_leg import MediaState, SipLeg, media_address_problem
 from telephony.sip_message import (
@@ -194,6 +195,19 @@ def choice_session_id() -> int:
     return secrets.randbelow(2**31)
 
 
+class _Orphan:
+    """A dialog of a call a crashed run lost: we hang it up; its own BYE gets 200, the rest 481."""
+
+    def __init__(self, ua: UserAgent, dialog: Dialog):
+        self.ua = ua
+        self.dialog = dialog
+
+    def on_request(self, request: SipMessage, source: tuple[str, int]) -> None:
+        if request.method == "ACK":
+            return
+        self.ua.respond(request, source, 200 if request.method == "BYE" else 481)
+
+
 class SipAgent:
     def __init__(self, account: SipAccount):
         self.account = account
@@ -311,6 +325,20 @@ class SipAgent:
             raise TelephonyError("the SIP agent is not started")
         return await self._dialer.dial(uri, ring_timeout_s, caller_display=caller_display, codecs=codecs,
                                        on_ringing=on_ringing)
+
+    def send_bye(self, state: DialogState) -> None:
+        """End a dialog this process knows only from its stored state (a call a crashed run left
+        up): BYE through its route set, retransmitted on Timer E until answered or Timer F runs
+        out. A BYE the phone sends meanwhile for that Call-ID is answered 200."""
+        dialog = Dialog(call_id=state.call_id, local_tag=state.local_tag, remote_tag=state.remote_tag,
+                        local_uri=state.local_uri, remote_uri=state.remote_uri, remote_target=state.remote_target,
+                        route_set=list(state.route_set), local_cseq=state.local_cseq,
+                        role="uas" if state.side == "inbound" else "uac")
+        self.ua.dialogs.setdefault(state.call_id, _Orphan(self.ua, dialog))
+        self.ua.send_reliably(dialog.request("BYE", self.ua.via, contact=self.ua.contact), dialog.next_hop())
+        if self._loop is not None:
+            self._loop.call_later(ACK_TIMEOUT_S + 1, self.ua.dialogs.pop, state.call_id, None)
+        log.info("sip.bye_from_stored_dialog", call_id=state.call_id, side=state.side)
 
     async def withdraw(self) -> bool:
         """Stop being reachable for new calls (unregister, no more re-registering); the calls in

@@ -113,6 +113,8 @@ def _uri(header: str) -> str:
 class OutboundLeg(SipLeg):
     """A call the service placed and the far end answered."""
 
+    side = "outbound"
+
     def __init__(self, placed: _Dialog, dialog: Dialog, media: MediaState, rtp: PayloadRTPClient):
         super().__init__(placed.dialer.ua)
         self._placed = placed

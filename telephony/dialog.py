@@ -4,15 +4,14 @@ Either side may have started the call — a resident calling in (we are the UAS)
 dialing a softphone (we are the UAC) — and once it is up the dialog is the same thing: Call-ID,
 the two tags, our URI and theirs, their Contact (the remote target), the route set learnt from
 Record-Route, and the CSeq counters. Requests we send inside it (BYE, and the ACK of a 2xx)
-are built here. The state is plain data (`to_json`/`from_json`) so a call record can keep it and
-a node restarted after a crash can still hang up the phones of the calls it lost.
+are built here. A leg gives its dialog as telephony.dialog_state.DialogState, plain validated
+data a call record keeps so a node restarted after a crash can hang up the phones it lost.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from telephony.sip_message import NameAddr, SipMessage, SipParseError, serialize
 
@@ -86,14 +85,6 @@ class Dialog:
     def matches(self, message: SipMessage) -> bool:
         """A request of the far end in this dialog: its From tag is theirs, its To tag ours."""
         return message.from_tag == self.remote_tag and message.to_tag == self.local_tag
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
-
-    @classmethod
-    def from_json(cls, text: str | dict) -> Dialog:
-        data = json.loads(text) if isinstance(text, str) else dict(text)
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def _without_tag(address: NameAddr) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from abc import ABC, abstractmethod
 
 from telephony.dtmf_inband import Detector
@@ -25,6 +26,10 @@ DIGIT_POLL_S = 0.02
 class MediaLeg(ABC):
     call_id: str
     ended: asyncio.Event
+    # A leg on hold sends no RTP by design and is kept alive by SIP session refresh instead;
+    # the call flow's dead-call watchdog passes it over. Holding is not implemented yet: nothing
+    # sets this, the hook is here for it.
+    on_hold: bool = False
 
     def __init__(self) -> None:
         # Keys taken from the buffer while a prompt played (barge-in), not yet collected.
@@ -54,6 +59,15 @@ class MediaLeg(ABC):
     @property
     def codec(self) -> str:
         return self._rtp().codec
+
+    @property
+    def last_media_at(self) -> float:
+        """time.monotonic() of the last RTP packet from the far end (or of the leg's start)."""
+        return self._rtp().last_received_at
+
+    def silent_for(self) -> float:
+        """Seconds since the far end last sent RTP."""
+        return time.monotonic() - self.last_media_at
 
     def set_relaying(self, relaying: bool) -> None:
         """While relaying another call, send only what arrives (no filler between frames)."""

@@ -25,6 +25,7 @@ import structlog
 
 from telephony import sdp
 from telephony.dialog import Dialog
+from telephony.dialog_state import DialogState
 from telephony.dtmf_info import digit_from_info
 from telephony.leg import MediaLeg
 from telephony.rtp import PayloadRTPClient
@@ -106,8 +107,15 @@ class SipLeg(MediaLeg):
         """A keypad event from the RTP receive thread (RFC 2833/4733)."""
         self._digits.append(digit)  # deque.append is atomic; read on the loop
 
-    def dialog_state(self) -> Dialog:
-        return self.dialog
+    side = "inbound"  # DialogState.side: we answered the INVITE (inbound) or sent it (outbound)
+
+    def dialog_state(self) -> DialogState:
+        """The dialog as plain, validated data, stored with the call so a node restarted after a
+        crash can hang up this phone (SipAgent.send_bye)."""
+        d = self.dialog
+        return DialogState(call_id=d.call_id, local_tag=d.local_tag, remote_tag=d.remote_tag,
+                           local_uri=d.local_uri, remote_uri=d.remote_uri, remote_target=d.remote_target,
+                           route_set=tuple(d.route_set), local_cseq=d.local_cseq, side=self.side)
 
     # --- requests of the far end inside the dialog --------------------------------------------
 

@@ -64,9 +64,10 @@ async def hotline_at(clock_start: datetime, *, kamailio: Kamailio, database_url:
                      vault: PiiVault, pii_key: str, data_dir: Path, ring_timeout_s: float = 4.0,
                      menu_timeout_s: float = 3.0, queue_wait_s: float = 0.0,
                      voicemail_max_s: float = 3.0, redis_url: str = "",
-                     sip_password: str = "", seed: bool = True) -> AsyncIterator[Hotline]:
+                     sip_password: str = "", seed: bool = True,
+                     env: dict[str, str] | None = None) -> AsyncIterator[Hotline]:
     """The demo district seeded as of `clock_start`'s date (unless the test did), and the
-    service running on it."""
+    service running on it; `env`: further HOTLINE_* settings."""
     if seed:
         await seed_demo(pool, vault, today=clock_start.date(), tz=clock_start.tzinfo)  # type: ignore[arg-type]
     sip_port = free_udp_port()
@@ -78,7 +79,7 @@ async def hotline_at(clock_start: datetime, *, kamailio: Kamailio, database_url:
         "HOTLINE_RING_TIMEOUT_S": str(ring_timeout_s), "HOTLINE_MENU_TIMEOUT_S": str(menu_timeout_s),
         "HOTLINE_CLOCK_START": clock_start.isoformat(), "HOTLINE_QUEUE_WAIT_S": str(queue_wait_s),
         "HOTLINE_QUEUE_ANNOUNCE_EVERY_S": "4", "HOTLINE_VOICEMAIL_MAX_S": str(voicemail_max_s),
-        "HOTLINE_REDIS_URL": redis_url, "HOTLINE_SIP_PASSWORD": sip_password,
+        "HOTLINE_REDIS_URL": redis_url, "HOTLINE_SIP_PASSWORD": sip_password, **(env or {}),
     })
     rt = Runtime(config, database_url, vault, "test")
     async with running(rt) as service:

@@ -28,7 +28,7 @@ from tests.hotline_peer import (  # noqa: F401  (fresh_kamailio: this module's `
 )
 from tests.rtp_pcap import ulaw_sine, write_rtp_pcap
 from tests.sip_peers import Kamailio, run_sipp, sipp_result
-from tests.softphone import Softphone
+from tests.softphone import Softphone, start_sipp_doctor
 from tests.tones import describe, has_tone, read_wav
 
 pytestmark = pytest.mark.sip
@@ -271,3 +271,63 @@ async def test_without_redis_calls_still_connect_and_the_outage_is_logged_once(
     assert [e["event"] for e in logs].count("presence.degraded") == 1
     presence = no_redis_hotline.service.flow.presence
     assert presence.degraded and presence.degraded_operations >= 3  # states, claim, call_started …
+
+
+async def test_a_doctor_who_declines_hears_busy_once_and_is_not_rung_again_from_the_queue(
+    queueing_hotline: Hotline, kamailio: Kamailio, pool: asyncpg.Pool, presence: Presence,
+    voice_440: Path, tmp_path: Path
+) -> None:
+    """Issue 8: the doctor rejects (486); the assistant is on another call, so the caller queues
+    for her. 「坐席忙」 plays once (after the doctor's step; the queue does not open with it again),
+    and the queue's re-ringing every cycle passes over the doctor who declined."""
+    await presence.call_started(await staff_id(pool, "2001"), "another-call")
+    doctor = await start_sipp_doctor("doctor_busy.xml", kamailio.port, "1001", workdir=tmp_path / "busy",
+                                     timeout_s=80)
+    ear = Earpiece()
+    try:
+        sipp = await run_sipp("resident_waits_for_doctor.xml", kamailio.port, service="hotline",
+                              caller=ZHANG_GUILAN, timeout_s=80,
+                              keys={"rtp_port": str(ear.port), "voice_pcap": str(voice_440)})
+        code, out = await sipp_result(sipp, timeout_s=90)
+        assert code == 0, out
+        await calls_done(queueing_hotline)
+        heard = ear.heard()
+    finally:
+        ear.close()
+        await doctor.stop()
+    busy = prompt("busy").payload("PCMU")
+    assert heard.count(busy[800:8800]) == 1
+    for name in ("queue_next", "queue_options", "voicemail", "callback"):  # the queue, then voicemail
+        assert prompt(name).payload("PCMU")[400:2400] in heard, f"the {name} prompt was not heard"
+    attempts = await pool.fetch("SELECT sip_uri, outcome FROM dial_attempts ORDER BY seq")
+    assert [a["sip_uri"] for a in attempts].count("sip:1001@127.0.0.1") == 1, attempts
+    assert attempts[0]["outcome"] == "busy"
+    assert "sip:2001@127.0.0.1" not in [a["sip_uri"] for a in attempts]  # on the other call
+    assert await pool.fetchval("SELECT disposition FROM call_records") == "missed"
+
+
+async def test_a_doctor_who_declines_with_nobody_else_busy_leads_straight_to_voicemail(
+    queueing_hotline: Hotline, kamailio: Kamailio, pool: asyncpg.Pool, voice_440: Path, tmp_path: Path
+) -> None:
+    """Nobody is left to wait for once the only busy person declined: no queue (it would ring
+    nobody), the busy prompt once, then the message and the callback promise."""
+    doctor = await start_sipp_doctor("doctor_busy.xml", kamailio.port, "1001", workdir=tmp_path / "busy")
+    ear = Earpiece()
+    try:
+        sipp = await run_sipp("resident_waits_for_doctor.xml", kamailio.port, service="hotline",
+                              caller=ZHANG_GUILAN, timeout_s=80,
+                              keys={"rtp_port": str(ear.port), "voice_pcap": str(voice_440)})
+        code, out = await sipp_result(sipp, timeout_s=90)
+        assert code == 0, out
+        await calls_done(queueing_hotline)
+        heard = ear.heard()
+    finally:
+        ear.close()
+        await doctor.stop()
+    assert heard.count(prompt("busy").payload("PCMU")[800:8800]) == 1
+    assert prompt("queue_options").payload("PCMU")[400:2400] not in heard
+    assert prompt("hold").payload("PCMU")[800:2400] not in heard
+    for name in ("voicemail", "callback"):
+        assert prompt(name).payload("PCMU")[400:2400] in heard, f"the {name} prompt was not heard"
+    attempts = await pool.fetch("SELECT sip_uri FROM dial_attempts ORDER BY seq")
+    assert [a["sip_uri"] for a in attempts].count("sip:1001@127.0.0.1") == 1

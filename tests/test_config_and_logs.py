@@ -35,6 +35,9 @@ def test_defaults_toml_and_environment_precedence(tmp_path: Path) -> None:
         ({"HOTLINE_TIMEZONE": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
         ({"HOTLINE_DATABASE_URL": "mysql://x@y/z"}, "database_url: expected a postgres/postgresql URL"),
         ({"HOTLINE_CONFIG": "/nonexistent/hotline.toml"}, "does not exist"),
+        ({"HOTLINE_RTP_TIMEOUT_S": "0"}, "rtp_timeout_s must be positive"),
+        ({"HOTLINE_RTP_TIMEOUT_S": "nan"}, "rtp_timeout_s must be positive"),
+        ({"HOTLINE_MAX_CALL_S": "inf"}, "max_call_s must be positive"),
     ],
 )
 def test_bad_configuration_is_named(env: dict[str, str], message: str) -> None:

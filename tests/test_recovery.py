@@ -25,7 +25,9 @@ from ivr.flow import CallFlow, FlowSettings
 from recordings.call_records import CallerNumber, CallRecords
 from recordings.recorder import RecordingError, StereoRecorder, cut_voicemail, write_voicemail
 from routing.directory import Directory
+from routing.presence import Presence, presence_client, presence_key
 from store.pii import PiiVault
+from telephony.dialog_state import DialogState
 from tests.district import build_district
 
 OFFERED = datetime(2026, 11, 24, 2, 0, tzinfo=UTC)
@@ -302,3 +304,98 @@ def test_cut_voicemail_refuses_what_it_cannot_trust(tmp_path: Path) -> None:
     with pytest.raises(RecordingError, match="cannot read recording"):
         cut_voicemail(tmp_path / "missing.wav", 0.0, tmp_path / "f.wav", min_seconds=0.5)
     assert not any((tmp_path / n).exists() for n in ("a.wav", "d.wav", "e.wav", "f.wav"))
+
+
+# --- recovery that never blocks the start (issue 9 §3) -----------------------------------------
+
+def a_dialog(call_id: str, side: str = "inbound") -> dict:
+    return DialogState(call_id=call_id, local_tag="ours", remote_tag="theirs",
+                       local_uri="<sip:hotline@127.0.0.1>", remote_uri="<sip:13900000001@127.0.0.1>",
+                       remote_target="sip:13900000001@127.0.0.1:5999",
+                       route_set=("<sip:127.0.0.1:5060;lr>",), local_cseq=101, side=side).to_json()
+
+
+async def test_records_from_the_future_of_a_restarted_clock_are_closed_at_their_own_latest_time(
+        pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path) -> None:
+    # Restarted with the same HOTLINE_CLOCK_START: "now" precedes what the killed run wrote
+    # (offered, answered, a dial attempt started and answered) — ended_at must not (the CHECK).
+    district = await build_district(pool, vault, week_of=OFFERED.date())
+    records = CallRecords(pool, vault, node="node-a")
+    later = OFFERED + timedelta(minutes=30)
+    bridged = await records.open("bridged@x", CallerNumber.of(vault, "13900000001"), later)
+    await records.answered(bridged, later + timedelta(seconds=2))
+    await records.routed(bridged, "day", "test", [{"staff_id": district.doctor_id, "name": "王医生"}])
+    seq = await records.dial_started(bridged, district.doctor_id, "sip:1001@127.0.0.1", later + timedelta(seconds=9))
+    await records.dial_ended(bridged, seq, "answered", later + timedelta(seconds=12))
+    ringing = await records.open("ringing@x", CallerNumber.of(vault, "13900000002"), later)
+    await records.dial_started(ringing, district.doctor_id, "sip:1001@127.0.0.1", later + timedelta(seconds=20))
+
+    assert await recovering_flow(pool, vault, records, tmp_path / "rec").recover() == 2  # clock: OFFERED + 5 min
+
+    rows = {r["call_id"]: r for r in await pool.fetch("SELECT * FROM call_records")}
+    assert rows["bridged@x"]["ended_at"] == later + timedelta(seconds=12)
+    assert rows["ringing@x"]["ended_at"] == later + timedelta(seconds=20)
+    assert {(r["disposition"], r["end_reason"], r["recovery_note"]) for r in rows.values()} == {
+        ("failed", "recovered", None)}
+    attempt = await pool.fetchrow("SELECT * FROM dial_attempts WHERE call_record_id = $1", ringing)
+    assert (attempt["outcome"], attempt["ended_at"]) == ("cancelled", later + timedelta(seconds=20))
+
+
+async def test_a_call_that_cannot_be_recovered_is_closed_flagged_and_the_others_still_are(
+        pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path) -> None:
+    district = await build_district(pool, vault, week_of=OFFERED.date())
+    records = CallRecords(pool, vault, node="node-a")
+    # its route names someone the directory no longer has: the callback task cannot be written
+    broken = await records.open("broken@x", CallerNumber.of(vault, "13900000001"), OFFERED)
+    await records.routed(broken, "day", "test", [{"staff_id": 987654, "name": "gone"}])
+    await pool.execute("UPDATE call_records SET dialogs = $2::jsonb WHERE id = $1", broken,
+                       '[{"sealed": "bm90IHNlYWxlZCBieSB1cw=="}, "junk"]')
+    fine = await records.open("fine@x", CallerNumber.of(vault, "13900000002"), OFFERED)
+    await records.routed(fine, "day", "test", [{"staff_id": district.doctor_id, "name": "王医生"}])
+    await records.dialog_established(fine, a_dialog("fine@x"))
+    await records.dialog_established(fine, a_dialog("fine-doctor@x", "outbound"))
+
+    flow = recovering_flow(pool, vault, records, tmp_path / "rec")
+    with structlog.testing.capture_logs() as logs:
+        assert await flow.recover() == 2
+
+    rows = {r["call_id"]: r for r in await pool.fetch("SELECT * FROM call_records")}
+    assert all(r["ended_at"] is not None and r["disposition"] == "failed" for r in rows.values())
+    note = rows["broken@x"]["recovery_note"]
+    assert "a stored SIP dialog is unreadable" in note and "recovery failed: " in note
+    assert rows["fine@x"]["recovery_note"] is None
+    tasks = await pool.fetch("SELECT call_record_id FROM callback_calls")
+    assert [t["call_record_id"] for t in tasks] == [fine]
+    # the fine call's phones are to be hung up: both its dialogs, as stored
+    assert [d.to_json() for d in flow.take_lost_dialogs()] == [a_dialog("fine@x"), a_dialog("fine-doctor@x", "outbound")]
+    assert flow.take_lost_dialogs() == []
+    assert not any("13900000001" in str(e) or "13900000002" in str(e) for e in logs)
+    # stored sealed: neither the caller's number nor the phone's address in clear
+    stored = await pool.fetchval("SELECT dialogs::text FROM call_records WHERE id = $1", fine)
+    assert "13900000001" not in stored and "5999" not in stored
+
+
+async def test_recovery_frees_the_staff_the_dead_call_held_and_no_one_else(
+        pool: asyncpg.Pool, vault: PiiVault, redis_url: str, tmp_path: Path) -> None:
+    district = await build_district(pool, vault, week_of=OFFERED.date())
+    records = CallRecords(pool, vault, node="node-a")
+    bridged = await records.open("bridged@x", CallerNumber.of(vault, "13900000001"), OFFERED)
+    await records.routed(bridged, "day", "test", [{"staff_id": district.doctor_id, "name": "王医生"}])
+    await records.dial_started(bridged, district.doctor_id, "sip:1001@127.0.0.1", OFFERED)
+    client = presence_client(redis_url)
+    try:
+        presence = Presence(client)
+        await presence.call_started(district.doctor_id, "bridged@x")  # repro 7: on_call for an hour
+        other = await pool.fetchval("SELECT id FROM staff WHERE id <> $1 ORDER BY id LIMIT 1", district.doctor_id)
+        await presence.call_started(other, "a-live-call@node-b")
+        assert (await presence.state(district.doctor_id)).busy
+
+        flow = recovering_flow(pool, vault, records, tmp_path / "rec")
+        flow.presence = presence
+        assert await flow.recover() == 1
+
+        assert await client.get(presence_key(district.doctor_id)) is None
+        assert (await presence.state(district.doctor_id)).ringable
+        assert (await presence.state(other)).busy  # another call's state is not ours to clear
+    finally:
+        await client.aclose()
