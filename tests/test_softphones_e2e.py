@@ -9,8 +9,9 @@ record. The phones are the ones residents and doctors install, as they come:
 
 Each is caller once and callee once. Two calls last longer than 32 s (RFC 3261 Timer H/B: a
 lost ACK shows then) and are hung up, one by the resident, one by the doctor, with Linphone on
-the far side of the hang-up each time. And a PSTN gateway's in-band 1 (697+1209 Hz in the
-audio, no telephone-event offered) reaches the doctor too.
+the far side of the hang-up each time. Keys sent other ways reach the doctor too: Linphone
+set to SIP INFO (application/dtmf-relay) or to in-band tones (mixed into its voice), and a
+PSTN gateway's in-band 1 (697+1209 Hz in the audio, no telephone-event offered; sipp).
 
 The module shares one Kamailio (each test clears the bindings the previous one could leave).
 """
@@ -250,6 +251,26 @@ async def test_linphone_resident_and_linphone_doctor_talk_past_32_s_doctor_hangs
     resident = await phones("linphone", ZHANG_GUILAN, tone_hz=RESIDENT_HZ)
     await resident_calls_doctor(day_hotline, pool, resident, doctor, hang_up="doctor",
                                 talk_s=LONG_CALL_S)
+
+
+# --- keys other than RFC 4733 ------------------------------------------------------------------
+
+async def test_linphone_resident_pressing_1_by_sip_info_reaches_the_doctor(
+    day_hotline: Hotline, pool: asyncpg.Pool, phones: Any
+) -> None:
+    """Linphone set to send keys as SIP INFO (application/dtmf-relay)."""
+    doctor = await phones("baresip", DOCTOR, tone_hz=DOCTOR_HZ)
+    resident = await phones("linphone", ZHANG_GUILAN, tone_hz=RESIDENT_HZ, dtmf="info")
+    await resident_calls_doctor(day_hotline, pool, resident, doctor, hang_up="resident")
+
+
+async def test_linphone_resident_pressing_1_in_band_reaches_the_doctor(
+    day_hotline: Hotline, pool: asyncpg.Pool, phones: Any
+) -> None:
+    """Linphone set to send keys as tones in its audio (neither RFC 4733 nor INFO)."""
+    doctor = await phones("baresip", DOCTOR, tone_hz=DOCTOR_HZ)
+    resident = await phones("linphone", ZHANG_GUILAN, tone_hz=RESIDENT_HZ, dtmf="inband")
+    await resident_calls_doctor(day_hotline, pool, resident, doctor, hang_up="resident")
 
 
 # --- in-band DTMF --------------------------------------------------------------------------------
