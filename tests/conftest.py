@@ -109,6 +109,23 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     await p.close()
 
 
+@pytest.fixture
+async def private_postgres(tmp_path: Path) -> AsyncIterator[tuple[Path, str]]:
+    """A migrated PostgreSQL of the test's own, for tests that stop it (the session's server is
+    shared and must never be stopped): its data directory and the URL of its database."""
+    data_dir = tmp_path / "pg"
+    try:
+        admin = await asyncio.to_thread(embedded.ensure_postgres, data_dir)
+        async with db.connection(admin) as conn:
+            await conn.execute("CREATE DATABASE outage")
+        url = with_database(admin, "outage")
+        async with db.connection(url) as conn:
+            await migrate(conn, all_migrations())
+        yield data_dir, url
+    finally:
+        await asyncio.to_thread(embedded.stop_postgres, data_dir)
+
+
 @pytest.fixture(scope="session")
 def vault() -> PiiVault:
     return PiiVault.from_base64(TEST_PII_KEY)

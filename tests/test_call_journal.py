@@ -20,14 +20,12 @@ import pytest
 
 from handover.callbacks import Callbacks
 from hotline.clock import Clock
-from hotline.runtime import all_migrations, with_database
 from ivr.flow import CallFlow, FlowSettings
 from recordings.call_log import CallLog, Replayer, apply_event
 from recordings.call_records import CallerNumber, CallRecords
 from recordings.journal import Journal, read_segment
 from routing.directory import Directory
 from store import db, embedded
-from store.migrate import migrate
 from store.pii import PiiVault
 from tests.district import District, build_district
 
@@ -234,25 +232,9 @@ async def test_an_earlier_missed_call_replayed_later_keeps_the_first_deadline(
 # -- a real outage: a private PostgreSQL stopped mid-call and started again ----------------------
 
 
-@pytest.fixture
-async def private_pg(tmp_path: Path):
-    """A PostgreSQL of this test's own (the session's is shared: it must not be stopped)."""
-    data_dir = tmp_path / "pg"
-    try:
-        admin = await asyncio.to_thread(embedded.ensure_postgres, data_dir)
-        async with db.connection(admin) as conn:
-            await conn.execute("CREATE DATABASE outage")
-        url = with_database(admin, "outage")
-        async with db.connection(url) as conn:
-            await migrate(conn, all_migrations())
-        yield data_dir, url
-    finally:
-        await asyncio.to_thread(embedded.stop_postgres, data_dir)
-
-
 async def test_a_call_outliving_postgresql_goes_on_in_the_journal_and_is_written_once_back(
-        private_pg: tuple[Path, str], vault: PiiVault, tmp_path: Path) -> None:
-    data_dir, url = private_pg
+        private_postgres: tuple[Path, str], vault: PiiVault, tmp_path: Path) -> None:
+    data_dir, url = private_postgres
     pool = await db.create_pool(url, max_size=2)
     try:
         district = await build_district(pool, vault, week_of=date(2026, 11, 22))

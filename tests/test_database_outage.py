@@ -21,9 +21,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from hotline.runtime import all_migrations, with_database
 from store import db, embedded
-from store.migrate import migrate
 from store.pii import PiiVault
 from tests.conftest import TEST_PII_KEY
 from tests.hotline_peer import Earpiece, calls_done, fresh_kamailio, hotline_at  # noqa: F401
@@ -40,25 +38,10 @@ TUESDAY_10 = datetime(2026, 11, 24, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
 ZHANG_GUILAN = "13800000001"  # a resident of the demo district, identified while PostgreSQL is up
 
 
-@pytest.fixture
-async def private_database(tmp_path: Path):
-    data_dir = tmp_path / "pg"
-    try:
-        admin = await asyncio.to_thread(embedded.ensure_postgres, data_dir)
-        async with db.connection(admin) as conn:
-            await conn.execute("CREATE DATABASE outage")
-        url = with_database(admin, "outage")
-        async with db.connection(url) as conn:
-            await migrate(conn, all_migrations())
-        yield data_dir, url
-    finally:
-        await asyncio.to_thread(embedded.stop_postgres, data_dir)
-
-
 async def test_postgresql_stopped_during_traffic_every_call_has_its_record_and_task_once(
-        private_database: tuple[Path, str], kamailio: Kamailio, vault: PiiVault, redis: object,
+        private_postgres: tuple[Path, str], kamailio: Kamailio, vault: PiiVault, redis: object,
         redis_url: str, tmp_path: Path) -> None:
-    pg_dir, url = private_database
+    pg_dir, url = private_postgres
     voice = write_rtp_pcap(tmp_path / "440.pcap", ulaw_sine(440, 12))
     pool = await db.create_pool(url, max_size=2)
     calls: list[tuple[str, asyncio.subprocess.Process]] = []

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import structlog
 
+from telephony.sip_message import split_list
 from tests.rfc4475_cases import (
     ACCEPTED,
     ALL_CASES,
@@ -62,30 +63,9 @@ def norm(value: str | None) -> str | None:
     return None if value is None else " ".join(value.split())
 
 
-def split_values(text: str) -> list[str]:
-    """A header value split at its top-level commas (not inside "…" or <…>)."""
-    parts, depth, quoted, escaped, start = [], 0, False, False, 0
-    for i, ch in enumerate(text):
-        if escaped:
-            escaped = False
-        elif quoted and ch == "\\":
-            escaped = True
-        elif ch == '"':
-            quoted = not quoted
-        elif not quoted and ch == "<":
-            depth += 1
-        elif not quoted and ch == ">":
-            depth = max(0, depth - 1)
-        elif not quoted and depth == 0 and ch == ",":
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts if p.strip()]
-
-
 def values(msg: Any, name: str) -> list[str]:
     """Every value of a header, whether the parser lists comma-joined values one by one or not."""
-    return [norm(v) or "" for line in msg.headers_all(name) for v in split_values(line)]
+    return [norm(v) or "" for line in msg.headers_all(name) for v in split_list(line)]
 
 
 # --- the fixtures themselves ----------------------------------------------------------------------
