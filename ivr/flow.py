@@ -38,6 +38,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -408,6 +409,7 @@ class _Call:
                 return "ivr_only"
             raise
         await self.entry.answered(flow.clock.now())
+        self.answered_loop_time = asyncio.get_running_loop().time()  # the recording starts here
         self.watchdog = asyncio.create_task(self._watch(), name=f"watch {self.leg.call_id}")
         await self._keep_dialog(self.leg)
         await self._start_recording()
@@ -665,14 +667,38 @@ class _Call:
 
         # her on_call state expires by itself (for a node that dies mid-call): refresh it
         refreshing = asyncio.create_task(keep_on_call(flow.presence, staff_id, self.leg.call_id, ON_CALL_TTL_S))
+        notes: set[asyncio.Task[None]] = set()
+        for who, party in (("caller", self.leg), ("staff", answered.leg)):
+            if hasattr(party, "on_hold_changed"):
+                party.on_hold_changed = partial(self._hold_changed, who, notes)
         try:
             await bridge(self.leg, answered.leg, on_audio=keep_caller_side)
         finally:
+            for party in (self.leg, answered.leg):
+                if hasattr(party, "on_hold_changed"):
+                    party.on_hold_changed = None
+            if notes:
+                await asyncio.wait(notes, timeout=2)
             self.staff_leg = None
             refreshing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await refreshing  # no refresh may land after the call's end clears her state
             await flow.presence.call_ended(staff_id, self.leg.call_id)
+
+    def _hold_changed(self, side: str, notes: set[asyncio.Task[None]], on: bool) -> None:
+        """One side put the other on hold (or resumed): noted in the record with where it falls
+        in the recording. The held side hears what the holder sends (a chime, or silence)."""
+        offset_s = round(asyncio.get_running_loop().time() - getattr(self, "answered_loop_time", 0.0), 1)
+        self.log.info("call.hold" if on else "call.resume", side=side, offset_s=offset_s)
+        task = asyncio.create_task(self._note_hold(side, on, offset_s))
+        notes.add(task)
+        task.add_done_callback(notes.discard)
+
+    async def _note_hold(self, side: str, on: bool, offset_s: float) -> None:
+        try:
+            await self.entry.held(self.flow.clock.now(), side, on, offset_s)
+        except Exception as exc:  # a note lost must not cost the call
+            self.log.warning("call.hold_not_noted", why=reason_of(exc))
 
     async def _keep_dialog(self, leg: Any) -> None:
         """Store the leg's SIP dialog in the record: a node restarted after a crash hangs up

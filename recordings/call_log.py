@@ -225,6 +225,11 @@ class CallEntry:
         sealed = r.seal_dialog(state)
         await self._write("dialog", {"sealed": sealed}, self._direct(lambda i: r.dialog_sealed(i, sealed)))
 
+    async def held(self, at: datetime, side: str, on: bool, offset_s: float) -> None:
+        r = self._log.records
+        note = {"at": _iso(at), "side": side, "on": on, "offset_s": offset_s}
+        await self._write("held", note, self._direct(lambda i: r.held(i, note)))
+
     async def recording_started(self, path: str) -> None:
         r = self._log.records
         await self._write("recording_started", {"path": path},
@@ -314,6 +319,8 @@ async def apply_event(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
             await records.ended(record_id, _at(event["at"]), event["disposition"], event.get("end_reason"))
         case "dialog":
             await records.dialog_sealed(record_id, event["sealed"])
+        case "held":
+            await records.held(record_id, {k: event[k] for k in ("at", "side", "on", "offset_s")})
         case "recording_started":
             await records.recording_started(record_id, event["path"])
         case "recorded":

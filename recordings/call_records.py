@@ -201,6 +201,13 @@ class CallRecords:
                 problems.append(f"a stored SIP dialog is unreadable ({type(exc).__name__})")
         return states, problems
 
+    async def held(self, record_id: int, note: dict[str, Any]) -> None:
+        """A side of the conversation put the other on hold, or took it off (note: at, side, on,
+        offset_s into the recording)."""
+        await self._pool.execute(
+            "UPDATE call_records SET holds = holds || jsonb_build_array($2::jsonb) WHERE id = $1",
+            record_id, json.dumps(note))
+
     async def recording_started(self, record_id: int, path: str) -> None:
         """Name the file before a byte is written: after a crash, recovery finds it by the record."""
         await self._pool.execute("UPDATE call_records SET recording_path = $2 WHERE id = $1", record_id, path)

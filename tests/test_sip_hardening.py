@@ -244,6 +244,9 @@ async def test_a_burst_of_300_invites_gets_300_finals_and_leaks_nothing(kamailio
                 break
             await asyncio.sleep(0.05)
         taking.cancel()
+        counts = {status: list(finals.values()).count(status) for status in sorted(set(finals.values()))}
+        print(f"burst: 300 INVITEs, finals {counts}; threads {threads_before}->{_call_threads()}, "
+              f"fds {fds_before}->{_open_fds()}")  # for the closing note (-s shows it)
         assert agent.calls_in_progress == 0 and agent.ports.in_use == 0 and agent.ua.dialogs == {}
         assert _call_threads() <= threads_before
         assert _open_fds() <= fds_before

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import re
 import socket
 import time
@@ -183,10 +184,11 @@ async def assert_recorded_conversation(pool: asyncpg.Pool) -> None:
 
 async def resident_calls_doctor(hotline: Hotline, pool: asyncpg.Pool, resident: Phone,
                                 doctor: Phone, *, hang_up: str = "resident",
-                                talk_s: float = 0.0) -> None:
+                                talk_s: float = 0.0, doctor_holds: bool = False) -> None:
     """The whole call: dial the hotline, press 1 once answered, talk until each side hears
-    the other (and `talk_s` more), then `hang_up` ("resident" or "doctor") ends it, and both
-    phones must see the end."""
+    the other (and `talk_s` more; `doctor_holds`: the doctor's Linphone pauses the call and
+    resumes it meanwhile, which must not end it and is noted in the record), then `hang_up`
+    ("resident" or "doctor") ends it, and both phones must see the end."""
     with structlog.testing.capture_logs() as logs:
         await resident.dial("hotline")
         await until_established(resident)
@@ -195,9 +197,16 @@ async def resident_calls_doctor(hotline: Hotline, pool: asyncpg.Pool, resident: 
         await doctor.wait_event("CALL_ESTABLISHED", direction="incoming", timeout_s=15)
         connected = time.monotonic()
         await until_talking(pool)
+        held = not doctor_holds
         while time.monotonic() - connected < talk_s:  # a long call: nobody may drop out
             assert resident.closed_calls == 0 and doctor.closed_calls == 0, \
                 f"call ended after {time.monotonic() - connected:.1f} s"
+            if not held:
+                held = True
+                await doctor.command("pause")  # a re-INVITE with a=sendonly
+                await until_holds(pool, 1)
+                await doctor.command("resume")
+                await until_holds(pool, 2)
             await asyncio.sleep(0.5)
         await (resident if hang_up == "resident" else doctor).hangup()
         await resident.wait_event("CALL_CLOSED", timeout_s=10)
@@ -213,6 +222,18 @@ async def resident_calls_doctor(hotline: Hotline, pool: asyncpg.Pool, resident: 
             f"{phone.ext}: " + describe(tail, audio.rate)
     assert (doctor.incoming_calls, doctor.answered_calls) == (1, 1)
     await assert_recorded_conversation(pool)
+
+
+async def until_holds(pool: asyncpg.Pool, count: int, timeout_s: float = 10.0) -> None:
+    """Until the call record notes `count` hold changes (bounded)."""
+    for _ in range(int(timeout_s / 0.1)):
+        holds = await pool.fetchval("SELECT holds FROM call_records ORDER BY id DESC LIMIT 1")
+        if holds is not None and len(json.loads(holds)) >= count:
+            notes = json.loads(holds)
+            assert [(n["side"], n["on"]) for n in notes[:2]] == [("staff", True), ("staff", False)][:count]
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the record notes no {count} hold changes")
 
 
 # --- the tests ---------------------------------------------------------------------------------
@@ -244,13 +265,15 @@ async def test_baresip_resident_without_uuid_and_default_baresip_doctor(
 
 
 @pytest.mark.timeout(150)
-async def test_linphone_resident_and_linphone_doctor_talk_past_32_s_doctor_hangs_up(
+async def test_linphone_resident_and_linphone_doctor_talk_past_32_s_with_hold_doctor_hangs_up(
     day_hotline: Hotline, pool: asyncpg.Pool, phones: Any
 ) -> None:
+    """The doctor also puts the resident on hold and takes her off it (Linphone's pause and
+    resume): the call goes on, the record notes both."""
     doctor = await phones("linphone", DOCTOR, tone_hz=DOCTOR_HZ)
     resident = await phones("linphone", ZHANG_GUILAN, tone_hz=RESIDENT_HZ)
     await resident_calls_doctor(day_hotline, pool, resident, doctor, hang_up="doctor",
-                                talk_s=LONG_CALL_S)
+                                talk_s=LONG_CALL_S, doctor_holds=True)
 
 
 # --- keys other than RFC 4733 ------------------------------------------------------------------
