@@ -36,6 +36,7 @@ unregistering its extension so that a later test's INVITE is not forked to a dea
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import errno
 import json
@@ -83,6 +84,10 @@ SippDoctorFactory = Callable[..., Awaitable["SippDoctor"]]
 # baresip prints this when the registrar accepted the REGISTER, e.g.
 # "7101@127.0.0.1: {0/UDP/v4} 200 OK (kamailio (5.6.3 (x86_64/linux))) [1 binding]"
 _REGISTERED = r"{ext}@127\.0\.0\.1: \{{\d+/UDP/v4\}} 200 OK"
+# Short directories the dumps of baresip's sndfile go to (Softphone._short_recordings).
+_SHORT_DIRS: list[Path] = []
+atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _SHORT_DIRS])
+
 # sndfile names its dumps by the local time the call's audio started, to the second
 _DUMP = re.compile(r"dump-\d{4}(?:-\d\d){5}-(dec|enc)\.wav")
 
@@ -282,7 +287,7 @@ class Softphone:
 
     @property
     def recordings(self) -> Path:
-        return self.workdir / "recordings"
+        return self.workdir / "recordings"  # a link to a short directory: see _short_recordings
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -306,9 +311,20 @@ class Softphone:
                     raise
         raise AssertionError("unreachable")
 
+    def _short_recordings(self) -> None:
+        """baresip 1.0's sndfile builds each dump's path in a fixed 128-byte buffer: under
+        pytest's default base (/tmp/pytest-of-root/pytest-N/<test>/…) the name was cut before
+        "-dec.wav" and both dumps went to one file. The dumps go to a short directory of their
+        own, linked from the work directory; removed when the test process ends."""
+        if self.recordings.exists():
+            return
+        short = Path(tempfile.mkdtemp(prefix="bsr-"))
+        _SHORT_DIRS.append(short)
+        self.recordings.symlink_to(short, target_is_directory=True)
+
     def _spawn(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.recordings.mkdir(exist_ok=True)
+        self._short_recordings()
         self.sip_port = free_baresip_sip_port()
         self.ctrl_port = free_tcp_port()
         rtp_low = free_udp_port() & ~1  # RTP on even ports, RTCP on the odd one above
@@ -354,7 +370,7 @@ module_tmp		account.so
 module_app		menu.so
 module_app		ctrl_tcp.so
 ctrl_tcp_listen		127.0.0.1:{self.ctrl_port}
-snd_path		{self.recordings}
+snd_path		{self.recordings.resolve()}
 statmode_default	off
 """)
         # answermode=manual for every mode: the reader thread answers or rejects, so incoming
