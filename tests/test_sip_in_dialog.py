@@ -43,8 +43,11 @@ async def answered_call(agent: SipAgent, phone: socket.socket) -> tuple[InboundL
 
 
 async def send(agent: SipAgent, phone: socket.socket, message: bytes) -> list[bytes]:
+    """The responses to `message` (by its CSeq) within 0.5 s; a late retransmission of an
+    earlier final (Timer G sends a 488 again at T1 until its ACK) is not one of them."""
     phone.sendto(message, ("127.0.0.1", agent.account.sip_port))
-    return [r for r in await asyncio.to_thread(collect, phone, 0.5) if status_of(r)]
+    cseq = header(message, "CSeq")
+    return [r for r in await asyncio.to_thread(collect, phone, 0.5) if status_of(r) and header(r, "CSeq") == cseq]
 
 
 def sdp_direction(response: bytes) -> str:
