@@ -65,7 +65,7 @@ class SipAccount:
     # What a request from elsewhere gets: "reject" (403) or "drop" (no answer at all).
     untrusted_action: str = "reject"
     # Calls in progress at most (inbound); the next gets 503 with Retry-After before any ringing.
-    max_calls: int = 100
+    max_calls: int = 40
 
 
 def _user_of(value: str | None) -> str:
