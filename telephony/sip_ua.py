@@ -23,7 +23,6 @@ source address (received) and port (rport).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import secrets
 import time
@@ -43,7 +42,7 @@ from telephony.sip_message import (
     split_list,
     validate_request,
 )
-from telephony.transactions import CALL_ID, NonInviteTransactions, ServerTransactions
+from telephony.transactions import NonInviteTransactions, ServerTransactions
 
 log = structlog.get_logger("telephony.sip")
 
@@ -393,12 +392,3 @@ class UserAgent(asyncio.DatagramProtocol):
             return
         self.respond(request, source, 200)
         owner.on_cancel()
-
-
-def call_id_of(raw: bytes) -> str | None:
-    match = CALL_ID.search(raw.split(b"\r\n\r\n", 1)[0])
-    return match.group(1).decode("utf-8", "replace") if match else None
-
-
-def suppress_closed_loop() -> contextlib.AbstractContextManager[None]:
-    return contextlib.suppress(RuntimeError)
