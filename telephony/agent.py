@@ -28,8 +28,6 @@ from telephony.sip_message import (
     NameAddr,
     SipMessage,
     SipParseError,
-    build_response,
-    response_address,
 )
 from telephony.sip_ua import ALLOW, UserAgent
 from telephony.transactions import ServerTransactions
@@ -122,16 +120,10 @@ class InboundLeg(SipLeg):
         self._rtp_client = rtp
         self.state = "answered"
         self.ua.invites.pop(self.invite_key, None)
-        response = build_response(
-            self.invite, 200, to_tag=self.dialog.local_tag, record_route=True, body=self._answer_sdp.encode(),
-            extra=[("Contact", self.ua.contact), ("Allow", ALLOW), ("Supported", ""),
-                   ("Content-Type", "application/sdp")])
-        address = response_address(self.invite, self.source)
-        self.ua.server_transactions.respond(self.invite, response, 200, address, send=False)
         # sent again until the ACK; none within Timer H: the caller has gone
-        self.ua.server_transactions.retransmissions.start(("2xx", self.call_id, self.invite.cseq[0]), response,
-                                                          address, on_timeout=self._no_ack,
-                                                          give_up_after_s=self.ack_timeout_s)
+        self._send_2xx(self.invite, self.source, self._answer_sdp.encode(),
+                       [("Contact", self.ua.contact), ("Allow", ALLOW), ("Supported", "")], record_route=True,
+                       on_timeout=self._no_ack, give_up_after_s=self.ack_timeout_s)
         if choice.on_hold:
             self.on_hold = True
 
@@ -191,7 +183,7 @@ class InboundLeg(SipLeg):
         self._agent._active.discard(self.call_id)
 
 
-def choice_session_id() -> int:
+def new_session_id() -> int:
     return secrets.randbelow(2**31)
 
 
@@ -265,7 +257,7 @@ class SipAgent:
             ua.counters.overloaded += 1
             ua.respond(invite, source, 503, why="no RTP port free", extra=[("Retry-After", "30")])
             return
-        session_id = choice_session_id()
+        session_id = new_session_id()
         try:
             answer_sdp, choice = sdp.answer(offer, local_ip=self.account.local_ip, local_port=port,
                                             session_id=session_id, session_version=1)

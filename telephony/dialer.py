@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -36,8 +35,9 @@ from telephony import sdp
 from telephony.dialog import Dialog
 from telephony.digest import Challenge, DigestError, authorization
 from telephony.rtp import PayloadRTPClient, RtpPorts
-from telephony.sip_leg import MediaState, SipLeg, media_address_problem
-from telephony.sip_ua import UserAgent, record_routes
+from telephony.sip_leg import LINGER_S, MediaState, SipLeg, media_address_problem
+from telephony.sip_message import NameAddr, SipMessage, SipParseError
+from telephony.sip_ua import UserAgent
 from telephony.transactions import transaction_key
 
 log = structlog.get_logger("telephony.dial")
@@ -46,10 +46,6 @@ log = structlog.get_logger("telephony.dial")
 T1_S = 0.5
 # With no response at all in this long the proxy is not there: the target is unreachable.
 NO_RESPONSE_S = 4.0
-# How long a finished dialog still answers stray retransmissions (64·T1, Timer B's span).
-LINGER_S = 32.0
-_STATUS = re.compile(rb"^SIP/2\.0 (\d{3}) ?([^\r\n]*)")
-_REQUEST = re.compile(rb"^([A-Z]+) \S+ SIP/2\.0")
 
 
 class DialOutcome(enum.StrEnum):
@@ -82,32 +78,6 @@ def outcome_of_status(status: int) -> DialOutcome:
     if status in (404, 408, 410, 480, 484) or 500 <= status < 600:
         return DialOutcome.UNREACHABLE
     return DialOutcome.REJECTED
-
-
-def _headers(raw: bytes) -> tuple[bytes, dict[str, list[str]]]:
-    """(first line, header values by lower-case name, compact forms expanded)."""
-    head = raw.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
-    first, *rows = head.split("\r\n")
-    compact = {"i": "call-id", "f": "from", "t": "to", "m": "contact", "v": "via", "l": "content-length"}
-    values: dict[str, list[str]] = {}
-    for row in rows:
-        if ":" in row:
-            name, value = row.split(":", 1)
-            name = name.strip().lower()
-            values.setdefault(compact.get(name, name), []).append(value.strip())
-    return first.encode(), values
-
-
-def _tag(header: str) -> str | None:
-    match = re.search(r";\s*tag=([^;>\s]+)", header.split(">")[-1] if ">" in header else header)
-    return match.group(1) if match else None
-
-
-def _uri(header: str) -> str:
-    """The URI in a name-addr ('"x" <sip:…>;p') or addr-spec header value."""
-    if "<" in header:
-        return header.split("<", 1)[1].split(">", 1)[0]
-    return header.split(";", 1)[0].strip()
 
 
 class OutboundLeg(SipLeg):
@@ -152,7 +122,7 @@ class _Dialog:
         self.contact = ua.contact
         self.codecs = codecs
         self.session_id = secrets.randbelow(2**31)
-        self.responses: asyncio.Queue[bytes] = asyncio.Queue()
+        self.responses: asyncio.Queue[SipMessage] = asyncio.Queue()
         self.remote_tag: str | None = None
         self.remote_target: str | None = None
         self.route_set: list[str] = []
@@ -194,18 +164,18 @@ class _Dialog:
         return self._request("INVITE", self.uri, self.branch, self.invite_cseq, None, [], self._sdp(),
                              "application/sdp")
 
-    def answer_challenge(self, response: bytes, code: int) -> bytes:
+    def answer_challenge(self, response: SipMessage, code: int) -> bytes:
         """The INVITE again, with credentials for the 401/407 in `response` (RFC 3261 §22.2):
         a new transaction (branch, CSeq + 1) in the same call (Call-ID, From tag).
         DigestError when we cannot answer it."""
-        _first, values = _headers(response)
-        name = "proxy-authenticate" if code == 407 else "www-authenticate"
-        if not values.get(name):
+        name = "Proxy-Authenticate" if code == 407 else "WWW-Authenticate"
+        challenge_text = response.header(name)
+        if not challenge_text:
             raise DigestError(f"{code} without a {name} header")
         ua = self.dialer.ua
         if not ua.password:
             raise DigestError(f"the PBX asks for credentials ({code}) and the hotline has no SIP password")
-        challenge = Challenge.parse(values[name][0])
+        challenge = Challenge.parse(challenge_text)
         value = authorization(challenge, method="INVITE", uri=self.uri, username=ua.username,
                               password=ua.password)
         self.credentials = ("Proxy-Authorization" if code == 407 else "Authorization", value)
@@ -241,46 +211,47 @@ class _Dialog:
         self.dialer.send_reliably(self.bye())
         log.info("dial.bye_sent", call_id=self.call_id, uri=self.uri)
 
-    def stale(self, raw: bytes, code: int, values: dict[str, list[str]]) -> bool:
+    def stale(self, response: SipMessage) -> bool:
         """A response of the INVITE we sent before answering a challenge (a retransmitted 407):
         its final is ACKed for its own transaction, and it is not news."""
-        key = transaction_key(raw)
+        key = transaction_key(response.raw)
         if key is None or key[0] == self.branch:
             return False
-        if code >= 300:
-            number = values.get("cseq", ["1"])[0].split()[0]
-            self.send(self.ack_failure(_tag(values.get("to", [""])[0]), key[0],
-                                       int(number) if number.isdigit() else 1))
+        if (response.status or 0) >= 300:
+            self.send(self.ack_failure(response.to_tag, key[0], response.cseq[0] or 1))
         return True
 
-    def learn_dialog(self, raw: bytes, values: dict[str, list[str]]) -> None:
+    def learn_dialog(self, response: SipMessage) -> None:
         """From a 2xx: the far end's tag, its Contact, and the route set (Record-Route reversed)."""
-        self.remote_tag = _tag(values.get("to", [""])[0])
-        self.remote_target = _uri(values.get("contact", [f"<{self.uri}>"])[0])
-        self.route_set = list(reversed(record_routes(raw)))
+        self.remote_tag = response.to_tag
+        self.remote_target = f"{self.uri}"
+        contacts = response.headers_all("Contact")
+        if contacts:
+            try:
+                self.remote_target = NameAddr.parse(contacts[0]).uri
+            except SipParseError:
+                pass  # an unreadable Contact: in-dialog requests go to the URI we dialled
+        self.route_set = list(reversed(response.headers_all("Record-Route")))
 
     # --- the receive thread hands us everything with our Call-ID --------------------------------
 
-    def on_datagram(self, raw: bytes) -> None:
-        first, values = _headers(raw)  # responses only: requests in the dialog go to its leg
-        status = _STATUS.match(first)
-        if not status:
-            return
-        code = int(status.group(1))
-        cseq_method = (values.get("cseq", [""])[0].split() or ["", ""])[-1]
-        if cseq_method != "INVITE":
+    def on_response(self, response: SipMessage) -> None:
+        """Every response with our Call-ID (the user agent parsed it; requests in the dialog go
+        to its leg)."""
+        code = response.status or 0
+        if response.cseq[1] != "INVITE":
             return  # 200 to our CANCEL or BYE: nothing more to do
-        if self.stale(raw, code, values):
+        if self.stale(response):
             return
         if not self.settled:
-            self.responses.put_nowait(raw)
+            self.responses.put_nowait(response)
             return
         # Late finals after the dial returned: retransmissions, or an answer crossing our CANCEL.
         if code >= 300:
-            self.send(self.ack_failure(_tag(values.get("to", [""])[0])))
+            self.send(self.ack_failure(response.to_tag))
         elif 200 <= code < 300:
-            if self.leg is None or self.remote_tag != _tag(values.get("to", [""])[0]):
-                self.learn_dialog(raw, values)
+            if self.leg is None or self.remote_tag != response.to_tag:
+                self.learn_dialog(response)
                 self.send(self.ack_answer())
                 self.send_bye()
                 log.info("dial.late_answer_hung_up", call_id=self.call_id, uri=self.uri)
@@ -322,7 +293,7 @@ class Dialer:
         dialog = _Dialog(self, uri, caller_display, codecs)
         if dialog.rtp_port is None:
             return Dialed(uri, DialOutcome.REJECTED, "no RTP port free on this node")
-        self.ua.outbound[dialog.call_id] = dialog.on_datagram
+        self.ua.outbound[dialog.call_id] = dialog.on_response
         log.info("dial.start", call_id=dialog.call_id, uri=uri, ring_timeout_s=ring_timeout_s)
         try:
             dialed = await self._run(dialog, ring_timeout_s, on_ringing)
@@ -351,10 +322,10 @@ class Dialer:
         while True:
             wake = ring_deadline if heard else min(retransmit_at, no_response_deadline, ring_deadline)
             try:
-                raw = await asyncio.wait_for(dialog.responses.get(), max(0.0, wake - now()))
+                response = await asyncio.wait_for(dialog.responses.get(), max(0.0, wake - now()))
             except TimeoutError:
-                raw = None
-            if raw is None:
+                response = None
+            if response is None:
                 if not heard and now() >= min(no_response_deadline, ring_deadline):
                     return Dialed(dialog.uri, DialOutcome.UNREACHABLE,
                                   f"no response to the INVITE within {min(NO_RESPONSE_S, ring_timeout_s):g} s")
@@ -370,11 +341,8 @@ class Dialer:
                     return Dialed(dialog.uri, DialOutcome.NO_ANSWER, f"no answer within {ring_timeout_s:g} s",
                                   rang=rang)
                 continue
-            first, values = _headers(raw)
-            status = _STATUS.match(first)
-            assert status is not None  # on_datagram queues only responses
-            code, reason_phrase = int(status.group(1)), status.group(2).decode("utf-8", "replace")
-            if dialog.stale(raw, code, values):  # queued before we answered the challenge
+            code, reason_phrase = response.status or 0, response.reason
+            if dialog.stale(response):  # queued before we answered the challenge
                 continue
             heard = True
             if code < 200:
@@ -383,9 +351,9 @@ class Dialer:
                 rang = rang or code in (180, 183)
                 continue
             if code in (401, 407) and dialog.credentials is None:
-                dialog.send(dialog.ack_failure(_tag(values.get("to", [""])[0])))
+                dialog.send(dialog.ack_failure(response.to_tag))
                 try:
-                    invite = dialog.answer_challenge(raw, code)
+                    invite = dialog.answer_challenge(response, code)
                 except DigestError as exc:
                     return Dialed(dialog.uri, DialOutcome.REJECTED, f"{code}: {exc}", status=code, rang=rang)
                 self.send(invite)
@@ -393,18 +361,17 @@ class Dialer:
                 retransmit_at, no_response_deadline = now() + T1_S, now() + NO_RESPONSE_S
                 continue
             if code >= 300:
-                dialog.send(dialog.ack_failure(_tag(values.get("to", [""])[0])))
+                dialog.send(dialog.ack_failure(response.to_tag))
                 if code in (401, 407):
                     return Dialed(dialog.uri, DialOutcome.REJECTED,
                                   f"{code}: the PBX refused the hotline's SIP credentials", status=code, rang=rang)
                 return Dialed(dialog.uri, outcome_of_status(code), f"{code} {reason_phrase}".strip(),
                               status=code, rang=rang)
             # 2xx: the far end answered
-            dialog.learn_dialog(raw, values)
+            dialog.learn_dialog(response)
             dialog.send(dialog.ack_answer())
-            body = raw.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in raw else b""
             try:
-                choice = sdp.read_answer(sdp.parse(body), codecs=dialog.codecs)
+                choice = sdp.read_answer(sdp.parse(response.body), codecs=dialog.codecs)
                 problem = media_address_problem(choice)
                 if problem is not None:
                     raise sdp.OfferRejected(problem)

@@ -19,20 +19,18 @@ import asyncio
 import collections
 import ipaddress
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import structlog
 
 from telephony import sdp
-from telephony.dialog import Dialog
+from telephony.dialog import Dialog, contact_uri
 from telephony.dialog_state import DialogState
 from telephony.dtmf_info import digit_from_info
 from telephony.leg import MediaLeg
 from telephony.rtp import PayloadRTPClient
-from telephony.sip_message import SipMessage
-
-if TYPE_CHECKING:
-    from telephony.sip_ua import UserAgent
+from telephony.sip_message import SipMessage, build_response, response_address
+from telephony.sip_ua import ALLOW, UserAgent
+from telephony.transactions import TIMER_F_S
 
 log = structlog.get_logger("telephony")
 
@@ -171,10 +169,8 @@ class SipLeg(MediaLeg):
             return
         contacts = request.headers_all("Contact")
         if contacts:  # a target refresh (§12.2.2)
-            from telephony.dialog import contact_uri
-
             self.dialog.remote_target = contact_uri(contacts[0], self.dialog.remote_target)
-        extra = [("Contact", self.ua.contact), ("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE")]
+        extra = [("Contact", self.ua.contact), ("Allow", ALLOW)]
         if not request.body:
             if request.method == "UPDATE":
                 self.ua.respond(request, source, 200, extra=extra, to_tag=self.dialog.local_tag)
@@ -194,23 +190,26 @@ class SipLeg(MediaLeg):
             self.ua.respond(request, source, 488, why=str(exc), to_tag=self.dialog.local_tag)
             return
         self._apply(choice)
-        extra.append(("Content-Type", "application/sdp"))
         if request.method == "UPDATE":
-            self.ua.respond(request, source, 200, extra=extra, body=text.encode(), to_tag=self.dialog.local_tag)
+            self.ua.respond(request, source, 200, extra=[*extra, ("Content-Type", "application/sdp")],
+                            body=text.encode(), to_tag=self.dialog.local_tag)
         else:
             self._reinvite_cseq = request.cseq[0]
             self._send_2xx(request, source, text.encode(), extra)
 
     def _send_2xx(self, request: SipMessage, source: tuple[str, int], body: bytes,
-                  extra: list[tuple[str, str]]) -> None:
-        from telephony.sip_message import build_response, response_address
-
+                  extra: list[tuple[str, str]], *, record_route: bool = False,
+                  on_timeout: Callable[[], None] | None = None, give_up_after_s: float = TIMER_F_S) -> None:
+        """A 200 with SDP to an INVITE: kept for the INVITE's retransmissions, and sent again
+        until its ACK (§13.3.1.4); none within `give_up_after_s`: `on_timeout`."""
         if body:
-            extra = [*extra, ("Content-Type", "application/sdp")] if ("Content-Type", "application/sdp") not in extra else extra
-        response = build_response(request, 200, to_tag=self.dialog.local_tag, extra=extra, body=body)
+            extra = [*extra, ("Content-Type", "application/sdp")]
+        response = build_response(request, 200, to_tag=self.dialog.local_tag, extra=extra, body=body,
+                                  record_route=record_route)
         address = response_address(request, source)
         self.ua.server_transactions.respond(request, response, 200, address, send=False)
-        self.ua.server_transactions.retransmissions.start(("2xx", self.call_id, request.cseq[0]), response, address)
+        self.ua.server_transactions.retransmissions.start(("2xx", self.call_id, request.cseq[0]), response, address,
+                                                          on_timeout=on_timeout, give_up_after_s=give_up_after_s)
 
     def _apply(self, choice: sdp.AudioChoice) -> None:
         rtp = self._rtp()

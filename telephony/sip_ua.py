@@ -39,7 +39,6 @@ from telephony.sip_message import (
     build_response,
     parse,
     response_address,
-    split_list,
     validate_request,
 )
 from telephony.transactions import NonInviteTransactions, ServerTransactions
@@ -57,17 +56,6 @@ LOG_EVERY_S = 10.0  # at most one line per source and kind of bad input in this 
 # version we do not speak): enough to know a request came and can be answered.
 _REQUEST_LINE = re.compile(rb"^([A-Za-z0-9\-.!%*_+`'~]+) +\S")
 _DIALOG_HEADERS = ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq")
-# Header lines as received: "Record-Route: <sip:…;lr>" (several lines or comma-joined values).
-_RECORD_ROUTE = re.compile(rb"^Record-Route[ \t]*:[ \t]*(.+?)[ \t]*$", re.IGNORECASE | re.MULTILINE)
-
-
-def record_routes(raw: bytes) -> list[str]:
-    """The Record-Route values of a message, in order, each a single '<uri>;params' entry."""
-    head = raw.split(b"\r\n\r\n", 1)[0]
-    values: list[str] = []
-    for match in _RECORD_ROUTE.finditer(head):
-        values += split_list(match.group(1).decode("utf-8", "replace"))
-    return values
 
 
 def stateless_response(raw: bytes, code: int, reason: str, warning: str = "") -> tuple[bytes, tuple[str, int]] | None:
@@ -177,7 +165,7 @@ class UserAgent(asyncio.DatagramProtocol):
         self.on_invite: Callable[[SipMessage, tuple[str, int]], None] | None = None
         self.dialogs: dict[str, DialogOwner] = {}  # by Call-ID: calls in progress, either way
         self.invites: dict[tuple[str, ...], InviteOwner] = {}  # ringing INVITEs, by transaction key
-        self.outbound: dict[str, Callable[[bytes], None]] = {}  # calls we place, by Call-ID
+        self.outbound: dict[str, Callable[[SipMessage], None]] = {}  # calls we place, by Call-ID
         # Set by the owner: may a new call be offered now? (why not, or None)
         self.admission: Callable[[], str | None] = lambda: None
         self._ticker: asyncio.Task[None] | None = None
@@ -290,7 +278,7 @@ class UserAgent(asyncio.DatagramProtocol):
         self.client_transactions.on_response(response.raw)  # BYE/CANCEL retransmissions end
         handler = self.outbound.get(response.call_id)
         if handler is not None:
-            handler(response.raw)
+            handler(response)
 
     def respond(self, request: SipMessage, source: tuple[str, int], status: int, *, why: str = "",
                 to_tag: str | None = None, extra: list[tuple[str, str]] | None = None, body: bytes = b"",

@@ -273,6 +273,26 @@ async def test_without_redis_calls_still_connect_and_the_outage_is_logged_once(
     assert presence.degraded and presence.degraded_operations >= 3  # states, claim, call_started …
 
 
+async def resident_waits_while_1001_declines(hotline: Hotline, kamailio: Kamailio, voice_440: Path,
+                                             tmp_path: Path, doctor_timeout_s: float | None = None) -> bytes:
+    """张桂兰 calls and waits on the line while her doctor 1001 (a sipp UAS) answers 486 to every
+    INVITE; what she heard, once the call is over."""
+    options = {} if doctor_timeout_s is None else {"timeout_s": doctor_timeout_s}
+    doctor = await start_sipp_doctor("doctor_busy.xml", kamailio.port, "1001", workdir=tmp_path / "busy", **options)
+    ear = Earpiece()
+    try:
+        sipp = await run_sipp("resident_waits_for_doctor.xml", kamailio.port, service="hotline",
+                              caller=ZHANG_GUILAN, timeout_s=80,
+                              keys={"rtp_port": str(ear.port), "voice_pcap": str(voice_440)})
+        code, out = await sipp_result(sipp, timeout_s=90)
+        assert code == 0, out
+        await calls_done(hotline)
+        return ear.heard()
+    finally:
+        ear.close()
+        await doctor.stop()
+
+
 async def test_a_doctor_who_declines_hears_busy_once_and_is_not_rung_again_from_the_queue(
     queueing_hotline: Hotline, kamailio: Kamailio, pool: asyncpg.Pool, presence: Presence,
     voice_440: Path, tmp_path: Path
@@ -281,20 +301,8 @@ async def test_a_doctor_who_declines_hears_busy_once_and_is_not_rung_again_from_
     for her. 「坐席忙」 plays once (after the doctor's step; the queue does not open with it again),
     and the queue's re-ringing every cycle passes over the doctor who declined."""
     await presence.call_started(await staff_id(pool, "2001"), "another-call")
-    doctor = await start_sipp_doctor("doctor_busy.xml", kamailio.port, "1001", workdir=tmp_path / "busy",
-                                     timeout_s=80)
-    ear = Earpiece()
-    try:
-        sipp = await run_sipp("resident_waits_for_doctor.xml", kamailio.port, service="hotline",
-                              caller=ZHANG_GUILAN, timeout_s=80,
-                              keys={"rtp_port": str(ear.port), "voice_pcap": str(voice_440)})
-        code, out = await sipp_result(sipp, timeout_s=90)
-        assert code == 0, out
-        await calls_done(queueing_hotline)
-        heard = ear.heard()
-    finally:
-        ear.close()
-        await doctor.stop()
+    heard = await resident_waits_while_1001_declines(queueing_hotline, kamailio, voice_440, tmp_path,
+                                                     doctor_timeout_s=80)
     busy = prompt("busy").payload("PCMU")
     assert heard.count(busy[800:8800]) == 1
     for name in ("queue_next", "queue_options", "voicemail", "callback"):  # the queue, then voicemail
@@ -311,19 +319,7 @@ async def test_a_doctor_who_declines_with_nobody_else_busy_leads_straight_to_voi
 ) -> None:
     """Nobody is left to wait for once the only busy person declined: no queue (it would ring
     nobody), the busy prompt once, then the message and the callback promise."""
-    doctor = await start_sipp_doctor("doctor_busy.xml", kamailio.port, "1001", workdir=tmp_path / "busy")
-    ear = Earpiece()
-    try:
-        sipp = await run_sipp("resident_waits_for_doctor.xml", kamailio.port, service="hotline",
-                              caller=ZHANG_GUILAN, timeout_s=80,
-                              keys={"rtp_port": str(ear.port), "voice_pcap": str(voice_440)})
-        code, out = await sipp_result(sipp, timeout_s=90)
-        assert code == 0, out
-        await calls_done(queueing_hotline)
-        heard = ear.heard()
-    finally:
-        ear.close()
-        await doctor.stop()
+    heard = await resident_waits_while_1001_declines(queueing_hotline, kamailio, voice_440, tmp_path)
     assert heard.count(prompt("busy").payload("PCMU")[800:8800]) == 1
     assert prompt("queue_options").payload("PCMU")[400:2400] not in heard
     assert prompt("hold").payload("PCMU")[800:2400] not in heard

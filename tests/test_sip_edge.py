@@ -10,7 +10,7 @@ import structlog
 import structlog.testing
 
 from telephony.agent import SipAccount, SipAgent
-from telephony.sip_ua import record_routes
+from telephony.sip_message import parse
 from tests.sip_peers import (
     Kamailio,
     answer_one_call,
@@ -98,7 +98,7 @@ def test_record_routes_are_read_in_order_from_lines_and_commas() -> None:
            b"Record-Route: <sip:10.0.0.1;lr;ftag=a,b>, <sip:10.0.0.2;lr>\r\n"
            b"record-route:<sip:10.0.0.3;lr>\r\n"
            b"Via: SIP/2.0/UDP 127.0.0.1\r\n\r\nRecord-Route: <sip:body-is-not-a-header>\r\n")
-    assert record_routes(raw) == ["<sip:10.0.0.1;lr;ftag=a,b>", "<sip:10.0.0.2;lr>", "<sip:10.0.0.3;lr>"]
+    assert parse(raw).headers_all("Record-Route") == ["<sip:10.0.0.1;lr;ftag=a,b>", "<sip:10.0.0.2;lr>", "<sip:10.0.0.3;lr>"]
 
 
 async def test_keypad_digits_arrive_as_rfc2833_events(agent: SipAgent, kamailio: Kamailio) -> None:
