@@ -11,9 +11,10 @@ cd "$(dirname "$0")/.."
 # doctor's softphone in the tests (tests/softphone.py), linphone-cli (linphonec) the other
 # stock softphone the tests call in and answer with (tests/linphone.py), ffmpeg lets pydub read
 # prompts that are not WAV, postgresql-client is psql for `hotline db shell`, and
-# kamailio-postgres-modules let Kamailio read credentials and write registrations in PostgreSQL.
+# kamailio-postgres-modules let Kamailio read credentials and write registrations in PostgreSQL,
+# and chromium is the real browser the console tests drive (Playwright pointed at /usr/bin/chromium).
 APT_PACKAGES=(python3 python3-venv kamailio kamailio-postgres-modules sip-tester baresip linphone-cli ffmpeg
-              postgresql-client)
+              postgresql-client chromium)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -1,0 +1,172 @@
+"""Who may see what: the one place that decides a signed-in staff member's scope.
+
+Every query of the console that reads calls, residents, tasks or staff takes a `Scope` and puts
+its predicate in the WHERE clause; no page checks scope by itself. An object outside the scope is
+therefore never listed, counted, exported or found by a search, and reading it by id finds
+nothing (404, not 403: its existence is not leaked). Which pages and actions a role has at all is
+the capability table below (403 when the role lacks one).
+
+The rules follow the district / center / team / resident permission model:
+- district_admin: the whole district, and the admin pages;
+- supervisor (质控): every call and recording of the district, read-only (every read audited);
+- director: her center's calls, staff, residents and tasks;
+- family_doctor, assistant, nurse: the team's residents and calls, and the calls they took;
+- night_doctor: the calls of the shifts she worked (in the shift's area), her team's, the calls
+  she took;
+- agent (desk): the calls they took and the open callbacks of the desk (tasks nobody owns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+ROLES = ("family_doctor", "assistant", "nurse", "night_doctor", "agent",
+         "supervisor", "director", "district_admin")
+TEAM_ROLES = frozenset({"family_doctor", "assistant", "nurse"})
+DISTRICT_ROLES = frozenset({"district_admin", "supervisor"})
+# The roles that answer hotline calls on a softphone: they have a presence to set.
+ANSWERING_ROLES = frozenset({"family_doctor", "assistant", "nurse", "night_doctor", "agent"})
+
+# What each role may do at all. A page or route names the capability it needs; lacking it is 403.
+CAPABILITIES: dict[str, frozenset[str]] = {
+    "desk": frozenset(ROLES),                       # my tasks (may be empty)
+    "calls": frozenset(ROLES),                      # the call list and detail, within scope
+    "recordings": frozenset(ROLES),                 # play a recording of a call in scope
+    "screen_pop": ANSWERING_ROLES,
+    "presence": ANSWERING_ROLES,
+    "board": frozenset({"agent", "night_doctor", "supervisor", "director", "district_admin"}),
+    "reports": frozenset({"supervisor", "director", "district_admin"}),
+    "export": frozenset({"supervisor", "director", "district_admin"}),
+    "audit": frozenset({"supervisor", "district_admin"}),
+    "admin": frozenset({"district_admin"}),
+    "residents": frozenset({"family_doctor", "assistant", "nurse", "night_doctor", "director",
+                            "supervisor", "district_admin"}),
+}
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The signed-in staff member, as the directory has her."""
+
+    staff_id: int
+    staff_no: str
+    name: str
+    role: str
+    district_id: int
+    center_id: int | None = None
+    team_id: int | None = None
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names her."""
+        return f"staff:{self.staff_no}"
+
+
+class Params:
+    """Positional parameters of one query: `add` returns the $n placeholder of a value."""
+
+    def __init__(self, *initial: Any):
+        self.values: list[Any] = list(initial)
+
+    def add(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+class Scope:
+    def __init__(self, viewer: Viewer):
+        if viewer.role not in ROLES:
+            raise ValueError(f"unknown role {viewer.role!r}")
+        self.viewer = viewer
+
+    def can(self, capability: str) -> bool:
+        return self.viewer.role in CAPABILITIES[capability]
+
+    @property
+    def read_only(self) -> bool:
+        return self.viewer.role == "supervisor"
+
+    # -- predicates: SQL boolean expressions over the given alias, placeholders added to `p` ---
+
+    def calls(self, p: Params, c: str = "c") -> str:
+        """call_records rows (alias `c`) the viewer may see."""
+        v = self.viewer
+        if v.role in DISTRICT_ROLES:
+            return f"{c}.district_id = {p.add(v.district_id)}"
+        if v.role == "director":
+            return f"{c}.center_id = {p.add(v.center_id)}" if v.center_id else "false"
+        me = p.add(v.staff_id)
+        took = f"{c}.answered_by = {me}"
+        if v.role == "agent":
+            return took
+        team = f"{c}.team_id = {p.add(v.team_id)}" if v.team_id else "false"
+        if v.role in TEAM_ROLES:
+            return f"({team} OR {took})"
+        # night_doctor: also every call offered during one of her shifts, in the shift's area
+        shifts = (f"EXISTS (SELECT 1 FROM duty_shifts sh WHERE sh.doctor_id = {me}"
+                  f" AND {c}.offered_at >= sh.starts_at AND {c}.offered_at < sh.ends_at"
+                  f" AND sh.district_id = {c}.district_id"
+                  f" AND (sh.center_id IS NULL OR sh.center_id = {c}.center_id))")
+        return f"({team} OR {took} OR {shifts})"
+
+    def residents(self, p: Params, r: str = "r") -> str:
+        """residents rows (alias `r`) whose record the viewer may open."""
+        v = self.viewer
+        if v.role in DISTRICT_ROLES:
+            return (f"EXISTS (SELECT 1 FROM centers rce WHERE rce.id = {r}.center_id"
+                    f" AND rce.district_id = {p.add(v.district_id)})")
+        if v.role == "director":
+            return f"{r}.center_id = {p.add(v.center_id)}" if v.center_id else "false"
+        # the team's residents (contract in force today) …
+        team = ("false" if not v.team_id else
+                f"EXISTS (SELECT 1 FROM contracts rk WHERE rk.resident_id = {r}.id"
+                f" AND rk.team_id = {p.add(v.team_id)}"
+                f" AND current_date BETWEEN rk.starts_on AND rk.ends_on)")
+        # … and the callers of the calls in her scope (the duty doctor's night, the agent's calls)
+        of_calls = (f"EXISTS (SELECT 1 FROM call_records c_r WHERE c_r.resident_id = {r}.id"
+                    f" AND {self.calls(p, 'c_r')})")
+        if v.role in TEAM_ROLES:
+            return team
+        return f"({team} OR {of_calls})"
+
+    def tasks(self, p: Params, t: str = "t") -> str:
+        """callback_tasks rows (alias `t`) the viewer may see."""
+        v = self.viewer
+        me = p.add(v.staff_id)
+        mine = f"{t}.owner_staff_id = {me}"
+        if v.role == "agent":  # the desk's open tasks: nobody owns them
+            return f"({mine} OR ({t}.owner_staff_id IS NULL AND {t}.status = 'open'))"
+        if v.role == "night_doctor":
+            return mine
+        owner_in = (f"EXISTS (SELECT 1 FROM staff ts WHERE ts.id = {t}.owner_staff_id AND "
+                    "{})")
+        resident_in = (f"EXISTS (SELECT 1 FROM residents tr WHERE tr.id = {t}.resident_id AND "
+                       "{})")
+        if v.role in DISTRICT_ROLES:
+            d = p.add(v.district_id)
+            return (f"({owner_in.format(f'ts.district_id = {d}')}"
+                    f" OR {resident_in.format(self.residents(p, 'tr'))}"
+                    f" OR ({t}.owner_staff_id IS NULL AND {t}.resident_id IS NULL))")
+        if v.role == "director":
+            if not v.center_id:
+                return mine
+            ce = p.add(v.center_id)
+            return (f"({mine} OR {owner_in.format(f'ts.center_id = {ce}')}"
+                    f" OR {resident_in.format(f'tr.center_id = {ce}')})")
+        # team roles: their own tasks and their team's
+        if not v.team_id:
+            return mine
+        return f"({mine} OR {owner_in.format(f'ts.team_id = {p.add(v.team_id)}')})"
+
+    def staff(self, p: Params, s: str = "s") -> str:
+        """staff rows (alias `s`) the viewer may list."""
+        v = self.viewer
+        if v.role in DISTRICT_ROLES:
+            return f"{s}.district_id = {p.add(v.district_id)}"
+        if v.role == "director" and v.center_id:
+            return f"{s}.center_id = {p.add(v.center_id)}"
+        me = f"{s}.id = {p.add(v.staff_id)}"
+        if v.team_id:
+            return f"({me} OR {s}.team_id = {p.add(v.team_id)})"
+        return me
