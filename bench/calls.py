@@ -626,7 +626,7 @@ def _start_service(setup: Setup, rundir: Path, proxy: Kamailio, redis_url: str) 
     env.update({
         "HOTLINE_DATABASE_URL": setup.database.url, "HOTLINE_PII_KEY": setup.pii_key,
         "HOTLINE_DATA_DIR": str(rundir / "data"), "HOTLINE_RECORDINGS_DIR": str(rundir / "recordings"),
-        "HOTLINE_SIP_REGISTRAR": f"127.0.0.1:{proxy.port}", "HOTLINE_SIP_PORT": str(free_udp_port()),
+        "HOTLINE_SIP_REGISTRAR": f"127.0.0.1:{proxy.port}", "HOTLINE_SIP_PORT": str(free_udp_port()), "HOTLINE_WEB_PORT": "0",
         "HOTLINE_RTP_PORT_LOW": str(setup.rtp_range[0]), "HOTLINE_RTP_PORT_HIGH": str(setup.rtp_range[1]),
         "HOTLINE_RING_TIMEOUT_S": "10", "HOTLINE_MENU_TIMEOUT_S": "5",
         "HOTLINE_CLOCK_START": CLOCK_START, "HOTLINE_LOG_FORMAT": "json",

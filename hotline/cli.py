@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from hotline import cli_calendar, cli_db, cli_lines, cli_roster, cli_sip
+from hotline import cli_calendar, cli_db, cli_lines, cli_roster, cli_sip, cli_web
 from hotline.cli_common import EXIT_ERROR, EXIT_NOT_FOUND, NotFound, print_rejected
 from hotline.config import Config, ConfigError, load_config
 from hotline.logs import configure_logging
@@ -338,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_lines.add_parsers(sub)
     cli_db.add_parsers(sub)
     cli_sip.add_parsers(sub)
+    cli_web.add_parsers(sub)
     return p
 
 
@@ -362,10 +363,12 @@ async def cmd_serve(rt: Runtime, _args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     config = rt.config
-    async with running(rt) as service:
+    async with running(rt) as service, \
+            cli_web.console_beside(rt, service.pool, service.redis_url, service.clock) as site:
         state = "registered" if service.agent.registered else "registering (the registrar does not answer yet)"
         _tell(f"hotline: serving sip:{config.sip_user}@{config.sip_registrar} from "
               f"{config.sip_local_ip}:{config.sip_port}, {state}; clock {service.clock.now().astimezone(config.tz):%Y-%m-%d %H:%M %Z}")
+        _tell(f"hotline: console at {site.url}")
         await stop.wait()
         stop.clear()
         if service.calls:
@@ -388,6 +391,7 @@ _NEEDS_RUNTIME: dict[str, Callable[[Runtime, argparse.Namespace], Awaitable[int]
     "lines": cli_lines.cmd_lines,
     "sip-password": cli_sip.cmd_sip_password,
     "pbx": cli_sip.cmd_pbx,
+    "web": cli_web.cmd_web,
 }
 
 

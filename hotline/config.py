@@ -99,6 +99,16 @@ class Config:
     # outside office hours). Unset: the wall clock.
     clock_start: str = ""
 
+    # --- the console (`hotline serve` beside SIP, or `hotline web` alone) ---
+    # Loopback unless configured: the console shows medical data, so it is exposed on purpose
+    # (behind the district's TLS proxy), never by default.
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080  # 0: any free port (printed at start; tests)
+    # true behind TLS: the session cookie gets the Secure flag.
+    web_secure_cookie: bool = False
+    # A session unused this long is ended (the 30 minutes).
+    web_idle_timeout_s: float = 1800.0
+
     @property
     def registrar(self) -> tuple[str, int]:
         host, _, port = self.sip_registrar.rpartition(":")
@@ -183,6 +193,13 @@ def _coerce(name: str, kind: Any, raw: Any, source: str) -> Any:
                 return raw
             hours, minutes = str(raw).split(":")
             return time(int(hours), int(minutes))
+        if kind in (bool, "bool"):
+            if isinstance(raw, bool):
+                return raw
+            words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+            if str(raw).strip().lower() not in words:
+                raise ValueError("expected true or false")
+            return words[str(raw).strip().lower()]
         if kind in (int, "int"):
             return int(raw)
         if kind in (float, "float"):
@@ -239,6 +256,8 @@ def _validate(config: Config) -> None:
     host, _, port = config.sip_registrar.rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"sip_registrar: expected host:port, got {config.sip_registrar!r}")
+    if not 0 <= config.web_port < 65536:
+        raise ConfigError(f"web_port: not a port number: {config.web_port} (0: any free port)")
     for name in ("sip_port", "rtp_port_low", "rtp_port_high"):
         if not 0 < getattr(config, name) < 65536:
             raise ConfigError(f"{name}: not a port number: {getattr(config, name)}")
@@ -254,7 +273,7 @@ def _validate(config: Config) -> None:
         except ValueError:
             raise ConfigError(f"sip_trusted: not an IP address: {address!r}") from None
     for name in ("ring_timeout_s", "menu_timeout_s", "queue_announce_every_s", "voicemail_max_s",
-                 "rtp_timeout_s", "max_call_s"):
+                 "rtp_timeout_s", "max_call_s", "web_idle_timeout_s"):
         if not 0 < getattr(config, name) < math.inf:  # nan and inf are no durations either
             raise ConfigError(f"{name} must be positive")
     if config.queue_wait_s < 0:

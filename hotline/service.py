@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
+import asyncpg
 import structlog
 
 from handover.callbacks import Callbacks
@@ -72,6 +73,8 @@ class RunningService:
     registrations: RegistrationListener | None = None
     winding_down: bool = False
     replayer: Replayer | None = None
+    pool: asyncpg.Pool | None = None   # shared with the console served beside SIP
+    redis_url: str = ""
 
     async def serve_forever(self) -> None:
         while True:
@@ -129,7 +132,8 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
         await routing.start()
         # Presence and the queue live in Redis, shared by every node; without Redis the service
         # still takes calls (presence.py degrades to "everyone ringable", the queue to this node).
-        redis = presence_client(config.redis_url or embedded.ensure_redis(config.data_dir))
+        redis_url = config.redis_url or embedded.ensure_redis(config.data_dir)
+        redis = presence_client(redis_url)
         presence = Presence(redis, tz=config.tz, now=clock.now)
         records, callbacks = CallRecords(pool, rt.vault, config.node), Callbacks(pool)
         journal = Journal(config.data_dir / "journal")
@@ -169,7 +173,8 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
         # failed dial marked offline stays skipped until the mark expires.
         registrations = RegistrationListener(pool, rt.database_url, presence)
         await registrations.start()
-        service = RunningService(agent, flow, clock, set(), registrations, replayer=replayer)
+        service = RunningService(agent, flow, clock, set(), registrations, replayer=replayer,
+                                 pool=pool, redis_url=redis_url)
         serving = asyncio.create_task(service.serve_forever(), name="take calls")
         replaying = asyncio.create_task(replayer.run(), name="replay the call journal")
         log.info("service.started", sip=f"sip:{config.sip_user}@{config.sip_registrar}",

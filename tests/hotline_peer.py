@@ -74,7 +74,7 @@ async def hotline_at(clock_start: datetime, *, kamailio: Kamailio, database_url:
     config = load_config({
         "HOTLINE_DATABASE_URL": database_url, "HOTLINE_PII_KEY": pii_key,
         "HOTLINE_DATA_DIR": str(data_dir), "HOTLINE_RECORDINGS_DIR": str(data_dir / "recordings"),
-        "HOTLINE_SIP_REGISTRAR": f"127.0.0.1:{kamailio.port}", "HOTLINE_SIP_PORT": str(sip_port),
+        "HOTLINE_SIP_REGISTRAR": f"127.0.0.1:{kamailio.port}", "HOTLINE_SIP_PORT": str(sip_port), "HOTLINE_WEB_PORT": "0",
         "HOTLINE_RTP_PORT_LOW": str(sip_port + 1000), "HOTLINE_RTP_PORT_HIGH": str(sip_port + 1200),
         "HOTLINE_RING_TIMEOUT_S": str(ring_timeout_s), "HOTLINE_MENU_TIMEOUT_S": str(menu_timeout_s),
         "HOTLINE_CLOCK_START": clock_start.isoformat(), "HOTLINE_QUEUE_WAIT_S": str(queue_wait_s),

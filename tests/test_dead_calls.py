@@ -194,7 +194,7 @@ def service_env(kamailio: Kamailio, database_url: str, redis_url: str, data_dir:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
     return {**env, "HOTLINE_DATABASE_URL": database_url, "HOTLINE_PII_KEY": TEST_PII_KEY,
             "HOTLINE_DATA_DIR": str(data_dir), "HOTLINE_RECORDINGS_DIR": str(data_dir / "recordings"),
-            "HOTLINE_SIP_REGISTRAR": f"127.0.0.1:{kamailio.port}", "HOTLINE_SIP_PORT": str(sip_port),
+            "HOTLINE_SIP_REGISTRAR": f"127.0.0.1:{kamailio.port}", "HOTLINE_SIP_PORT": str(sip_port), "HOTLINE_WEB_PORT": "0",
             "HOTLINE_RTP_PORT_LOW": str(sip_port + 1000), "HOTLINE_RTP_PORT_HIGH": str(sip_port + 1200),
             "HOTLINE_RING_TIMEOUT_S": "4", "HOTLINE_MENU_TIMEOUT_S": "3", "HOTLINE_QUEUE_WAIT_S": "0",
             "HOTLINE_CLOCK_START": TUESDAY_10.isoformat(), "HOTLINE_LOG_FORMAT": "json",

@@ -71,7 +71,7 @@ def test_the_demo_stops_what_it_started_however_it_ends(tmp_path: Path, ending: 
     data, log = tmp_path / "data", tmp_path / "demo.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
     env.update(HOTLINE_DATA_DIR=str(data), HOTLINE_SIP_REGISTRAR=f"127.0.0.1:{free_udp_port()}",
-               HOTLINE_SIP_PORT=str(free_udp_port()), HOTLINE_LOG_FORMAT="json", HOTLINE_DRAIN_S="2")
+               HOTLINE_SIP_PORT=str(free_udp_port()), HOTLINE_WEB_PORT="0", HOTLINE_LOG_FORMAT="json", HOTLINE_DRAIN_S="2")
     # "reader gone": the reader takes the first lines and leaves (| head), while the demo is
     # still migrating and seeding: its next write meets a closed pipe
     reader = f"head -c 200 > {log}" if ending == "reader gone" else f"tee {log}"

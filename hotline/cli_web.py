@@ -1,0 +1,56 @@
+"""`hotline web`: the console alone (a console host beside the service nodes), and the console
+that `hotline serve` runs beside SIP."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from hotline.clock import Clock
+from hotline.runtime import Runtime, checked_pool
+from store import embedded
+from store.redis import connect_redis
+from web.server import ConsoleSite, console_site
+
+# The console's own connections: page queries are short; a few cover many viewers.
+WEB_POOL_SIZE = 8
+
+
+def add_parsers(sub: Any) -> None:
+    sub.add_parser("web", help="run the web console alone (HOTLINE_WEB_HOST:HOTLINE_WEB_PORT)")
+
+
+@asynccontextmanager
+async def console_beside(rt: Runtime, pool: asyncpg.Pool, redis_url: str, clock: Clock
+                         ) -> AsyncIterator[ConsoleSite]:
+    config = rt.config
+    redis = await connect_redis(redis_url)
+    try:
+        async with console_site(pool=pool, redis=redis, vault=rt.vault, tz=config.tz, now=clock.now,
+                                host=config.web_host, port=config.web_port,
+                                secure_cookie=config.web_secure_cookie,
+                                idle_timeout_s=config.web_idle_timeout_s,
+                                area_code=config.area_code) as site:
+            yield site
+    finally:
+        await redis.aclose()
+
+
+async def cmd_web(rt: Runtime, _args: argparse.Namespace) -> int:
+    config = rt.config
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    redis_url = config.redis_url or embedded.ensure_redis(config.data_dir)
+    async with checked_pool(rt.database_url, max_size=WEB_POOL_SIZE) as pool, \
+            console_beside(rt, pool, redis_url, Clock(config.clock_start_at)) as site:
+        print(f"hotline: console at {site.url}", flush=True)
+        await stop.wait()
+    return 0
