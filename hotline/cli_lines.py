@@ -18,10 +18,9 @@ from routing.calendar_store import (
     find_center,
     find_district,
 )
+from routing.lines import LineError, LineNotFound, add_line, list_lines, remove_line
 
-
-class LineError(Exception):
-    """A line that cannot be added or removed; the message says why."""
+__all__ = ["LineError", "add_parsers", "cmd_lines"]
 
 
 def add_parsers(sub: Any) -> None:
@@ -44,23 +43,21 @@ async def cmd_lines(rt: Runtime, args: argparse.Namespace) -> int:
         if args.action == "list":
             return await _list(conn)
         if args.action == "remove":
-            done = await conn.execute("DELETE FROM hotline_lines WHERE number = $1", args.number)
-            if done == "DELETE 0":
-                raise NotFound(f"no hotline line has the number {args.number!r}")
+            try:
+                await remove_line(conn, args.number)
+            except LineNotFound as exc:
+                raise NotFound(str(exc)) from None
             print(f"{args.number}: removed")
             return 0
         return await _add(rt, conn, args)
 
 
 async def _list(conn: asyncpg.Connection) -> int:
-    rows = await conn.fetch(
-        """SELECT l.number, l.label, l.greeting, d.name AS district, c.name AS center
-           FROM hotline_lines l JOIN districts d ON d.id = l.district_id
-           LEFT JOIN centers c ON c.id = l.center_id ORDER BY l.number""")
+    rows = await list_lines(conn)
     for r in rows:
-        scope = f"{r['district']} / {r['center']}" if r["center"] else f"{r['district']} (whole district)"
-        greeting = f", greeting {r['greeting']}" if r["greeting"] else ""
-        print(f"{r['number']}: {scope}{' — ' + r['label'] if r['label'] else ''}{greeting}")
+        scope = f"{r.district} / {r.center}" if r.center else f"{r.district} (whole district)"
+        greeting = f", greeting {r.greeting}" if r.greeting else ""
+        print(f"{r.number}: {scope}{' — ' + r.label if r.label else ''}{greeting}")
     if not rows:
         print("no hotline lines: every number dialled gets the default chain and greeting")
     return 0
@@ -95,13 +92,6 @@ async def _add(rt: Runtime, conn: asyncpg.Connection, args: argparse.Namespace) 
     greeting = None
     if args.greeting:
         greeting = str(await _stored_greeting(rt, conn, args.greeting))
-    try:
-        await conn.execute(
-            "INSERT INTO hotline_lines (number, district_id, center_id, label, greeting) VALUES ($1, $2, $3, $4, $5)",
-            args.number, place.district_id, place.center_id, args.label, greeting)
-    except asyncpg.UniqueViolationError:
-        raise LineError(f"{args.number} is already a hotline line (remove it first)") from None
-    except asyncpg.CheckViolationError:
-        raise LineError(f"{args.number!r} is not a dialable number (digits, letters, . _ + -; up to 32)") from None
+    await add_line(conn, args.number, place, label=args.label, greeting=greeting)
     print(f"{args.number}: {place.center or place.district}" + (f", greeting {greeting}" if greeting else ""))
     return 0

@@ -11,15 +11,17 @@ import asyncpg
 
 from hotline.cli_common import NotFound
 from hotline.runtime import Runtime, checked_pool
-from routing.chain import DutyShift
-from routing.directory import staff_of
-from routing.roster_check import roster_gaps
+from routing.roster_edit import (
+    RosterError,
+    RosterNotFound,
+    gaps_between,
+    shift_at,
+    staff_by_number,
+    swap_shift,
+)
 
 EXIT_GAPS = 1
-
-
-class RosterError(Exception):
-    """A roster change that cannot be made; the message says why."""
+__all__ = ["RosterError", "add_parsers", "cmd_roster", "cmd_staff"]
 
 
 def add_parsers(sub: Any) -> None:
@@ -54,10 +56,10 @@ def _day(text: str, what: str) -> date:
 
 
 async def _staff_row(conn: asyncpg.Connection, staff_no: str) -> Any:
-    row = await conn.fetchrow("SELECT * FROM staff WHERE staff_no = $1", staff_no)
-    if row is None:
-        raise NotFound(f"no staff member has the number {staff_no!r}")
-    return row
+    try:
+        return await staff_by_number(conn, staff_no)
+    except RosterNotFound as exc:
+        raise NotFound(str(exc)) from None
 
 
 async def cmd_roster(rt: Runtime, args: argparse.Namespace,
@@ -75,23 +77,14 @@ async def _check(rt: Runtime, args: argparse.Namespace, calendar: Callable[[asyn
     end = start + timedelta(days=args.days)
     async with checked_pool(rt.database_url) as pool, pool.acquire() as conn:
         cal = await calendar(conn)
-        rows = await conn.fetch(
-            """SELECT s.*, st.id, st.name, st.role, st.sip_uri, st.center_id AS staff_center,
-                      st.team_id, st.left_on, st.district_id AS staff_district
-               FROM duty_shifts s JOIN staff st ON st.id = s.doctor_id
-               WHERE tstzrange(s.starts_at, s.ends_at) && tstzrange($1, $2)""", start, end)
-        centers = [(r["id"], r["name"], r["district_id"])
-                   for r in await conn.fetch("SELECT id, name, district_id FROM centers ORDER BY id")]
-    shifts = [DutyShift(staff_of({**dict(r), "center_id": r["staff_center"], "district_id": r["staff_district"]}),
-                        r["starts_at"], r["ends_at"], r["center_id"], r["district_id"], r["kind"],
-                        r["ring_position"]) for r in rows]
-    gaps = roster_gaps(cal, shifts, centers, start, end)
+        gaps = await gaps_between(conn, cal, start, end)
+        centers = await conn.fetchval("SELECT count(*) FROM centers")
     tz = rt.config.tz
     for g in gaps:
         hours = (g.ends_at - g.starts_at).total_seconds() / 3600
         print(f"{g.center}: no doctor on the roster {g.starts_at.astimezone(tz):%Y-%m-%d %H:%M} – "
               f"{g.ends_at.astimezone(tz):%Y-%m-%d %H:%M} ({hours:g} h; {g.why})")
-    print(f"{len(gaps)} gap(s) in {len(centers)} center(s) from {first} for {args.days} days"
+    print(f"{len(gaps)} gap(s) in {centers} center(s) from {first} for {args.days} days"
           + ("; calls in a gap go to the district duty desk" if gaps else ""))
     return EXIT_GAPS if gaps else 0
 
@@ -102,27 +95,19 @@ async def _swap(rt: Runtime, args: argparse.Namespace) -> int:
     except ValueError:
         raise RosterError(f"--at: cannot read {args.at!r} as an ISO 8601 time") from None
     at = at if at.tzinfo else at.replace(tzinfo=rt.config.tz)
-    async with checked_pool(rt.database_url) as pool, pool.acquire() as conn, conn.transaction():
-        giver, taker = await _staff_row(conn, args.from_staff), await _staff_row(conn, args.to_staff)
-        if taker["role"] not in ("night_doctor", "family_doctor"):
-            raise RosterError(f"{taker['name']} ({args.to_staff}) is a {taker['role']}, not a doctor")
-        if taker["left_on"] is not None and taker["left_on"] <= at.astimezone(rt.config.tz).date():
-            raise RosterError(f"{taker['name']} ({args.to_staff}) left on {taker['left_on']}")
-        shift = await conn.fetchrow(
-            "SELECT id, starts_at, ends_at FROM duty_shifts WHERE doctor_id = $1"
-            " AND tstzrange(starts_at, ends_at) @> $2::timestamptz", giver["id"], at)
-        if shift is None:
-            raise NotFound(f"{giver['name']} ({args.from_staff}) has no shift at {at.isoformat()}")
-        try:
-            await conn.execute(
-                "UPDATE duty_shifts SET doctor_id = $2, swapped_from = COALESCE(swapped_from, $3) WHERE id = $1",
-                shift["id"], taker["id"], giver["id"])
-        except asyncpg.ExclusionViolationError:
-            raise RosterError(f"{taker['name']} ({args.to_staff}) already has a shift overlapping "
-                              f"{shift['starts_at'].astimezone(rt.config.tz):%m-%d %H:%M}–"
-                              f"{shift['ends_at'].astimezone(rt.config.tz):%m-%d %H:%M}") from None
-    print(f"shift {shift['starts_at'].astimezone(rt.config.tz):%Y-%m-%d %H:%M}–"
-          f"{shift['ends_at'].astimezone(rt.config.tz):%m-%d %H:%M}: {giver['name']} → {taker['name']}")
+    tz = rt.config.tz
+    try:
+        async with checked_pool(rt.database_url) as pool, pool.acquire() as conn:
+            giver = await staff_by_number(conn, args.from_staff)
+            await staff_by_number(conn, args.to_staff)
+            shift_id = await shift_at(conn, giver["id"], at)
+            if shift_id is None:
+                raise NotFound(f"{giver['name']} ({args.from_staff}) has no shift at {at.isoformat()}")
+            done = await swap_shift(conn, shift_id, args.to_staff, tz=tz)
+    except RosterNotFound as exc:
+        raise NotFound(str(exc)) from None
+    print(f"shift {done.starts_at.astimezone(tz):%Y-%m-%d %H:%M}–"
+          f"{done.ends_at.astimezone(tz):%m-%d %H:%M}: {done.giver} → {done.taker}")
     return 0
 
 

@@ -57,6 +57,29 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def convert_prompt(path: Path, *, shown: str = "") -> bytes:
+    """The audio of a file as calls play it (8 kHz mono 16-bit WAV), or PromptRefused.
+
+    Any format pydub (ffmpeg) reads; anything else, silence or more than MAX_SECONDS refused.
+    `shown`: how the file is named in the message (the operator's name for it)."""
+    from pydub import AudioSegment
+
+    shown = shown or str(path)
+    try:
+        audio = AudioSegment.from_file(path)
+    except Exception as exc:  # pydub/ffmpeg fail in many ways on what is not audio
+        raise PromptRefused(f"{shown}: cannot be decoded as audio ({type(exc).__name__})") from None
+    audio = audio.set_channels(1).set_frame_rate(RATE).set_sample_width(2)
+    seconds = len(audio.raw_data) / (2 * RATE)
+    if seconds <= 0:
+        raise PromptRefused(f"{shown}: holds no audio")
+    if seconds > MAX_SECONDS:
+        raise PromptRefused(f"{shown}: {seconds:.0f} s is too long for a prompt (at most {MAX_SECONDS:g} s)")
+    wav = io.BytesIO()
+    audio.export(wav, format="wav")
+    return wav.getvalue()
+
+
 def store_prompt(source: str | Path, *, data_dir: Path, private_roots: Iterable[Path],
                  is_resident_audio: Callable[[str], bool] = lambda _sha: False) -> Path:
     """Decode `source`, write it into the prompt store, return the stored file's path.
@@ -87,21 +110,7 @@ def store_prompt(source: str | Path, *, data_dir: Path, private_roots: Iterable[
     if is_resident_audio(file_sha256(path)):
         raise PromptRefused(f"{source}: this is a call recording or voicemail (its SHA-256 is in "
                             "the call records); a resident's call cannot become a prompt")
-    from pydub import AudioSegment
-
-    try:
-        audio = AudioSegment.from_file(path)
-    except Exception as exc:  # pydub/ffmpeg fail in many ways on what is not audio
-        raise PromptRefused(f"{source}: cannot be decoded as audio ({type(exc).__name__})") from None
-    audio = audio.set_channels(1).set_frame_rate(RATE).set_sample_width(2)
-    seconds = len(audio.raw_data) / (2 * RATE)
-    if seconds <= 0:
-        raise PromptRefused(f"{source}: holds no audio")
-    if seconds > MAX_SECONDS:
-        raise PromptRefused(f"{source}: {seconds:.0f} s is too long for a prompt (at most {MAX_SECONDS:g} s)")
-    wav = io.BytesIO()
-    audio.export(wav, format="wav")
-    data = wav.getvalue()
+    data = convert_prompt(path, shown=str(source))
     private_dir(store)
     target = store / f"{hashlib.sha256(data).hexdigest()[:32]}.wav"
     if target.exists():

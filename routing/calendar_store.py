@@ -450,3 +450,37 @@ async def center_windows(conn: asyncpg.Connection) -> list[tuple[str, time, time
         "SELECT c.name, w.day_start, w.day_end FROM center_day_windows w"
         " JOIN centers c ON c.id = w.center_id ORDER BY c.name")
     return [(r["name"], r["day_start"], r["day_end"]) for r in rows]
+
+
+async def place_in_district(conn: asyncpg.Connection, district_id: int, center_id: int | None) -> Place:
+    """The district itself (center_id None) or one of its centers; CalendarNotFound otherwise."""
+    row = await conn.fetchrow(
+        "SELECT d.id AS district_id, d.name AS district, c.id AS center_id, c.name AS center"
+        " FROM districts d LEFT JOIN centers c ON c.district_id = d.id AND c.id = $2"
+        " WHERE d.id = $1", district_id, center_id)
+    if row is None or (center_id is not None and row["center_id"] is None):
+        raise CalendarNotFound(f"no center {center_id} in district {district_id}")
+    return Place(row["district_id"], row["district"], row["center_id"], row["center"])
+
+
+@dataclass(frozen=True)
+class DistrictClosure:
+    on: date
+    center_id: int | None  # None: the whole district
+    place: str
+    reason: str
+    by: str
+
+
+async def district_closures(conn: asyncpg.Connection, district_id: int, first: date,
+                            last: date) -> list[DistrictClosure]:
+    """Closures of a district and its centers from `first` to `last`, in date order."""
+    rows = await conn.fetch(
+        """SELECT cl.on_date, cl.center_id, cl.reason, cl.created_by, c.name AS center, d.name AS district
+           FROM calendar_closures cl
+           LEFT JOIN centers c ON c.id = cl.center_id
+           JOIN districts d ON d.id = coalesce(cl.district_id, c.district_id)
+           WHERE d.id = $1 AND cl.on_date BETWEEN $2 AND $3
+           ORDER BY cl.on_date, cl.center_id NULLS FIRST, c.name""", district_id, first, last)
+    return [DistrictClosure(r["on_date"], r["center_id"], r["center"] or f"{r['district']}（全区）",
+                            r["reason"], r["created_by"]) for r in rows]

@@ -251,9 +251,9 @@ def _same_origin(request: web.Request) -> bool:
     return origin == f"{request.scheme}://{request.host}"
 
 
-async def _csrf_ok(request: web.Request, expected: str) -> bool:
+async def _csrf_ok(request: web.Request, expected: str, *, read_form: bool = True) -> bool:
     given = request.headers.get(CSRF_HEADER, "")
-    if not given and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+    if not given and read_form and request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
         form = await request.post()
         value = form.get(CSRF_FIELD, "")
         given = value if isinstance(value, str) else ""
@@ -276,11 +276,14 @@ def guard(route: Route) -> Handler:
                 raise web.HTTPSeeOther("/password")
             if route.capability != SIGNED_IN and not Scope(who).can(route.capability):
                 raise web.HTTPForbidden()
+        if route.max_body is not None and (request.content_length or 0) > route.max_body:
+            raise problem(413, "too_large",
+                          f"上传内容过大（不能超过 {route.max_body // (1024 * 1024)} MB）")
         if route.writes:
             if not _same_origin(request):
                 raise problem(403, "cross_origin", "跨站请求被拒绝")
             expected = current.csrf if current else request.cookies.get(LOGIN_CSRF_COOKIE, "")
-            if not await _csrf_ok(request, expected):
+            if not await _csrf_ok(request, expected, read_form=route.max_body is None):
                 raise problem(403, "csrf", "页面已过期，请刷新后重试")
             if who is not None and Scope(who).read_only and route.capability != SIGNED_IN:
                 raise problem(403, "read_only", "只读账号不能修改数据")

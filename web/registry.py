@@ -44,6 +44,10 @@ class Route:
     request_body: dict[str, Any] | None = None    # JSON Schema of a JSON body
     content_type: str = "application/json"        # of the 200 answer
     tags: tuple[str, ...] = ()
+    # An upload larger than the app's MAX_BODY (a prompt recording): the handler streams the
+    # body itself up to this many bytes; the guard refuses a larger declared length unread and
+    # takes the CSRF token from the header only (reading a form would read the whole body).
+    max_body: int | None = None
 
 
 class Plugin:
@@ -63,7 +67,8 @@ class Plugin:
     def api(self, method: str, path: str, *, capability: str, summary: str,
             response: dict[str, Any] | None = None, parameters: list[dict[str, Any]] | None = None,
             request_body: dict[str, Any] | None = None, writes: bool = False,
-            content_type: str = "application/json") -> Callable[[Handler], Handler]:
+            content_type: str = "application/json", max_body: int | None = None
+            ) -> Callable[[Handler], Handler]:
         if not path.startswith("/api/v1/"):
             raise ValueError(f"API routes live under /api/v1: {path}")
 
@@ -71,7 +76,8 @@ class Plugin:
             self.routes.append(Route(method, path, handler, capability, api=True, writes=writes,
                                      summary=summary, response=response,
                                      parameters=parameters or [], request_body=request_body,
-                                     content_type=content_type, tags=(self.name,)))
+                                     content_type=content_type, tags=(self.name,),
+                                     max_body=max_body))
             return handler
         return register
 

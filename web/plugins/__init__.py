@@ -5,7 +5,8 @@ The order is the order of the navigation bar where two items share a position.
 
 from __future__ import annotations
 
+from web.plugins.admin.http import PLUGIN as ADMIN
 from web.plugins.auth.http import PLUGIN as AUTH
 from web.registry import Plugin
 
-PLUGINS: tuple[Plugin, ...] = (AUTH,)
+PLUGINS: tuple[Plugin, ...] = (AUTH, ADMIN)

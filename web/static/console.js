@@ -45,3 +45,31 @@ const Console = (() => {
   });
   return { send, pages, clock, tickCountdowns };
 })();
+
+// 管理 · 提示音: uploads go by fetch with the CSRF header (the route streams the file itself and
+// never reads a form for the token), then the page reloads to show the new recording.
+Console.pages["admin-prompts"] = () => {
+  const status = document.getElementById("prompt-status");
+  const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  for (const form of document.querySelectorAll("form.prompt-upload")) {
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const button = form.querySelector("button");
+      button.disabled = true;
+      status.classList.remove("hidden", "alert");
+      status.textContent = "正在上传并转换……";
+      try {
+        const response = await fetch(`/api/v1/admin/prompts/${encodeURIComponent(form.dataset.name)}`, {
+          method: "PUT", credentials: "same-origin", headers: { "X-CSRF-Token": csrf },
+          body: new FormData(form) });
+        const data = await response.json().catch(() => null);
+        if (!response.ok) throw new Error((data && data.message) || response.statusText);
+        window.location.reload();
+      } catch (error) {
+        status.classList.add("alert");
+        status.textContent = `上传失败：${error.message}`;
+        button.disabled = false;
+      }
+    });
+  }
+};
