@@ -139,7 +139,10 @@ def problem(status: int, code: str, message: str) -> web.HTTPException:
                       web.HTTPUnprocessableEntity, web.HTTPTooManyRequests):
         if candidate.status_code == status:
             cls = candidate
-    exc = cls(reason=None)
+    if cls is web.HTTPRequestEntityTooLarge:  # it alone asks for the sizes; the message says them
+        exc: web.HTTPException = web.HTTPRequestEntityTooLarge(max_size=0, actual_size=0, text="")
+    else:
+        exc = cls(reason=None)
     exc.problem_code = code  # type: ignore[attr-defined]
     exc.problem_message = message  # type: ignore[attr-defined]
     return exc
@@ -195,7 +198,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         return _error_response(request, exc.status_code, getattr(exc, "problem_code", None),
                                getattr(exc, "problem_message", None), headers=exc.headers)
-    except asyncpg.PostgresConnectionStatusError:
+    except (asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError):
         return _error_response(request, 503, None, None)
     except (OSError, asyncpg.exceptions.CannotConnectNowError, asyncpg.TooManyConnectionsError):
         log.exception("web.store_unavailable", path=request.path)

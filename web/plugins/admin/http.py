@@ -15,6 +15,7 @@ import tempfile
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import asyncpg
 import structlog
@@ -558,6 +559,18 @@ async def _prompts(request: web.Request) -> list[dict[str, Any]]:
     return [_prompt_json(n, spoken, custom.get(n)) for n in PROMPT_NAMES]
 
 
+def _upload_name(raw: str | None) -> str:
+    """The uploaded file's name as its owner saw it (kept for the list, never used as a path).
+    Browsers send UTF-8 as is; some clients percent-encode it."""
+    name = raw or "upload"
+    if name.isascii() and "%" in name:
+        try:
+            name = unquote(name, errors="strict")
+        except UnicodeDecodeError:
+            pass
+    return "".join(ch for ch in name if ord(ch) >= 32)[:100] or "upload"
+
+
 async def _receive_upload(request: web.Request, folder: Path) -> tuple[Path, str]:
     """The multipart field `file` streamed to a file in `folder`, refused past MAX_PROMPT_UPLOAD
     as soon as it gets there (the rest is never read)."""
@@ -568,7 +581,7 @@ async def _receive_upload(request: web.Request, folder: Path) -> tuple[Path, str
         while (part := await reader.next()) is not None:
             if getattr(part, "name", None) != "file":
                 continue  # not read: a field we do not want is skipped by the next part's seek
-            filename = _text(getattr(part, "filename", None) or "upload", "文件名")[:100]
+            filename = _upload_name(getattr(part, "filename", None))
             target, size = folder / "upload", 0
             with target.open("wb") as out:
                 while chunk := await part.read_chunk(CHUNK):  # type: ignore[union-attr]
