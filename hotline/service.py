@@ -31,6 +31,7 @@ from handover.callbacks import Callbacks
 from hotline.clock import Clock
 from hotline.runtime import Runtime, checked_pool
 from ivr.flow import CallFlow, FlowSettings
+from ivr.prompt_overrides import LivePrompts
 from ivr.queue import CallQueue
 from recordings.call_log import CallLog, Replayer
 from recordings.call_records import CallRecords
@@ -130,6 +131,9 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
         routing = RoutingCache(pool, rt.database_url, calendar_loader(config.tz, config.day_start, config.day_end),
                                config.step_ring_timeouts, config.tz)
         await routing.start()
+        # A district's own recordings of the prompts (set in the console), on every node.
+        live_prompts = LivePrompts(pool, rt.database_url)
+        await live_prompts.start()
         # Presence and the queue live in Redis, shared by every node; without Redis the service
         # still takes calls (presence.py degrades to "everyone ringable", the queue to this node).
         redis_url = config.redis_url or embedded.ensure_redis(config.data_dir)
@@ -198,6 +202,7 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
                                 path=str(journal.directory))
             await agent.stop()
             await registrations.stop()
+            await live_prompts.stop()
             await routing.stop()
             await redis.aclose()
             log.info("service.stopped")

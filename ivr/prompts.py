@@ -24,8 +24,23 @@ def queue_position(ahead: int) -> str:
     return f"queue_{ahead}" if ahead <= 9 else "queue_many"
 
 
-@cache
+# A district's own recordings by name (ivr/prompt_overrides.py keeps this equal to the table).
+_overrides: dict[str, Prompt] = {}
+
+
+def use_overrides(found: dict[str, Prompt]) -> None:
+    """Play these instead of the shipped prompts of the same names (replaces the earlier set)."""
+    global _overrides
+    _overrides = dict(found)
+
+
 def prompt(name: str) -> Prompt:
+    custom = _overrides.get(name)
+    return custom if custom is not None else _shipped(name)
+
+
+@cache
+def _shipped(name: str) -> Prompt:
     if name not in NAMES:
         raise KeyError(f"no prompt named {name!r}; the prompts are {', '.join(NAMES)}")
     return Prompt.load(PROMPT_DIR / f"{name}.wav")

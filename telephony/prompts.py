@@ -7,6 +7,7 @@ and encoded to μ-law and A-law once; playing it on a call then only queues byte
 from __future__ import annotations
 
 import audioop  # in the standard library up to 3.12; pydub and pyVoIP rely on it too
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +27,19 @@ class Prompt:
         path = Path(path)
         with path.open("rb") as file:
             audio = AudioSegment.from_file(file, format=path.suffix.lstrip(".").lower() or None)
+        return cls._of(path.stem, audio)
+
+    @classmethod
+    def from_bytes(cls, name: str, data: bytes, *, format: str = "wav") -> Prompt:
+        """A prompt kept as bytes (a district's own recording, in PostgreSQL)."""
+        return cls._of(name, AudioSegment.from_file(io.BytesIO(data), format=format))
+
+    @classmethod
+    def _of(cls, name: str, audio: AudioSegment) -> Prompt:
         audio = audio.set_channels(1).set_frame_rate(8000).set_sample_width(2)
         linear = audio.raw_data
         return cls(
-            name=path.stem,
+            name=name,
             seconds=len(linear) / (2 * 8000),  # exact; pydub's len() is whole milliseconds
             encoded={"PCMU": audioop.lin2ulaw(linear, 2), "PCMA": audioop.lin2alaw(linear, 2)},
         )
