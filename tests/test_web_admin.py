@@ -206,6 +206,8 @@ async def test_staff_bad_input_changes_nothing(site: Site) -> None:
     assert got == 404 and site.accounts.codes == {}
     got, answer, _ = await site.call("POST", "/api/v1/admin/staff/D002/one-time-code")  # has left
     assert got == 422 and site.accounts.codes == {}
+    got, answer, _ = await site.call("POST", "/api/v1/admin/staff/ADM1/one-time-code")  # herself
+    assert got == 422 and site.accounts.codes == {}
     assert await staff_row(site.pool, "D001") == before
     assert await site.audits("admin.staff_updated") == []
     assert await site.audits("admin.password_reset") == []
@@ -380,6 +382,13 @@ async def test_prompt_bad_uploads_change_nothing(site: Site) -> None:
     assert status == 415 and body["error"] == "not_audio" and "音频" in body["message"]
     status, body, _ = await site.call("PUT", "/api/v1/admin/prompts/menu", json_body={"file": "x"})
     assert status == 415
+    for kind, payload in [("multipart/form-data", b"--x\r\n"),                     # no boundary
+                          ("multipart/form-data; boundary=XyZ", b"garbage\r\n"),   # no part
+                          ("multipart/form-data; boundary=XyZ",
+                           b'--XyZ\r\nContent-Disposition: form-data; name="other"\r\n\r\nx\r\n--XyZ--\r\n')]:
+        status, body, _ = await site.call("PUT", "/api/v1/admin/prompts/menu", data=payload,
+                                          headers=site.headers(**{"Content-Type": kind}))
+        assert status in (400, 422), (kind, payload, status, body)
     for name in ("..%2F..%2Fetc%2Fpasswd", "greeting.wav", "%2Fetc%2Fpasswd", "nope", "<b>"):
         status, _, _ = await site.call("PUT", f"/api/v1/admin/prompts/{name}", data=upload(tone_wav(), "a.wav"))
         assert status == 404, name

@@ -215,6 +215,8 @@ async def _reset_password(request: web.Request, staff_no: str) -> str:
         member = await staff_member(conn, scope(request), staff_no)
     if member is None:
         raise problem(404, "no_such_staff", f"没有工号为 {staff_no} 的员工")
+    if member.id == viewer(request).staff_id:  # it would end this very session mid-task
+        raise problem(422, "own_password", "自己的密码请在“修改密码”页面修改")
     if member.left_on is not None and member.left_on <= c.now().astimezone(c.tz).date():
         raise problem(422, "staff_left", f"{member.name} 已离职，不能重置密码")
     code: str = await c.accounts.issue_one_time_code(member.id, actor=viewer(request).actor)
@@ -593,7 +595,7 @@ async def _receive_upload(request: web.Request, folder: Path) -> tuple[Path, str
             if size == 0:
                 raise problem(422, "empty_upload", "上传的文件是空的")
             return target, filename
-    except (ValueError, AssertionError):  # a malformed multipart body
+    except (ValueError, AssertionError, LookupError, RuntimeError):  # a malformed multipart body
         raise problem(400, "bad_upload", "上传内容格式不正确") from None
     raise problem(422, "no_file", "请选择要上传的录音文件（字段名 file）")
 
