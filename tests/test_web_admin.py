@@ -537,3 +537,15 @@ async def test_admin_pages_render(site: Site) -> None:
         assert "<script>" not in html.split("</head>")[1]  # no inline script: the CSP forbids it
     status, _, _ = await site.call("GET", "/admin")
     assert status == 303
+
+
+async def test_a_refused_form_shows_why_on_a_page(site: Site) -> None:
+    status, html, kind = await site.call("POST", "/admin/calendar/close", data={
+        "csrf_token": site.csrf, "date": "2026-02-30", "center_id": "", "reason": "培训"},
+        headers={"Origin": site.base.rstrip("/")})
+    assert status == 422 and kind == "text/html" and "日期格式应为 YYYY-MM-DD" in html
+    status, html, kind = await site.call("POST", "/admin/roster/shifts/999999", data={
+        "csrf_token": site.csrf, "staff_no": "D001", "month": "2026-11"},
+        headers={"Origin": site.base.rstrip("/")})
+    assert status == 404 and kind == "text/html" and "找不到" in html
+    assert await site.pool.fetchval("SELECT count(*) FROM calendar_closures") == 0
