@@ -304,21 +304,23 @@ class CallSearch:
             # An attempt starts after its call was offered: `since` prunes them too.
             since = f" AND a.started_at >= {p.add(filt.since)}" if filt.since is not None else ""
             staff = p.add(filt.staff_id)
-            parts.append("c.id IN (SELECT a.call_record_id FROM dial_attempts a"  # noqa: S608 (placeholders)
-                         f" WHERE a.staff_id = {staff}{since})")
+            # ANY(ARRAY(…)): her attempts are looked up first (one index range), then their calls
+            # by id; as a semi-join the planner may walk every call newest first instead.
+            parts.append("c.id = ANY(ARRAY(SELECT a.call_record_id FROM dial_attempts a"  # noqa: S608 (placeholders)
+                         f" WHERE a.staff_id = {staff}{since}))")
         if filt.caller_number is not None:
             try:
                 number = normalize_phone(filt.caller_number, self._area_code)
             except InvalidNumber:
                 raise ValueError("caller_number is not a phone number") from None
             h = p.add(self._vault.lookup_hash(PHONE, number))
-            parts.append(f"(c.caller_number_hash = {h} OR c.resident_id IN"  # noqa: S608 (placeholders)
-                         f" (SELECT ph.resident_id FROM resident_phones ph WHERE ph.phone_hash = {h}))")
+            parts.append(f"(c.caller_number_hash = {h} OR c.resident_id = ANY(ARRAY("  # noqa: S608 (placeholders)
+                         f"SELECT ph.resident_id FROM resident_phones ph WHERE ph.phone_hash = {h})))")
         if filt.resident_name is not None:
             low, high = _prefix_bounds(filt.resident_name.strip())
             upper = f" AND rn.name ~<~ {p.add(high)}" if high is not None else ""
-            parts.append("c.resident_id IN (SELECT rn.id FROM residents rn"  # noqa: S608 (placeholders)
-                         f" WHERE rn.name ~>=~ {p.add(low)}{upper})")
+            parts.append("c.resident_id = ANY(ARRAY(SELECT rn.id FROM residents rn"  # noqa: S608 (placeholders)
+                         f" WHERE rn.name ~>=~ {p.add(low)}{upper}))")
         return " AND ".join(parts)
 
     async def page(self, scope: Scope, filt: CallFilter, *, after: str | None = None,
