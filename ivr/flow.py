@@ -633,9 +633,12 @@ class _Call:
     async def _place(self) -> None:
         """The line dialled, and where the call belongs, written before anything else can end it
         (a caller who hangs up during the greeting is still one of the district's calls)."""
-        data = await self.flow.routing(self.flow.clock.now())
         dialled = self.leg.dialled_number
-        self.line = data.lines.get(dialled) if dialled else None
+        try:
+            data = await self.flow.routing(self.flow.clock.now())
+            self.line = data.lines.get(dialled) if dialled else None
+        except Exception as exc:  # where the call belongs must not cost the call
+            self.log.warning("call.line_unknown", why=reason_of(exc))
         self.place = call_place(self.caller, dialled, self.line,
                                 self.offered_at.astimezone(self.flow.settings.tz).date())
         await self.entry.placed(self.place)
