@@ -145,7 +145,9 @@ class Scope:
                        "{})")
         if v.role in DISTRICT_ROLES:
             d = p.add(v.district_id)
-            return (f"({owner_in.format(f'ts.district_id = {d}')}"
+            # `mine` too: every placeholder added must appear in the SQL (PostgreSQL cannot type
+            # an unused one), and her own tasks are the district's anyway
+            return (f"({mine} OR {owner_in.format(f'ts.district_id = {d}')}"
                     f" OR {resident_in.format(self.residents(p, 'tr'))}"
                     f" OR ({t}.owner_staff_id IS NULL AND {t}.resident_id IS NULL))")
         if v.role == "director":
