@@ -9,6 +9,7 @@ import structlog
 from aiohttp import web
 
 from routing.scope import CAPABILITIES, Scope
+from web.accounts import PasswordRejected, WrongPassword
 from web.app import (
     clear_session_cookie,
     console,
@@ -102,8 +103,6 @@ async def password_form(request: web.Request) -> web.StreamResponse:
 
 @PLUGIN.page("POST", "/password", capability=SIGNED_IN, writes=True)
 async def password_change(request: web.Request) -> web.StreamResponse:
-    from web.accounts import PasswordRejected
-
     c, who, current = console(request), viewer(request), session(request)
     assert current is not None
     form = await request.post()
@@ -119,6 +118,8 @@ async def password_change(request: web.Request) -> web.StreamResponse:
                 await c.accounts.set_password(who.staff_id, new, actor=who.actor)
             else:
                 await c.accounts.change_password(who.staff_id, old, new, actor=who.actor)
+        except WrongPassword:
+            error = "原密码不正确"
         except PasswordRejected as exc:
             error = str(exc)
     if error:
