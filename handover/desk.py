@@ -79,6 +79,28 @@ _TASK_COLUMNS = """t.id, t.caller_number_masked, t.resident_id, r.name AS reside
        t.owner_staff_id, t.opened_at, t.due_at"""
 
 
+def desk_query(scope: Scope, *, owner_only: bool, limit: int) -> tuple[str, list[object]]:
+    """The SQL and parameters of the task list (apart, so a test can EXPLAIN it)."""
+    v = scope.viewer
+    p = Params()
+    base = (f"SELECT {_TASK_COLUMNS} FROM callback_tasks t"  # noqa: S608 - constant columns
+            " LEFT JOIN residents r ON r.id = t.resident_id WHERE t.status = 'open'")
+    if not owner_only:
+        return f"{base} AND {scope.tasks(p, 't')} ORDER BY t.due_at, t.id LIMIT {p.add(limit)}", p.values
+    owners = [f"t.owner_staff_id = {p.add(v.staff_id)}"]
+    if v.role == "agent":
+        owners.append("t.owner_staff_id IS NULL")
+    # One index-ordered branch per owner (callback_tasks_owner is (owner_staff_id, due_at) over
+    # open tasks), each cut at the limit, then merged: an OR of both would read every unowned
+    # task of the desk and sort them all.
+    lim = p.add(limit)
+    branches = [f"({base} AND {owner} AND {scope.tasks(p, 't')}"
+                f" ORDER BY t.due_at, t.id LIMIT {lim})" for owner in owners]
+    sql = (f"SELECT * FROM ({' UNION ALL '.join(branches)}) d"  # noqa: S608 - our branches
+           f" ORDER BY d.due_at, d.id LIMIT {lim}")
+    return sql, p.values
+
+
 async def open_tasks(pool: asyncpg.Pool | asyncpg.Connection, scope: Scope, *,
                      owner_only: bool = True, limit: int = 200,
                      now: datetime | None = None) -> list[DeskTask]:
@@ -90,26 +112,9 @@ async def open_tasks(pool: asyncpg.Pool | asyncpg.Connection, scope: Scope, *,
     """
     now = now or datetime.now(UTC)
     limit = max(1, min(int(limit), MAX_TASKS))
-    v = scope.viewer
-    p = Params()
-    base = (f"SELECT {_TASK_COLUMNS} FROM callback_tasks t"  # noqa: S608 - constant columns
-            " LEFT JOIN residents r ON r.id = t.resident_id WHERE t.status = 'open'")
-    if not owner_only:
-        sql = f"{base} AND {scope.tasks(p, 't')} ORDER BY t.due_at, t.id LIMIT {p.add(limit)}"
-    else:
-        owners = [f"t.owner_staff_id = {p.add(v.staff_id)}"]
-        if v.role == "agent":
-            owners.append("t.owner_staff_id IS NULL")
-        # One index-ordered branch per owner (callback_tasks_owner is (owner_staff_id, due_at)
-        # over open tasks), each cut at the limit, merged: an OR of both would read every
-        # unowned task of the desk and sort them.
-        lim = p.add(limit)
-        branches = [f"({base} AND {owner} AND {scope.tasks(p, 't')}"
-                    f" ORDER BY t.due_at, t.id LIMIT {lim})" for owner in owners]
-        sql = (f"SELECT * FROM ({' UNION ALL '.join(branches)}) d"  # noqa: S608 - our branches
-               f" ORDER BY d.due_at, d.id LIMIT {lim}")
-    # The SQL is constant text plus the scope's own predicate; every value is a $n parameter.
-    tasks = await pool.fetch(sql, *p.values)
+    sql, values = desk_query(scope, owner_only=owner_only, limit=limit)
+    # constant SQL and the scope's own predicate; every value is a $n parameter
+    tasks = await pool.fetch(sql, *values)
     ids = [t["id"] for t in tasks]
     calls: dict[int, list[MissedCall]] = {i: [] for i in ids}
     voicemails: dict[int, list[TaskVoicemail]] = {i: [] for i in ids}
