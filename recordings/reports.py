@@ -14,9 +14,10 @@ Groups:
   (call_records.answered_by); a call rung to two doctors counts for both, but is answered only for
   the one who took it. A callback belongs to its owner (the desk's own tasks are in no doctor's).
 - team / center / district: the call's own columns (migration 0018: where the call belonged when
-  it was routed). A callback belongs where the first missed call behind it belonged. Calls and
-  tasks with no team (an unknown caller on a district line) or center form a group of their own
-  (group_id None), so the groups of a level add up to the district.
+    it was routed). A callback belongs where the first missed call behind it belonged (with no call
+  known, where its owner works). Calls and tasks with no team (an unknown caller on a district
+  line) or center form a group of their own (group_id None), so the groups of a level add up to
+  the district.
 
 Buckets are calendar days, ISO weeks (from Monday) or months in the district's time zone
 (Asia/Shanghai), named by their first day; `since` and `until` are both included, and a bucket
@@ -135,12 +136,17 @@ def _tasks_sql(scope: Scope, p: Params, level: str) -> str:
         group_from = " CROSS JOIN LATERAL (SELECT t.owner_staff_id) g(group_id)"
         group_filter = " AND t.owner_staff_id IS NOT NULL"
     else:
-        # where the first missed call behind the task belonged
+        # where the first missed call behind the task belonged; with no call known, where its
+        # owner works (staff rows have the same district_id / center_id / team_id columns)
+        column = _CALL_COLUMN[level]
         group_from = f""" LEFT JOIN LATERAL (
-                SELECT fc.{_CALL_COLUMN[level]} AS group_id
+                SELECT true AS found, fc.{column} AS group_id
                   FROM callback_calls cc JOIN call_records fc ON fc.id = cc.call_record_id
                  WHERE cc.task_id = t.id
-                 ORDER BY fc.offered_at, fc.id LIMIT 1) g ON true"""  # noqa: S608 - constant map
+                 ORDER BY fc.offered_at, fc.id LIMIT 1) first_call ON true
+            LEFT JOIN staff o ON o.id = t.owner_staff_id
+            CROSS JOIN LATERAL (SELECT CASE WHEN first_call.found THEN first_call.group_id
+                                            ELSE o.{column} END) g(group_id)"""  # noqa: S608 - constant map
         group_filter = ""
     return f"""
         SELECT g.group_id, date_trunc($1, t.opened_at AT TIME ZONE $2)::date AS bucket,
