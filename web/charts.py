@@ -21,7 +21,9 @@ _LEFT, _RIGHT, _TOP, _BOTTOM = 56, 12, 28, 40
 _BAR_COLOUR = "#2f6fb0"
 _GRID_COLOUR = "#d9d9d9"
 _TEXT_COLOUR = "#333333"
-_FONT = "font-family=\"sans-serif\" font-size=\"11\""
+# Chinese labels: the CJK faces the staff's machines have (Windows, macOS, Linux), then any.
+_FONT = ("font-family=\"'Microsoft YaHei', 'PingFang SC', 'Noto Sans CJK SC',"
+         " 'WenQuanYi Micro Hei', sans-serif\" font-size=\"11\"")
 
 
 def _num(value: float) -> str:
