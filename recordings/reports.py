@@ -210,3 +210,41 @@ async def report(pool: asyncpg.Pool | asyncpg.Connection, scope: Scope, *, level
            for (g, _), row in rows.items()]
     out.sort(key=lambda r: (r.group_id is None, r.group_name, r.group_id or 0, r.bucket))
     return out
+
+
+@dataclass(frozen=True)
+class Figure:
+    field: str       # the ReportRow attribute
+    title: str       # the chart's and the CSV column's Chinese name
+    unit: str
+    scale: float = 1.0
+    count: bool = True   # a count is 0 in an empty bucket; a rate or a duration has no value
+
+
+FIGURES: tuple[Figure, ...] = (
+    Figure("offered", "来电量", "通"),
+    Figure("answered", "接通量", "通"),
+    Figure("answered_rate", "接通率", "%", 100.0, count=False),
+    Figure("avg_answer_s", "平均应答时长", "秒", count=False),
+    Figure("p90_answer_s", "90%应答时长", "秒", count=False),
+    Figure("abandoned", "放弃量", "通"),
+    Figure("callbacks_opened", "回拨任务", "个"),
+    Figure("callbacks_on_time", "按时回拨", "个"),
+    Figure("callbacks_late", "超时回拨", "个"),
+    Figure("callbacks_open_overdue", "逾期未回拨", "个"),
+)
+
+
+def series(rows: list[ReportRow], figure: Figure, buckets: list[date], *,
+           group_id: int | None) -> list[tuple[str, float | None]]:
+    """One group's values of one figure over `buckets` (bucket_starts), for web/charts.py:
+    (label, value), a count 0 and a rate or duration None (a gap) where the bucket has no row."""
+    by_bucket = {r.bucket: r for r in rows if r.group_id == group_id}
+    out: list[tuple[str, float | None]] = []
+    for b in buckets:
+        row = by_bucket.get(b)
+        value = getattr(row, figure.field) if row is not None else None
+        if value is None and figure.count:
+            value = 0
+        out.append((b.isoformat(), None if value is None else value * figure.scale))
+    return out

@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from recordings.reports import ReportRow, bucket_of, bucket_starts, report
+from recordings.reports import FIGURES, ReportRow, bucket_of, bucket_starts, report, series
 from store.pii import PiiVault
 from tests.console_rows import Places, build_places, insert_call, insert_task
 
@@ -260,3 +260,22 @@ async def test_bad_arguments_are_refused(pool: asyncpg.Pool, week: Week) -> None
             await report(pool, admin, since=MON, until=SUN, **kwargs)
     with pytest.raises(ValueError):
         await report(pool, admin, level="team", period="day", since=SUN, until=MON)
+
+
+async def test_series_for_a_chart_fill_the_empty_buckets(pool: asyncpg.Pool, week: Week) -> None:
+    rows = await report(pool, week.places.scope("district_admin"), level="team", period="day",
+                        since=MON, until=date(2026, 11, 25), now=NOW)
+    buckets = bucket_starts("day", MON, date(2026, 11, 25))
+    by_field = {f.field: f for f in FIGURES}
+    team = week.places.d.team_id
+    assert series(rows, by_field["offered"], buckets, group_id=team) == [
+        ("2026-11-23", 5), ("2026-11-24", 1), ("2026-11-25", 0)]
+    assert series(rows, by_field["answered_rate"], buckets, group_id=team) == [
+        ("2026-11-23", 60.0), ("2026-11-24", 100.0), ("2026-11-25", None)]
+    assert series(rows, by_field["avg_answer_s"], buckets, group_id=None) == [
+        ("2026-11-23", None), ("2026-11-24", None), ("2026-11-25", None)]
+    assert series(rows, by_field["callbacks_late"], buckets, group_id=None) == [
+        ("2026-11-23", 1), ("2026-11-24", 0), ("2026-11-25", 0)]
+    assert {f.field for f in FIGURES} == {
+        f for f in ReportRow.__dataclass_fields__ if f not in ("level", "group_id", "group_name",
+                                                               "bucket")}
