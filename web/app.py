@@ -301,13 +301,15 @@ def guard(route: Route) -> Handler:
     return guarded
 
 
-def login_csrf_token(request: web.Request, response: web.StreamResponse | None = None) -> str:
-    """The double-submit token of the sign-in form (there is no session yet to hold one)."""
-    token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
-    if response is not None:
-        response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict",
-                            secure=console(request).secure_cookie, path="/login")
-    return token
+def login_csrf_token(request: web.Request) -> str:
+    """The double-submit token of the sign-in form (there is no session yet to hold one):
+    the browser's own, or a new one for `set_login_csrf` to give it."""
+    return request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+
+
+def set_login_csrf(request: web.Request, response: web.StreamResponse, token: str) -> None:
+    response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict",
+                        secure=console(request).secure_cookie, path="/login")
 
 
 def set_session_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:

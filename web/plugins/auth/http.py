@@ -17,6 +17,7 @@ from web.app import (
     login_csrf_token,
     render,
     session,
+    set_login_csrf,
     set_session_cookie,
     viewer,
 )
@@ -52,7 +53,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
     token = login_csrf_token(request)
     response = render(request, "auth/login.html", login_csrf=token,
                       next=_safe_next(request.query.get("next")), error=None, staff_no="")
-    login_csrf_token(request, response)
+    set_login_csrf(request, response, token)
     return response
 
 
@@ -78,9 +79,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     else:
         error, status = "工号或密码错误", 401
     log.info("web.sign_in_refused", status=result.status)
-    response = render(request, "auth/login.html", status=status, login_csrf=login_csrf_token(request),
+    token = login_csrf_token(request)
+    response = render(request, "auth/login.html", status=status, login_csrf=token,
                       next=target, error=error, staff_no=staff_no)
-    login_csrf_token(request, response)
+    set_login_csrf(request, response, token)
     return response
 
 
