@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 from multidict import MultiMapping
+
 from recordings.call_search import (
     EXPORT_COLUMNS,
     SEARCH_DISPOSITIONS,
@@ -17,7 +18,6 @@ from recordings.call_search import (
     export_values,
     verify_checksum,
 )
-
 from store.audit import record_read
 from store.spreadsheet import csv_writer
 from web.app import console, int_param, json_response, problem, render, scope, viewer
@@ -127,7 +127,9 @@ async def _page(request: web.Request) -> tuple[CallFilter, Any]:
     try:
         return filt, await _search(request).page(scope(request), filt, after=after, limit=PAGE_SIZE)
     except ValueError as exc:
-        raise problem(422, "bad_cursor", f"翻页参数有误：{exc}") from None
+        if "cursor" in str(exc):
+            raise problem(422, "bad_cursor", "翻页参数有误，请从第一页重新查询") from None
+        raise problem(422, "bad_filter", f"筛选条件有误：{exc}") from None
 
 
 @PLUGIN.page("GET", "/calls", capability="calls")
