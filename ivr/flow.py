@@ -52,6 +52,7 @@ from ivr.prompts import prompt, prompt_file, queue_position
 from ivr.queue import CallQueue, queue_key
 from recordings.call_log import CallEntry, CallLog, Owed, unreachable
 from recordings.call_records import CallerNumber, CallRecords, UnfinishedCall
+from recordings.live import LiveCalls
 from recordings.recorder import (
     AlignedStereo,
     Recording,
@@ -181,7 +182,7 @@ class CallFlow:
     def __init__(self, *, records: CallRecords, callbacks: Callbacks, directory: Directory,
                  routing: Callable[[datetime], Awaitable[RoutingData]], vault: PiiVault, clock: Clock,
                  dial: Dial, settings: FlowSettings, presence: Any = None, queue: CallQueue | None = None,
-                 call_log: CallLog | None = None):
+                 call_log: CallLog | None = None, live: LiveCalls | None = None):
         # Live calls write through the call log (PostgreSQL, or the journal while it is away);
         # recovery at start-up works on PostgreSQL itself.
         self.records = records
@@ -190,6 +191,8 @@ class CallFlow:
         # Live staff state and claims (routing.presence); without it everyone is free.
         self.presence = presence if presence is not None else NoPresence()
         self.queue = queue if queue is not None else CallQueue(None)
+        # The live board's feed (recordings.live): told every step, never waited for.
+        self.live = live if live is not None else LiveCalls(None)
         self.callbacks = callbacks
         self.directory = directory
         self.vault = vault
@@ -222,6 +225,8 @@ class CallFlow:
         if entry.journaled:
             bound.warning("call.journaled", why="PostgreSQL is away: the call is written to the journal")
         call = _Call(self, leg, entry, number, offered_at, bound)
+        self.live.offered(leg.call_id, record_id=entry.record_id, line=leg.dialled_number or None,
+                          caller_masked=number.masked)
         cancelled = False
         try:
             disposition = await call.run()
@@ -239,6 +244,7 @@ class CallFlow:
             await entry.ended(self.clock.now(), disposition, call.end_reason)
         except Exception:
             bound.exception("call.record_not_closed")
+        self.live.ended(leg.call_id, disposition)
         bound.info("call.ended", disposition=disposition, record_id=entry.record_id, journaled=entry.journaled,
                    end_reason=call.end_reason)
         if cancelled:
@@ -420,7 +426,7 @@ class _Call:
 
         self.decision = await self._decide()
         hunt = Hunt(leg=self.leg, entry=self.entry, presence=flow.presence,
-                    dial=flow.dial, now=flow.clock.now, log=self.log)
+                    dial=flow.dial, now=flow.clock.now, log=self.log, live=flow.live)
         try:
             return await self._hunt(hunt)
         finally:
@@ -492,6 +498,7 @@ class _Call:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + flow.settings.queue_wait_s
         await flow.queue.join(key, self.leg.call_id)
+        flow.live.queued(self.leg.call_id, key)
         self.log.info("queue.joined", queue=key)
         try:
             first = True
@@ -518,6 +525,7 @@ class _Call:
             return "abandoned" if self.gone else "voicemail"
         finally:
             await flow.queue.leave(key, self.leg.call_id)
+            flow.live.left_queue(self.leg.call_id)
 
     async def _pressed_1(self) -> bool:
         return await self.leg.collect_digits(1, 0.0) == "1"
@@ -620,9 +628,26 @@ class _Call:
             return decision
         explained = decision.as_json()
         await self.entry.routed(decision.service, decision.reason, explained["targets"], explained)
+        district_id, center_id, team_id = self._belongs_to(now)
+        flow.live.routed(self.leg.call_id, route_reason=decision.reason,
+                         resident_id=self.caller.resident_id if self.caller else None,
+                         district_id=district_id, center_id=center_id, team_id=team_id,
+                         record_id=self.entry.record_id)
         self.log.info("call.routed", service=decision.service, reason=decision.reason,
                       steps=[s.name for s in decision.steps], targets=len(decision.targets))
         return decision
+
+    def _belongs_to(self, now: datetime) -> tuple[int | None, int | None, int | None]:
+        """The district, center and team the call is for: the caller's own (the team of the
+        contract in force), or the dialled line's for an unknown caller."""
+        if self.caller is not None:
+            on = now.astimezone(self.flow.settings.tz).date()
+            contract = next((c for c in self.caller.contracts if c.in_force(on)), None)
+            team_id = contract.doctor.team_id if contract is not None else None
+            return self.caller.district_id, self.caller.center_id, team_id
+        if self.line is not None:
+            return self.line.district_id, self.line.center_id, None
+        return None, None, None
 
     async def _record_live_skips(self, hunt: Hunt) -> None:
         """People skipped because another call held them, added to the stored explanation."""
@@ -657,6 +682,7 @@ class _Call:
         self.leg.stop_playing()
         await self._keep_dialog(answered.leg)
         await flow.presence.call_started(staff_id, self.leg.call_id)
+        flow.live.answered(self.leg.call_id, staff_id)
         if self.recording is not None:
             self.recording.caller_side_from_bridge = []
         side = self.recording.caller_side_from_bridge if self.recording else None
