@@ -141,6 +141,13 @@ class Scope:
     def tasks(self, p: Params, t: str = "t") -> str:
         """callback_tasks rows (alias `t`) the viewer may see."""
         v = self.viewer
+        if v.role in DISTRICT_ROLES:
+            # no placeholder of her own here: an unused $n has no type and PostgreSQL refuses it
+            d = p.add(v.district_id)
+            return (f"(EXISTS (SELECT 1 FROM staff ts WHERE ts.id = {t}.owner_staff_id AND ts.district_id = {d})"
+                    f" OR EXISTS (SELECT 1 FROM residents tr WHERE tr.id = {t}.resident_id AND"
+                    f" {self.residents(p, 'tr')})"
+                    f" OR ({t}.owner_staff_id IS NULL AND {t}.resident_id IS NULL))")
         me = p.add(v.staff_id)
         mine = f"{t}.owner_staff_id = {me}"
         if v.role == "agent":  # the desk's open tasks: nobody owns them
@@ -151,11 +158,6 @@ class Scope:
                     "{})")
         resident_in = (f"EXISTS (SELECT 1 FROM residents tr WHERE tr.id = {t}.resident_id AND "
                        "{})")
-        if v.role in DISTRICT_ROLES:
-            d = p.add(v.district_id)
-            return (f"({owner_in.format(f'ts.district_id = {d}')}"
-                    f" OR {resident_in.format(self.residents(p, 'tr'))}"
-                    f" OR ({t}.owner_staff_id IS NULL AND {t}.resident_id IS NULL))")
         if v.role == "director":
             if not v.center_id:
                 return mine
