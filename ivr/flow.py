@@ -52,6 +52,7 @@ from ivr.prompts import prompt, prompt_file, queue_position
 from ivr.queue import CallQueue, queue_key
 from recordings.call_log import CallEntry, CallLog, Owed, unreachable
 from recordings.call_records import CallerNumber, CallPlace, CallRecords, UnfinishedCall
+from recordings.live import LiveCalls
 from recordings.recorder import (
     AlignedStereo,
     Recording,
@@ -202,7 +203,7 @@ class CallFlow:
     def __init__(self, *, records: CallRecords, callbacks: Callbacks, directory: Directory,
                  routing: Callable[[datetime], Awaitable[RoutingData]], vault: PiiVault, clock: Clock,
                  dial: Dial, settings: FlowSettings, presence: Any = None, queue: CallQueue | None = None,
-                 call_log: CallLog | None = None):
+                 call_log: CallLog | None = None, live: LiveCalls | None = None):
         # Live calls write through the call log (PostgreSQL, or the journal while it is away);
         # recovery at start-up works on PostgreSQL itself.
         self.records = records
@@ -211,6 +212,8 @@ class CallFlow:
         # Live staff state and claims (routing.presence); without it everyone is free.
         self.presence = presence if presence is not None else NoPresence()
         self.queue = queue if queue is not None else CallQueue(None)
+        # The live board's feed (recordings.live): told every step, never waited for.
+        self.live = live if live is not None else LiveCalls(None)
         self.callbacks = callbacks
         self.directory = directory
         self.vault = vault
@@ -243,6 +246,8 @@ class CallFlow:
         if entry.journaled:
             bound.warning("call.journaled", why="PostgreSQL is away: the call is written to the journal")
         call = _Call(self, leg, entry, number, offered_at, bound)
+        self.live.offered(leg.call_id, record_id=entry.record_id, line=leg.dialled_number or None,
+                          caller_masked=number.masked)
         cancelled = False
         try:
             disposition = await call.run()
@@ -260,6 +265,7 @@ class CallFlow:
             await entry.ended(self.clock.now(), disposition, call.end_reason)
         except Exception:
             bound.exception("call.record_not_closed")
+        self.live.ended(leg.call_id, disposition)
         bound.info("call.ended", disposition=disposition, record_id=entry.record_id, journaled=entry.journaled,
                    end_reason=call.end_reason)
         if cancelled:
@@ -448,7 +454,7 @@ class _Call:
 
         self.decision = await self._decide()
         hunt = Hunt(leg=self.leg, entry=self.entry, presence=flow.presence,
-                    dial=flow.dial, now=flow.clock.now, log=self.log)
+                    dial=flow.dial, now=flow.clock.now, log=self.log, live=flow.live)
         try:
             return await self._hunt(hunt)
         finally:
@@ -520,6 +526,7 @@ class _Call:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + flow.settings.queue_wait_s
         await flow.queue.join(key, self.leg.call_id)
+        flow.live.queued(self.leg.call_id, key)
         self.log.info("queue.joined", queue=key)
         try:
             first = True
@@ -546,6 +553,7 @@ class _Call:
             return "abandoned" if self.gone else "voicemail"
         finally:
             await flow.queue.leave(key, self.leg.call_id)
+            flow.live.left_queue(self.leg.call_id)
 
     async def _pressed_1(self) -> bool:
         digits = await self.leg.collect_digits(1, 0.0)
@@ -673,6 +681,11 @@ class _Call:
             # an unknown caller on no known line: the district whose desk the chain rings
             self.place = CallPlace(self.place.line, chain_district(decision))
             await self.entry.placed(self.place)
+        place = self.place or CallPlace(None)
+        flow.live.routed(self.leg.call_id, route_reason=decision.reason,
+                         resident_id=self.caller.resident_id if self.caller else None,
+                         district_id=place.district_id, center_id=place.center_id, team_id=place.team_id,
+                         record_id=self.entry.record_id)
         self.log.info("call.routed", service=decision.service, reason=decision.reason,
                       steps=[s.name for s in decision.steps], targets=len(decision.targets))
         return decision
@@ -712,6 +725,7 @@ class _Call:
         self.leg.stop_playing()
         await self._keep_dialog(answered.leg)
         await flow.presence.call_started(staff_id, self.leg.call_id)
+        flow.live.answered(self.leg.call_id, staff_id)
         if self.recording is not None:
             self.recording.caller_side_from_bridge = []
         side = self.recording.caller_side_from_bridge if self.recording else None

@@ -110,6 +110,14 @@ class Scope:
                   f" AND (sh.center_id IS NULL OR sh.center_id = {c}.center_id))")
         return f"({team} OR {took} OR {shifts})"
 
+    def screen_pop(self, p: Params, c: str = "c") -> str:
+        """call_records rows whose caller card the viewer may open: the calls in her scope, and
+        the calls her phone is being (or was) rung for — a desk agent or a doctor rung for
+        another team's resident must see who calls before she answers."""
+        rung = (f"EXISTS (SELECT 1 FROM dial_attempts sp WHERE sp.call_record_id = {c}.id"
+                f" AND sp.staff_id = {p.add(self.viewer.staff_id)})")
+        return f"({self.calls(p, c)} OR {rung})"
+
     def residents(self, p: Params, r: str = "r") -> str:
         """residents rows (alias `r`) whose record the viewer may open."""
         v = self.viewer
