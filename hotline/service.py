@@ -36,6 +36,7 @@ from ivr.queue import CallQueue
 from recordings.call_log import CallLog, Replayer
 from recordings.call_records import CallRecords
 from recordings.journal import Journal
+from recordings.live import SEND_TIMEOUT_S, LiveCalls
 from routing.calendar_store import calendar_loader
 from routing.directory import Directory
 from routing.presence import Presence, presence_client
@@ -139,6 +140,10 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
         redis_url = config.redis_url or embedded.ensure_redis(config.data_dir)
         redis = presence_client(redis_url)
         presence = Presence(redis, tz=config.tz, now=clock.now)
+        # The live board's feed: its own client (its writes are batched, off the call's path, and
+        # may take longer than a presence read); like presence, it carries on without Redis.
+        live_redis = presence_client(redis_url, timeout_s=SEND_TIMEOUT_S)
+        live = LiveCalls(live_redis, node=config.node, now=clock.now)
         records, callbacks = CallRecords(pool, rt.vault, config.node), Callbacks(pool)
         journal = Journal(config.data_dir / "journal")
         call_log = CallLog(records, callbacks, journal)
@@ -147,7 +152,7 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
             records=records, callbacks=callbacks, call_log=call_log,
             directory=Directory(pool, rt.vault, area_code=config.area_code), routing=routing.data,
             vault=rt.vault, clock=clock,
-            dial=agent.dial, presence=presence, queue=CallQueue(redis),
+            dial=agent.dial, presence=presence, queue=CallQueue(redis), live=live,
             settings=FlowSettings(recordings_dir=config.recordings_path, tz=config.tz,
                                   menu_timeout_s=config.menu_timeout_s, queue_wait_s=config.queue_wait_s,
                                   queue_announce_every_s=config.queue_announce_every_s,
@@ -204,5 +209,8 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
             await registrations.stop()
             await live_prompts.stop()
             await routing.stop()
+            await live.flush(1.0)  # the last calls' `ended` (recovery, drain)
+            await live.aclose()
+            await live_redis.aclose()
             await redis.aclose()
             log.info("service.stopped")

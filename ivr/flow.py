@@ -51,7 +51,8 @@ from ivr.hunt import Answered, Dial, Hunt, NoPresence, keep_on_call
 from ivr.prompts import prompt, prompt_file, queue_position
 from ivr.queue import CallQueue, queue_key
 from recordings.call_log import CallEntry, CallLog, Owed, unreachable
-from recordings.call_records import CallerNumber, CallRecords, UnfinishedCall
+from recordings.call_records import CallerNumber, CallPlace, CallRecords, UnfinishedCall
+from recordings.live import LiveCalls
 from recordings.recorder import (
     AlignedStereo,
     Recording,
@@ -165,6 +166,27 @@ def voicemail_path(recording: Path) -> Path:
     return recording.with_name(recording.stem + "-voicemail.wav")
 
 
+def call_place(caller: Caller | None, dialled: str | None, line: HotlineLine | None,
+               on: Any) -> CallPlace:
+    """Where a call belongs (the console's scope): the caller's center and district and the team
+    of the contract in force on the day; for an unknown caller, the line's district and center.
+    `line` is the number dialled as the routing data knows it (None: not a known line)."""
+    number = line.number if line is not None else (dialled or None)
+    number = number[:64] if number else None  # the To header's user part: whatever the PBX sent
+    if caller is not None:
+        contract = next((c for c in caller.contracts if c.in_force(on)), None)
+        team_id = contract.doctor.team_id if contract is not None else None
+        return CallPlace(number, caller.district_id, caller.center_id, team_id)
+    if line is not None:
+        return CallPlace(number, line.district_id, line.center_id)
+    return CallPlace(number)
+
+
+def chain_district(decision: ChainDecision) -> int | None:
+    """The district of the people a chain rings (an unknown caller on no known line)."""
+    return next((t.staff.district_id for t in decision.targets if t.staff.district_id is not None), None)
+
+
 def callback_owner(caller: Caller | None, decision: ChainDecision | None, on: Any) -> int | None:
     """Who owes the callback: the caller's family doctor under a contract in force; otherwise
     the first person the call was routed to (the duty doctor, the desk)."""
@@ -181,7 +203,7 @@ class CallFlow:
     def __init__(self, *, records: CallRecords, callbacks: Callbacks, directory: Directory,
                  routing: Callable[[datetime], Awaitable[RoutingData]], vault: PiiVault, clock: Clock,
                  dial: Dial, settings: FlowSettings, presence: Any = None, queue: CallQueue | None = None,
-                 call_log: CallLog | None = None):
+                 call_log: CallLog | None = None, live: LiveCalls | None = None):
         # Live calls write through the call log (PostgreSQL, or the journal while it is away);
         # recovery at start-up works on PostgreSQL itself.
         self.records = records
@@ -190,6 +212,8 @@ class CallFlow:
         # Live staff state and claims (routing.presence); without it everyone is free.
         self.presence = presence if presence is not None else NoPresence()
         self.queue = queue if queue is not None else CallQueue(None)
+        # The live board's feed (recordings.live): told every step, never waited for.
+        self.live = live if live is not None else LiveCalls(None)
         self.callbacks = callbacks
         self.directory = directory
         self.vault = vault
@@ -222,6 +246,8 @@ class CallFlow:
         if entry.journaled:
             bound.warning("call.journaled", why="PostgreSQL is away: the call is written to the journal")
         call = _Call(self, leg, entry, number, offered_at, bound)
+        self.live.offered(leg.call_id, record_id=entry.record_id, line=leg.dialled_number or None,
+                          caller_masked=number.masked)
         cancelled = False
         try:
             disposition = await call.run()
@@ -239,6 +265,7 @@ class CallFlow:
             await entry.ended(self.clock.now(), disposition, call.end_reason)
         except Exception:
             bound.exception("call.record_not_closed")
+        self.live.ended(leg.call_id, disposition)
         bound.info("call.ended", disposition=disposition, record_id=entry.record_id, journaled=entry.journaled,
                    end_reason=call.end_reason)
         if cancelled:
@@ -259,6 +286,11 @@ class CallFlow:
         try:
             entry = self.call_log.open(leg.call_id, number, offered_at)
             await entry.open()
+            line = None
+            with contextlib.suppress(Exception):  # the routing data in memory; best effort
+                data = await self.routing(offered_at)
+                line = data.lines.get(leg.dialled_number) if leg.dialled_number else None
+            await entry.placed(call_place(None, getattr(leg, "dialled_number", None), line, None))
             await entry.routed(None, f"turned away: {why}", [])
             await entry.ended(self.clock.now(), "failed")
         except Exception as exc:
@@ -377,7 +409,8 @@ class _Call:
         self.decision: ChainDecision | None = None
         self.recording: _Recording | None = None
         self.connected = False
-        self.line: HotlineLine | None = None  # the number dialled, found with the greeting
+        self.line: HotlineLine | None = None  # the number dialled, as the routing data has it
+        self.place: CallPlace | None = None
         # Why the call ended when its parties did not end it (the watchdog's 'media timeout' or
         # 'max call length'); None otherwise.
         self.end_reason: str | None = None
@@ -401,6 +434,7 @@ class _Call:
             await self.entry.identified(self.caller.resident_id)
         self.log.info("call.identified" if self.caller else "call.unknown_caller",
                       resident_id=self.caller.resident_id if self.caller else None)
+        await self._place()
         try:
             await self.leg.answer()
         except Exception:
@@ -420,7 +454,7 @@ class _Call:
 
         self.decision = await self._decide()
         hunt = Hunt(leg=self.leg, entry=self.entry, presence=flow.presence,
-                    dial=flow.dial, now=flow.clock.now, log=self.log)
+                    dial=flow.dial, now=flow.clock.now, log=self.log, live=flow.live)
         try:
             return await self._hunt(hunt)
         finally:
@@ -492,6 +526,7 @@ class _Call:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + flow.settings.queue_wait_s
         await flow.queue.join(key, self.leg.call_id)
+        flow.live.queued(self.leg.call_id, key)
         self.log.info("queue.joined", queue=key)
         try:
             first = True
@@ -518,9 +553,20 @@ class _Call:
             return "abandoned" if self.gone else "voicemail"
         finally:
             await flow.queue.leave(key, self.leg.call_id)
+            flow.live.left_queue(self.leg.call_id)
 
     async def _pressed_1(self) -> bool:
-        return await self.leg.collect_digits(1, 0.0) == "1"
+        digits = await self.leg.collect_digits(1, 0.0)
+        if digits:
+            await self._note_key(digits, "queue")
+        return digits == "1"
+
+    async def _note_key(self, key: str, menu: str) -> None:
+        """A key pressed at a menu, for the call's timeline; a note lost must not cost the call."""
+        try:
+            await self.entry.key_pressed(self.flow.clock.now(), key, menu)
+        except Exception as exc:
+            self.log.warning("ivr.key_not_noted", why=reason_of(exc))
 
     async def _someone_free(self, hunt: Hunt) -> bool:
         """Ring whoever of the chain is free now (no busy prompts between: the caller is back to
@@ -592,10 +638,21 @@ class _Call:
             self.log.warning("call.caller_not_identified", why=f"PostgreSQL away: {reason_of(exc)}")
             return None
 
+    async def _place(self) -> None:
+        """The line dialled, and where the call belongs, written before anything else can end it
+        (a caller who hangs up during the greeting is still one of the district's calls)."""
+        dialled = self.leg.dialled_number
+        try:
+            data = await self.flow.routing(self.flow.clock.now())
+            self.line = data.lines.get(dialled) if dialled else None
+        except Exception as exc:  # where the call belongs must not cost the call
+            self.log.warning("call.line_unknown", why=reason_of(exc))
+        self.place = call_place(self.caller, dialled, self.line,
+                                self.offered_at.astimezone(self.flow.settings.tz).date())
+        await self.entry.placed(self.place)
+
     async def _greeting(self) -> Prompt:
         """The greeting of the number dialled (a center's own line may have its own)."""
-        data = await self.flow.routing(self.flow.clock.now())
-        self.line = data.lines.get(self.leg.dialled_number) if self.leg.dialled_number else None
         line = self.line
         if line is not None and line.greeting:
             try:
@@ -620,6 +677,15 @@ class _Call:
             return decision
         explained = decision.as_json()
         await self.entry.routed(decision.service, decision.reason, explained["targets"], explained)
+        if self.place is not None and self.place.district_id is None and chain_district(decision):
+            # an unknown caller on no known line: the district whose desk the chain rings
+            self.place = CallPlace(self.place.line, chain_district(decision))
+            await self.entry.placed(self.place)
+        place = self.place or CallPlace(None)
+        flow.live.routed(self.leg.call_id, route_reason=decision.reason,
+                         resident_id=self.caller.resident_id if self.caller else None,
+                         district_id=place.district_id, center_id=place.center_id, team_id=place.team_id,
+                         record_id=self.entry.record_id)
         self.log.info("call.routed", service=decision.service, reason=decision.reason,
                       steps=[s.name for s in decision.steps], targets=len(decision.targets))
         return decision
@@ -638,6 +704,8 @@ class _Call:
             if not await self.leg.play(prompt("menu"), barge_in=True):
                 return False
             digits = await self.leg.collect_digits(1, self.flow.settings.menu_timeout_s)
+            if digits:
+                await self._note_key(digits, "menu")
             if self.gone:
                 return False
             if digits == "1":
@@ -657,6 +725,7 @@ class _Call:
         self.leg.stop_playing()
         await self._keep_dialog(answered.leg)
         await flow.presence.call_started(staff_id, self.leg.call_id)
+        flow.live.answered(self.leg.call_id, staff_id)
         if self.recording is not None:
             self.recording.caller_side_from_bridge = []
         side = self.recording.caller_side_from_bridge if self.recording else None

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from ivr.prompts import prompt
 from recordings.call_log import CallEntry
+from recordings.live import LiveCalls
 from routing.chain import Step, Target
 from telephony.dialer import Dialed, DialOutcome
 from telephony.leg import MediaLeg
@@ -94,13 +95,14 @@ class GroupResult:
 
 class Hunt:
     def __init__(self, *, leg: Any, entry: CallEntry, presence: Presence,
-                 dial: Dial, now: Callable[[], Any], log: Any):
+                 dial: Dial, now: Callable[[], Any], log: Any, live: LiveCalls | None = None):
         self.leg = leg
         self.entry = entry
         self.presence = presence
         self.dial = dial
         self.now = now
         self.log = log
+        self.live = live if live is not None else LiveCalls(None)
         self.claims_elsewhere: list[tuple[Target, str]] = []  # for the explanation
         # someone in the chain was claimed by another call: worth queueing (not someone who
         # declined: they will not be rung again for this call)
@@ -123,6 +125,7 @@ class Hunt:
             return GroupResult(claimed_elsewhere=elsewhere)
         attempts = []
         ringing = asyncio.Event()
+        self.live.ringing(call_id, [t.staff.id for t in claimed], {t.staff.id: t.reason for t in claimed})
         for target in claimed:
             seq = await self.entry.dial_started(target.staff.id, target.staff.sip_uri or "", self.now())
             attempts.append((target, seq, asyncio.create_task(self.dial(
@@ -138,6 +141,8 @@ class Hunt:
             with contextlib.suppress(asyncio.CancelledError):
                 await ringback
             self.leg.stop_playing()
+            if result.answered is None:
+                self.live.ring_stopped(call_id)
             for target, _seq, _task in attempts:
                 if result.answered is None or result.answered.target is not target:
                     await self.presence.release(target.staff.id, call_id)

@@ -18,9 +18,11 @@ from typing import Any
 import structlog
 from redis.exceptions import RedisError
 
+from recordings.live import QUEUE_PREFIX
+
 log = structlog.get_logger("ivr.queue")
 
-PREFIX = "hotline:queue:"
+PREFIX = QUEUE_PREFIX  # one definition, shared with the live board's reader
 # A waiting call refreshes its heartbeat every few seconds; older members are ghosts.
 STALE_S = 30.0
 

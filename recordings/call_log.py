@@ -37,7 +37,13 @@ import asyncpg
 import structlog
 
 from handover.callbacks import Callbacks
-from recordings.call_records import DIAL_OUTCOMES, DISPOSITIONS, CallerNumber, CallRecords
+from recordings.call_records import (
+    DIAL_OUTCOMES,
+    DISPOSITIONS,
+    CallerNumber,
+    CallPlace,
+    CallRecords,
+)
 from recordings.journal import KEPT, Journal, JournalError, Segment, encode, read_segment
 from store.db import is_unreachable
 from store.errors import reason_of
@@ -180,6 +186,15 @@ class CallEntry:
         await self._write("identified", {"resident_id": resident_id},
                           self._direct(lambda i: r.identified(i, resident_id)))
 
+    async def placed(self, place: CallPlace) -> None:
+        r = self._log.records
+        await self._write("placed", place.as_json(), self._direct(lambda i: r.placed(i, place)))
+
+    async def key_pressed(self, at: datetime, key: str, menu: str) -> None:
+        r = self._log.records
+        note = {"at": _iso(at), "key": key, "menu": menu}
+        await self._write("key_pressed", note, self._direct(lambda i: r.key_pressed(i, note)))
+
     async def routed(self, service: str | None, reason: str, targets: list[dict[str, Any]],
                      explanation: dict[str, Any] | None = None) -> None:
         r = self._log.records
@@ -303,6 +318,11 @@ async def apply_event(conn: asyncpg.Connection, event: dict[str, Any]) -> None:
     match kind:
         case "identified":
             await records.identified(record_id, event["resident_id"])
+        case "placed":
+            await records.placed(record_id, CallPlace(
+                event.get("line"), event.get("district_id"), event.get("center_id"), event.get("team_id")))
+        case "key_pressed":
+            await records.key_pressed(record_id, {k: event[k] for k in ("at", "key", "menu")})
         case "routed":
             await records.routed(record_id, event["service"], event["reason"], event["targets"],
                                  event["explanation"])

@@ -52,6 +52,22 @@ class CallerNumber:
 
 
 @dataclass(frozen=True)
+class CallPlace:
+    """Where a call belongs, for the console's scope and filters (migration 0018): the number
+    dialled, and the district, center and team the call was for (the caller's own, or the
+    line's for an unknown caller)."""
+
+    line: str | None = None
+    district_id: int | None = None
+    center_id: int | None = None
+    team_id: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"line": self.line, "district_id": self.district_id, "center_id": self.center_id,
+                "team_id": self.team_id}
+
+
+@dataclass(frozen=True)
 class UnfinishedCall:
     record_id: int
     call_id: str
@@ -98,6 +114,17 @@ class CallRecords:
         await self._pool.execute(
             "UPDATE call_records SET resident_id = $2 WHERE id = $1", record_id, resident_id)
 
+    async def placed(self, record_id: int, place: CallPlace) -> None:
+        await self._pool.execute(
+            "UPDATE call_records SET line = $2, district_id = $3, center_id = $4, team_id = $5"
+            " WHERE id = $1", record_id, place.line, place.district_id, place.center_id, place.team_id)
+
+    async def key_pressed(self, record_id: int, note: dict[str, Any]) -> None:
+        """A key the caller pressed at a menu (note: at, key, menu)."""
+        await self._pool.execute(
+            "UPDATE call_records SET keys = keys || jsonb_build_array($2::jsonb) WHERE id = $1",
+            record_id, json.dumps(note))
+
     async def routed(self, record_id: int, service: str | None, reason: str,
                      targets: list[dict[str, Any]], explanation: dict[str, Any] | None = None) -> None:
         await self._pool.execute(
@@ -142,9 +169,11 @@ class CallRecords:
             "UPDATE dial_attempts SET outcome = $3, ended_at = $4 WHERE call_record_id = $1 AND seq = $2",
             record_id, seq, outcome, at)
         if outcome == "answered":
+            # who answered: the console's "calls she took" (routing/scope.py)
             await self._pool.execute(
-                "UPDATE call_records SET connected_at = $2 WHERE id = $1 AND connected_at IS NULL",
-                record_id, at)
+                "UPDATE call_records SET connected_at = $2, answered_by = (SELECT a.staff_id FROM"
+                " dial_attempts a WHERE a.call_record_id = $1 AND a.seq = $3)"
+                " WHERE id = $1 AND connected_at IS NULL", record_id, at, seq)
 
     async def ended(self, record_id: int, at: datetime, disposition: str, reason: str | None = None) -> None:
         """Close the record; `reason` when the parties did not end the call (END_REASONS)."""

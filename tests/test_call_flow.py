@@ -72,6 +72,21 @@ async def resident_talks(kamailio: Kamailio, voice: Path) -> tuple[bytes, str]:
         ear.close()
 
 
+async def home_of(pool: asyncpg.Pool, resident_id: int) -> tuple[int, int, int]:
+    """(district, center, team) of a resident, the team by the contract in force on TUESDAY."""
+    row = await pool.fetchrow(
+        """SELECT ce.district_id, r.center_id, k.team_id FROM residents r
+           JOIN centers ce ON ce.id = r.center_id
+           JOIN contracts k ON k.resident_id = r.id AND $2::date BETWEEN k.starts_on AND k.ends_on
+           WHERE r.id = $1""", resident_id, TUESDAY_10.date())
+    return row["district_id"], row["center_id"], row["team_id"]
+
+
+async def scope_of(pool: asyncpg.Pool, record: asyncpg.Record) -> tuple:
+    return (record["line"], record["district_id"], record["center_id"], record["team_id"],
+            record["answered_by"])
+
+
 async def assert_connected_call(pool: asyncpg.Pool, heard_by_resident: bytes, doctor: Softphone) -> asyncpg.Record:
     # the doctor's 1 kHz reached the resident's earpiece (the last seconds: the conversation)
     conversation = ulaw_to_linear(heard_by_resident[-8000 * 3:])
@@ -117,6 +132,11 @@ async def test_weekday_10_00_rings_own_doctor_and_the_call_is_heard_recorded_and
     assert "within the day window 08:00–17:00 → day service" in record["route_reason"]
     attempts = await pool.fetch("SELECT seq, sip_uri, outcome FROM dial_attempts ORDER BY seq")
     assert [(a["sip_uri"], a["outcome"]) for a in attempts] == [("sip:1001@127.0.0.1", "answered")]
+    # where the call belongs (the console's scope): the number dialled, her center, district and
+    # contracted team, and who answered; the key she pressed
+    doctor = await pool.fetchval("SELECT id FROM staff WHERE sip_uri = 'sip:1001@127.0.0.1'")
+    assert await scope_of(pool, record) == ("hotline", *await home_of(pool, record["resident_id"]), doctor)
+    assert [(k["key"], k["menu"]) for k in json.loads(record["keys"])] == [("1", "menu")]
 
 
 async def test_weekday_21_00_rings_the_duty_doctor(
@@ -141,6 +161,9 @@ async def test_weekday_21_00_rings_the_duty_doctor(
         await duty_doctor.stop()
         await own_doctor.stop()
     assert record["route_service"] == "night"
+    # the duty doctor took it; the call is still her own team's (the contract's), for the console
+    duty_id = await pool.fetchval("SELECT id FROM staff WHERE sip_uri = $1", f"sip:{duty_ext}@127.0.0.1")
+    assert await scope_of(pool, record) == ("hotline", *await home_of(pool, record["resident_id"]), duty_id)
 
 
 async def resident_waits(kamailio: Kamailio, voice: Path) -> bytes:
@@ -237,6 +260,9 @@ async def test_caller_hanging_up_mid_greeting_leaves_a_complete_record_and_no_ca
     assert record["resident_id"] is not None
     assert record["answered_at"] is not None and record["ended_at"] is not None
     assert record["connected_at"] is None and record["route_service"] is None
+    # placed before the greeting: a call given up early is still seen by its center
+    assert await scope_of(pool, record) == ("hotline", *await home_of(pool, record["resident_id"]), None)
+    assert json.loads(record["keys"]) == []
     assert 0.5 < float(record["recording_seconds"]) < 3
     assert record["recording_sha256"] is not None
     assert await pool.fetchval("SELECT count(*) FROM dial_attempts") == 0
@@ -264,8 +290,9 @@ async def test_keys_outside_the_menu_replay_it_at_most_three_times_then_the_call
     assert heard.count(invalid[800:4800]) == 2
     assert heard.count(menu[800:4800]) == 2
     assert doctor.answered_calls == 1
-    record = await pool.fetchrow("SELECT disposition, route_service FROM call_records")
+    record = await pool.fetchrow("SELECT disposition, route_service, keys FROM call_records")
     assert (record["disposition"], record["route_service"]) == ("connected", "day")
+    assert [(k["key"], k["menu"]) for k in json.loads(record["keys"])] == [("2", "menu")] * 3
 
 
 async def test_stopping_lets_a_call_in_progress_finish_and_turns_new_calls_away(

@@ -22,7 +22,7 @@ from handover.callbacks import Callbacks
 from hotline.clock import Clock
 from ivr.flow import CallFlow, FlowSettings
 from recordings.call_log import CallLog, Replayer, apply_event
-from recordings.call_records import CallerNumber, CallRecords
+from recordings.call_records import CallerNumber, CallPlace, CallRecords
 from recordings.journal import Journal, read_segment
 from routing.directory import Directory
 from store import db, embedded
@@ -110,8 +110,10 @@ async def missed_call_story(call_log: CallLog, vault: PiiVault, district: Distri
     entry = call_log.open(call_id, CallerNumber.of(vault, "13800000001"), at)
     await entry.open()
     await entry.identified(district.resident_id)
+    await entry.placed(CallPlace("hotline", district.district_id, district.center_id, district.team_id))
     await entry.answered(at + timedelta(seconds=1))
     await entry.recording_started(f"/rec/{call_id}.wav")
+    await entry.key_pressed(at + timedelta(seconds=3), "1", "menu")
     await entry.routed("day", "within day service", [{"staff_id": district.doctor_id, "name": "王医生"}],
                        {"steps": [{"step": "own_doctor"}]})
     seq = await entry.dial_started(district.doctor_id, "sip:1001@127.0.0.1", at + timedelta(seconds=5))
@@ -134,6 +136,9 @@ async def assert_one_complete_missed_call(pool: asyncpg.Pool, district: District
     assert record["answered_at"] == T0 + timedelta(seconds=1) and record["ended_at"] == T0 + timedelta(seconds=40)
     assert record["route_service"] == "day" and record["voicemail_offset_s"] == 30.5
     assert record["recording_sha256"] == "ab" * 32
+    assert (record["line"], record["district_id"], record["center_id"], record["team_id"], record["answered_by"]) \
+        == ("hotline", district.district_id, district.center_id, district.team_id, None)
+    assert json.loads(record["keys"]) == [{"at": (T0 + timedelta(seconds=3)).isoformat(), "key": "1", "menu": "menu"}]
     explanation = json.loads(record["route_explanation"])
     assert explanation["skipped_live"] == [{"staff_id": district.assistant_id, "reason": "busy"}]
     attempts = await pool.fetch("SELECT seq, outcome FROM dial_attempts WHERE call_record_id = $1", record["id"])
@@ -158,11 +163,30 @@ async def test_a_journaled_call_is_written_once_with_everything_it_said(
     assert "13800000001" not in text  # the number only as ciphertext, hash and mask
     replayer = Replayer(call_log, pool)
     result = await replayer.drain()
-    assert (result.applied, result.skipped, result.rejected, result.segments) == (13, 0, 0, 1)
+    assert (result.applied, result.skipped, result.rejected, result.segments) == (15, 0, 0, 1)
     await assert_one_complete_missed_call(pool, district, "j-1@x")
     assert not call_log.journal.holds_events()  # type: ignore[union-attr]
     assert not active.exists()
     assert await pool.fetchval("SELECT count(*) FROM call_journal_applied") == 0
+
+
+async def test_who_answered_a_journaled_call_is_written_on_replay(
+        pool: asyncpg.Pool, vault: PiiVault, district: District, tmp_path: Path) -> None:
+    call_log = degraded_log(pool, vault, tmp_path / "journal")
+    entry = call_log.open("answered@x", CallerNumber.of(vault, "13900000005"), T0)
+    await entry.open()
+    await entry.placed(CallPlace("8001", district.district_id, district.center_id))
+    first = await entry.dial_started(district.doctor_id, "sip:1001@127.0.0.1", T0 + timedelta(seconds=4))
+    await entry.dial_ended(first, "no_answer", T0 + timedelta(seconds=20))
+    second = await entry.dial_started(district.agent_id, "sip:4001@127.0.0.1", T0 + timedelta(seconds=21))
+    await entry.dial_ended(second, "answered", T0 + timedelta(seconds=25))
+    await entry.ended(T0 + timedelta(seconds=90), "connected")
+    assert await pool.fetchval("SELECT count(*) FROM call_records") == 0
+    assert (await Replayer(call_log, pool).drain()).applied == 7
+    record = await pool.fetchrow("SELECT * FROM call_records WHERE call_id = 'answered@x'")
+    assert (record["line"], record["district_id"], record["center_id"], record["team_id"], record["answered_by"]) \
+        == ("8001", district.district_id, district.center_id, None, district.agent_id)
+    assert record["connected_at"] == T0 + timedelta(seconds=25)
 
 
 async def test_a_replay_cut_short_by_a_crash_applies_the_rest_and_nothing_twice(
@@ -182,7 +206,7 @@ async def test_a_replay_cut_short_by_a_crash_applies_the_rest_and_nothing_twice(
     # the restarted node: a new journal on the same directory
     restarted = degraded_log(pool, vault, tmp_path / "journal")
     result = await Replayer(restarted, pool).drain()
-    assert (result.applied, result.skipped) == (4, 9)
+    assert (result.applied, result.skipped) == (6, 9)
     await assert_one_complete_missed_call(pool, district, "j-2@x")
 
 
@@ -199,7 +223,7 @@ async def test_a_torn_segment_is_replayed_and_kept_aside_and_a_refused_event_set
     # the crash cut the next line short
     path.write_bytes(path.read_bytes() + b'{"id": "00000000-0000-4000-8000-0000000000ff", "kind": "ended", "call')
     result = await Replayer(call_log, pool).drain()
-    assert (result.applied, result.rejected) == (15, 1)
+    assert (result.applied, result.rejected) == (17, 1)
     await assert_one_complete_missed_call(pool, district, "j-3@x")
     other = await pool.fetchrow("SELECT * FROM call_records WHERE call_id = 'j-4@x'")
     assert other["disposition"] == "ivr_only" and other["resident_id"] is None

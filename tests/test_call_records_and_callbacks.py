@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -10,7 +11,7 @@ import asyncpg
 import pytest
 
 from handover.callbacks import CALLBACK_WINDOW, Callbacks
-from recordings.call_records import CallerNumber, CallRecords
+from recordings.call_records import CallerNumber, CallPlace, CallRecords
 from store.pii import PiiVault
 from tests.district import District, build_district
 
@@ -44,7 +45,9 @@ async def test_a_call_record_follows_the_call(pool: asyncpg.Pool, vault: PiiVaul
     record = await records.open("c-1@127.0.0.1", caller, T0)
     assert await records.open("c-1@127.0.0.1", caller, T0) == record  # a retransmitted INVITE
     await records.identified(record, district.resident_id)
+    await records.placed(record, CallPlace("hotline", district.district_id, district.center_id, district.team_id))
     await records.answered(record, T0 + timedelta(seconds=1))
+    await records.key_pressed(record, {"at": T0.isoformat(), "key": "1", "menu": "menu"})
     await records.routed(record, "day", "within day service",
                          [{"staff_id": district.doctor_id, "name": "王医生"}])
     first = await records.dial_started(record, district.doctor_id, "sip:1001@127.0.0.1", T0)
@@ -59,6 +62,10 @@ async def test_a_call_record_follows_the_call(pool: asyncpg.Pool, vault: PiiVaul
     assert vault.decrypt("phone", row["caller_number_enc"]) == "13800000001"
     assert row["resident_id"] == district.resident_id
     assert row["connected_at"] == T0 + timedelta(seconds=9)
+    # the console's scope columns: where the call belongs, and the assistant who took it
+    assert (row["line"], row["district_id"], row["center_id"], row["team_id"], row["answered_by"]) == (
+        "hotline", district.district_id, district.center_id, district.team_id, district.assistant_id)
+    assert [k["key"] for k in json.loads(row["keys"])] == ["1"]
     assert row["disposition"] == "connected" and row["recording_seconds"] == pytest.approx(171.5)
     attempts = await pool.fetch(
         "SELECT seq, staff_id, outcome FROM dial_attempts WHERE call_record_id = $1 ORDER BY seq", record)

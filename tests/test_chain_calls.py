@@ -250,6 +250,11 @@ async def test_a_centers_own_number_reaches_its_own_chain_and_greeting(
     record = await pool.fetchrow("SELECT * FROM call_records")
     assert record["disposition"] == "connected" and record["resident_id"] is None
     assert "on 古林街专线" in record["route_reason"]
+    # an unknown caller belongs to the line's center and district; the agent took the call
+    line = await pool.fetchrow("SELECT district_id, center_id FROM hotline_lines WHERE number = '8003'")
+    agent = await pool.fetchval("SELECT id FROM staff WHERE sip_uri = $1", f"sip:{agent_ext}@127.0.0.1")
+    assert (record["line"], record["district_id"], record["center_id"], record["team_id"],
+            record["answered_by"]) == ("8003", line["district_id"], line["center_id"], None, agent)
 
 
 no_redis_hotline = hotline_fixture(TUESDAY_10, ring_timeout_s=4.0, redis_url="redis://127.0.0.1:1/0")

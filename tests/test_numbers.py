@@ -251,11 +251,14 @@ async def test_the_call_flow_identifies_the_caller_from_the_trunks_form(
                     dial=None, settings=FlowSettings(recordings_dir=tmp_path))  # type: ignore[arg-type]
     leg = _CallerHangsUpBeforeAnswer(calling_number)
     assert await flow.handle(leg) == "ivr_only"
-    row = await pool.fetchrow("SELECT resident_id, caller_number_hash AS number_hash,"
-                              " caller_number_masked AS number_masked FROM call_records"
+    row = await pool.fetchrow("SELECT resident_id, caller_number_hash AS number_hash, line, district_id,"
+                              " center_id, caller_number_masked AS number_masked FROM call_records"
                               " WHERE call_id = $1", leg.call_id)
     if identified:
         assert row["resident_id"] == district.resident_id
+        # placed before the answer, without routing data: the caller's own center and district
+        assert (row["line"], row["district_id"], row["center_id"]) == (
+            "hotline", district.district_id, district.center_id)
         # stored under the canonical number, so a callback task finds the same caller
         canonical = normalize_phone(calling_number)
         assert row["number_hash"] == CallerNumber.of(vault, canonical).hash

@@ -1,12 +1,18 @@
 """Every capability of the console, one package each (http.py declares its routes).
 
-The order is the order of the navigation bar where two items share a position.
+Adding a page: a package here with an http.py holding `PLUGIN = Plugin(...)` and its templates
+folder, listed below; the navigation, the route guard and the OpenAPI document follow from what
+it declares.
 """
 
 from __future__ import annotations
 
 from web.plugins.admin.http import PLUGIN as ADMIN
+from web.plugins.audit.http import PLUGIN as AUDIT
 from web.plugins.auth.http import PLUGIN as AUTH
+from web.plugins.calls.http import PLUGIN as CALLS
+from web.plugins.desk.http import PLUGIN as DESK
+from web.plugins.reports.http import PLUGIN as REPORTS
 from web.registry import Plugin
 
-PLUGINS: tuple[Plugin, ...] = (AUTH, ADMIN)
+PLUGINS: tuple[Plugin, ...] = (AUTH, DESK, CALLS, REPORTS, AUDIT, ADMIN)

@@ -9,6 +9,7 @@ import structlog
 from aiohttp import web
 
 from routing.scope import CAPABILITIES, Scope
+from web.accounts import PasswordRejected, WrongPassword
 from web.app import (
     clear_session_cookie,
     console,
@@ -16,6 +17,7 @@ from web.app import (
     login_csrf_token,
     render,
     session,
+    set_login_csrf,
     set_session_cookie,
     viewer,
 )
@@ -51,7 +53,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
     token = login_csrf_token(request)
     response = render(request, "auth/login.html", login_csrf=token,
                       next=_safe_next(request.query.get("next")), error=None, staff_no="")
-    login_csrf_token(request, response)
+    set_login_csrf(request, response, token)
     return response
 
 
@@ -77,9 +79,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     else:
         error, status = "工号或密码错误", 401
     log.info("web.sign_in_refused", status=result.status)
-    response = render(request, "auth/login.html", status=status, login_csrf=login_csrf_token(request),
+    token = login_csrf_token(request)
+    response = render(request, "auth/login.html", status=status, login_csrf=token,
                       next=target, error=error, staff_no=staff_no)
-    login_csrf_token(request, response)
+    set_login_csrf(request, response, token)
     return response
 
 
@@ -102,8 +105,6 @@ async def password_form(request: web.Request) -> web.StreamResponse:
 
 @PLUGIN.page("POST", "/password", capability=SIGNED_IN, writes=True)
 async def password_change(request: web.Request) -> web.StreamResponse:
-    from web.accounts import PasswordRejected
-
     c, who, current = console(request), viewer(request), session(request)
     assert current is not None
     form = await request.post()
@@ -119,6 +120,8 @@ async def password_change(request: web.Request) -> web.StreamResponse:
                 await c.accounts.set_password(who.staff_id, new, actor=who.actor)
             else:
                 await c.accounts.change_password(who.staff_id, old, new, actor=who.actor)
+        except WrongPassword:
+            error = "原密码不正确"
         except PasswordRejected as exc:
             error = str(exc)
     if error:
