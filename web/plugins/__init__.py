@@ -10,9 +10,10 @@ from __future__ import annotations
 from web.plugins.admin.http import PLUGIN as ADMIN
 from web.plugins.audit.http import PLUGIN as AUDIT
 from web.plugins.auth.http import PLUGIN as AUTH
+from web.plugins.board.http import PLUGIN as BOARD
 from web.plugins.calls.http import PLUGIN as CALLS
 from web.plugins.desk.http import PLUGIN as DESK
 from web.plugins.reports.http import PLUGIN as REPORTS
 from web.registry import Plugin
 
-PLUGINS: tuple[Plugin, ...] = (AUTH, DESK, CALLS, REPORTS, AUDIT, ADMIN)
+PLUGINS: tuple[Plugin, ...] = (AUTH, DESK, BOARD, CALLS, REPORTS, AUDIT, ADMIN)
