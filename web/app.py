@@ -291,7 +291,11 @@ def guard(route: Route) -> Handler:
 
 def login_csrf_token(request: web.Request, response: web.StreamResponse | None = None) -> str:
     """The double-submit token of the sign-in form (there is no session yet to hold one)."""
-    token = request.cookies.get(LOGIN_CSRF_COOKIE) or secrets.token_urlsafe(24)
+    # Remembered on the request: the form and the cookie of one answer must carry the same token
+    # (a first visit has no cookie yet, and each call would otherwise draw a new one).
+    token = (request.get("login_csrf") or request.cookies.get(LOGIN_CSRF_COOKIE)
+             or secrets.token_urlsafe(24))
+    request["login_csrf"] = token
     if response is not None:
         response.set_cookie(LOGIN_CSRF_COOKIE, token, httponly=True, samesite="Strict",
                             secure=console(request).secure_cookie, path="/login")
@@ -334,7 +338,11 @@ def create_app(ctx: Console, *, on_cleanup: Iterable[Callable[[web.Application],
             seen.add((route.method, route.path))
             app.router.add_route(route.method, route.path, guard(route))
     document = openapi.document(PLUGINS)
-    app.router.add_get("/api/v1/openapi.json", lambda _r: json_response(document))
+
+    async def openapi_json(_request: web.Request) -> web.Response:
+        return json_response(document)
+
+    app.router.add_get("/api/v1/openapi.json", openapi_json)
     app.router.add_static("/static/", HERE / "static", show_index=False, follow_symlinks=False)
     for cleanup in on_cleanup:
         app.on_cleanup.append(cleanup)
