@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from hotline import cli_calendar, cli_db, cli_lines, cli_roster, cli_sip, cli_web
+from hotline import cli_accounts, cli_calendar, cli_db, cli_lines, cli_roster, cli_sip, cli_web
 from hotline.cli_common import EXIT_ERROR, EXIT_NOT_FOUND, NotFound, print_rejected
 from hotline.config import Config, ConfigError, load_config
 from hotline.logs import configure_logging
@@ -130,6 +130,7 @@ async def cmd_seed(rt: Runtime, args: argparse.Namespace) -> int:
                 if not args.if_missing:
                     raise
                 print(exc)
+                await _demo_accounts(rt, pool)
                 await _print_demo_clock(rt, pool)
                 return 0
         else:
@@ -140,8 +141,20 @@ async def cmd_seed(rt: Runtime, args: argparse.Namespace) -> int:
         log.info("seed.loaded", kind=args.kind, **counts)
         print(", ".join(f"{n} {what}" for what, n in counts.items()))
         if args.kind == "demo":
+            await _demo_accounts(rt, pool)
             await _print_demo_clock(rt, pool)
     return 0
+
+
+async def _demo_accounts(rt: Runtime, pool: Any) -> None:
+    """The demo's console logins (web/accounts.py DEMO_LOGINS), set unless they have an account
+    already; one `console login …` line each (the demo banner shows two: scripts/demo.sh)."""
+    from web.accounts import DEMO_LOGINS, DEMO_PASSWORD, ensure_demo_accounts
+
+    set_now = {staff_no for staff_no, _, _ in await ensure_demo_accounts(pool, actor=rt.actor)}
+    for staff_no, _role, what in DEMO_LOGINS:
+        kept = "" if staff_no in set_now else " (unless changed since)"
+        print(f"console login {staff_no} / {DEMO_PASSWORD}{kept}: {what}")
 
 
 async def _print_demo_clock(rt: Runtime, pool: Any) -> None:
@@ -418,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_run(config, args))
     except (ConfigError, StoreError, PiiKeyError, UsageError, InvalidNumber, SeedError,
             TelephonyError, cli_roster.RosterError, cli_lines.LineError, cli_db.DbShellError,
-            SipAccountError) as exc:
+            SipAccountError, cli_accounts.PasswordCliError) as exc:
         print(f"hotline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except (NotFound, CalendarNotFound) as exc:

@@ -41,9 +41,10 @@ def add_parsers(sub: Any) -> None:
     leave.add_argument("--to", dest="ends_on", required=True, help="last day (YYYY-MM-DD)")
     leave.add_argument("--reason", default="")
     leave.add_argument("--cancel", action="store_true", help="remove the leave starting on --from")
-    from hotline import cli_sip
+    from hotline import cli_accounts, cli_sip
 
     cli_sip.add_staff_parser(staff)
+    cli_accounts.add_staff_parser(staff)
 
 
 def _day(text: str, what: str) -> date:
@@ -131,6 +132,10 @@ async def cmd_staff(rt: Runtime, args: argparse.Namespace) -> int:
         from hotline import cli_sip
 
         return await cli_sip.cmd_staff_sip_password(rt, args)
+    if args.action == "password":
+        from hotline import cli_accounts
+
+        return await cli_accounts.cmd_staff_password(rt, args)
     starts_on, ends_on = _day(args.starts_on, "--from"), _day(args.ends_on, "--to")
     if ends_on < starts_on:
         raise RosterError(f"--to {ends_on} is before --from {starts_on}")

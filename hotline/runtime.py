@@ -24,7 +24,7 @@ from store.migrate import Migration, applied_versions, discover
 from store.pii import PiiVault, load_or_create_key
 
 # The slices that own tables, in the order their first migrations were written.
-MIGRATION_SLICES = ("store", "routing", "recordings", "handover")
+MIGRATION_SLICES = ("store", "routing", "recordings", "handover", "web")
 EMBEDDED_DATABASE = "hotline"
 
 

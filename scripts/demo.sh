@@ -66,8 +66,10 @@ HOTLINE_LOG_LEVEL=warning $hotline migrate
 # The seed (or, when already loaded, the roster in the database) says which clocks fall inside
 # the roster: the banner suggests those rather than a fixed date a month-old roster has passed.
 seed_out=$(HOTLINE_LOG_LEVEL=warning $hotline seed demo --if-missing)
-printf '%s\n' "$seed_out" | grep -v '^try \|^the demo roster' || true
+printf '%s\n' "$seed_out" | grep -v '^try \|^the demo roster\|^console login ' || true
 clock_hints=$(printf '%s\n' "$seed_out" | grep '^try \|^the demo roster' || true)
+# The seed's console logins (web/accounts.py DEMO_LOGINS): the banner shows the first two.
+console_logins=$(printf '%s\n' "$seed_out" | grep '^console login ' | head -2 | sed 's/^console login /  /' || true)
 
 # The PBX stand-in. A SIP server already on the port (another Kamailio, Asterisk …) is not ours
 # to stop; say so instead of failing later with a confusing registration error.
@@ -120,6 +122,10 @@ the assistant, the center's agent and the district desk; otherwise the night dut
 Each center has its own number too: 8001 北塘街, 8002 寨上朝阳, 8003 古林街.
 Try another time of day (inside the seeded duty roster):
 $clock_hints
+
+The web console: http://127.0.0.1:${HOTLINE_WEB_PORT:-8080}/  — sign in as (工号 / 密码):
+$console_logins
+(more demo logins: a supervisor, a director, a night duty doctor, an agent — \`hotline seed demo --if-missing\` lists them)
 
 Who answers 张桂兰 right now:
 MSG
