@@ -36,7 +36,7 @@ async def console_beside(rt: Runtime, pool: asyncpg.Pool, redis_url: str, clock:
                                 host=config.web_host, port=config.web_port,
                                 secure_cookie=config.web_secure_cookie,
                                 idle_timeout_s=config.web_idle_timeout_s,
-                                area_code=config.area_code) as site:
+                                area_code=config.area_code, redis_url=redis_url) as site:
             yield site
     finally:
         await redis.aclose()

@@ -291,3 +291,22 @@ async def test_the_viewer_of_a_staff_member(accounts: Accounts, pool: asyncpg.Po
     assert viewer.actor == "staff:D001"
     assert await accounts.viewer(district.departed_doctor_id) is None
     assert await accounts.viewer(999_999) is None
+
+
+async def test_without_redis_the_account_lock_still_holds(pool: asyncpg.Pool,
+                                                          hasher: CountingHasher,
+                                                          district: District) -> None:
+    import redis.asyncio as aioredis
+
+    gone = aioredis.Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=1)
+    try:
+        accounts = Accounts(pool, gone, hasher=hasher)
+        await accounts.set_password(district.doctor_id, PASSWORD, actor="test:admin")
+        assert (await accounts.sign_in("D001", PASSWORD, address(1), NOW)).status == "ok"
+        assert (await accounts.sign_in("ZZ9999", PASSWORD, address(1), NOW)).status == "bad"
+        for _ in range(MAX_FAILURES):
+            assert (await accounts.sign_in("D001", "nope-nope-nope", address(1), NOW)).status \
+                == "bad"
+        assert (await accounts.sign_in("D001", PASSWORD, address(1), NOW)).status == "locked"
+    finally:
+        await gone.aclose()

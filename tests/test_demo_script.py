@@ -83,6 +83,10 @@ def test_the_demo_stops_what_it_started_however_it_ends(tmp_path: Path, ending: 
         if ending != "reader gone":
             wait_for(lambda: kamailio_alive(data) and serving(data), 120, "the demo serving")
         if ending == "ctrl-c under tee":
+            # the banner, printed before the service starts: the console and two demo logins
+            wait_for(lambda: "BH0001 / jiayi-demo" in log.read_text(), 30, "the demo's banner")
+            assert "The web console: http://127.0.0.1:8080/" in log.read_text()
+            assert "BH0036 / jiayi-demo: 区管理员" in log.read_text()
             os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
         elif ending == "demo.sh killed":
             os.killpg(demo.pid, signal.SIGKILL)  # no trap runs: the reaper has to do it

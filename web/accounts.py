@@ -422,13 +422,14 @@ def _gone(left_on: date | None, today: date) -> bool:
 
 
 # The demo district's console logins (`hotline seed demo`, routing/seed.py's staff order): one
-# per kind of viewer, all with DEMO_PASSWORD. Staff numbers and roles are checked at seeding.
+# per kind of viewer, all with DEMO_PASSWORD; the demo banner shows the first two. Staff numbers
+# and roles are checked at seeding.
 DEMO_PASSWORD = "jiayi-demo"
 DEMO_LOGINS: tuple[tuple[str, str, str], ...] = (
     ("BH0036", "district_admin", "区管理员"),
+    ("BH0001", "family_doctor", "北塘街一团队家庭医生（张桂兰的医生），分机 1001"),
     ("BH0030", "supervisor", "质控（北塘街）"),
     ("BH0033", "director", "北塘街中心主任"),
-    ("BH0001", "family_doctor", "北塘街一团队家庭医生，分机 1001"),
     ("BH0017", "night_doctor", "北塘街夜间值班医生，分机 3001"),
     ("BH0025", "agent", "北塘街客服，分机 4001"),
 )

@@ -64,6 +64,7 @@ class Console:
     presence: Presence
     secure_cookie: bool = False
     area_code: str = "022"
+    redis_url: str | None = None  # for connections of their own (the live feed's pub/sub)
     plugins: tuple[Plugin, ...] = ()
     # Anything a plugin keeps for the app's lifetime (its service objects, a live feed …).
     extras: dict[str, Any] = field(default_factory=dict)
@@ -103,6 +104,16 @@ def int_param(request: web.Request, name: str) -> int:
     return int(raw)
 
 
+async def request_json(request: web.Request) -> Any:
+    """The JSON body of a request; 415 when it is not declared JSON, 400 when it does not parse."""
+    if request.content_type != "application/json":
+        raise problem(415, "json_expected", "请求体必须是 JSON")
+    try:
+        return await request.json()
+    except ValueError:
+        raise problem(400, "bad_json", "请求体不是有效的 JSON") from None
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
@@ -125,9 +136,10 @@ def render(request: web.Request, template: str, *, status: int = 200, **values: 
         allowed = Scope(who)
         nav = sorted((item for plugin in console(request).plugins for item in plugin.nav
                       if allowed.can(item.capability)), key=lambda item: (item.order, item.path))
+    screen_pop = who is not None and Scope(who).can("screen_pop") and not (current and current.must_change)
     html = env.get_template(template).render(
         viewer=who, csrf_token=current.csrf if current else "", nav=nav, path=request.path,
-        **values)
+        screen_pop=screen_pop, **values)
     return web.Response(text=html, status=status, content_type="text/html")
 
 
@@ -313,10 +325,20 @@ def clear_session_cookie(response: web.StreamResponse) -> None:
 
 # -- the application ------------------------------------------------------------------------------
 
-def _templates(plugins: Iterable[Plugin]) -> jinja2.Environment:
+def _templates(plugins: Iterable[Plugin], tz: tzinfo) -> jinja2.Environment:
     folders = [str(HERE / "templates")] + [p.templates for p in plugins if p.templates]
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(folders), autoescape=True,
                              undefined=jinja2.StrictUndefined)
+
+    def local(value: datetime | None, fmt: str = "%m-%d %H:%M") -> str:
+        """An instant as the district reads it (Asia/Shanghai), whatever zone it came in."""
+        return "" if value is None else value.astimezone(tz).strftime(fmt)
+
+    def iso(value: datetime | None) -> str:
+        return "" if value is None else value.isoformat()
+
+    env.filters["local"] = local
+    env.filters["iso"] = iso
     return env
 
 
@@ -329,7 +351,7 @@ def create_app(ctx: Console, *, on_cleanup: Iterable[Callable[[web.Application],
     app = web.Application(middlewares=[security_headers, errors, authenticate],
                           client_max_size=MAX_BODY, handler_args={"max_field_size": 8190})
     app[CONSOLE] = ctx
-    app[TEMPLATES] = _templates(PLUGINS)
+    app[TEMPLATES] = _templates(PLUGINS, ctx.tz)
     seen: set[tuple[str, str]] = set()
     for plugin in PLUGINS:
         for route in plugin.routes:
@@ -346,4 +368,13 @@ def create_app(ctx: Console, *, on_cleanup: Iterable[Callable[[web.Application],
     app.router.add_static("/static/", HERE / "static", show_index=False, follow_symlinks=False)
     for cleanup in on_cleanup:
         app.on_cleanup.append(cleanup)
+    app.on_cleanup.append(_close_extras)
     return app
+
+
+async def _close_extras(app: web.Application) -> None:
+    """What plugins opened for the app's lifetime (the live feed's subscription …)."""
+    for extra in app[CONSOLE].extras.values():
+        closer = getattr(extra, "aclose", None)
+        if closer is not None:
+            await closer()

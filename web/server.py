@@ -42,14 +42,14 @@ class ConsoleSite:
 async def console_site(*, pool: asyncpg.Pool, redis: aioredis.Redis, vault: PiiVault, tz: tzinfo,
                        now: Callable[[], datetime], host: str, port: int,
                        secure_cookie: bool = False, idle_timeout_s: float = 1800.0,
-                       area_code: str = "022") -> AsyncIterator[ConsoleSite]:
+                       area_code: str = "022", redis_url: str | None = None) -> AsyncIterator[ConsoleSite]:
     """The console listening on host:port (port 0: any free port) until the block ends."""
     from web.accounts import Accounts
 
     ctx = Console(pool=pool, redis=redis, vault=vault, tz=tz, now=now,
                   sessions=SessionStore(redis, idle_s=idle_timeout_s),
                   accounts=Accounts(pool, redis), presence=Presence(redis, tz=tz, now=now),
-                  secure_cookie=secure_cookie, area_code=area_code)
+                  secure_cookie=secure_cookie, area_code=area_code, redis_url=redis_url)
     app = create_app(ctx)
     # access_log off: request lines carry query strings (a phone number searched for); the
     # console logs what it does itself, masked.

@@ -45,3 +45,139 @@ const Console = (() => {
   });
   return { send, pages, clock, tickCountdowns };
 })();
+
+// 工作台: presence buttons write PUT /api/v1/presence.
+Console.pages.desk = () => {
+  for (const button of document.querySelectorAll("[data-presence]")) {
+    button.addEventListener("click", async () => {
+      const error = document.getElementById("presence-error");
+      try {
+        const state = await Console.send("PUT", "/api/v1/presence", { state: button.dataset.presence });
+        const label = document.getElementById("presence-label");
+        label.textContent = state.label;
+        label.dataset.state = state.state;
+        for (const b of document.querySelectorAll("[data-presence]")) b.setAttribute("aria-pressed", String(b === button));
+        error.classList.add("hidden");
+      } catch (e) {
+        error.textContent = e.message;
+        error.classList.remove("hidden");
+      }
+    });
+  }
+};
+
+// 通话详情: the recording's checksum is checked when it starts playing, and shown.
+Console.pages.call = () => {
+  const player = document.getElementById("player");
+  if (!player) return;
+  let checked = false;
+  player.addEventListener("play", async () => {
+    if (checked) return;
+    checked = true;
+    const result = document.getElementById("checksum-result");
+    result.textContent = "校验中…";
+    try {
+      const check = await Console.send("GET", player.dataset.check);
+      result.textContent = check.ok ? "校验通过" : "校验失败：文件与录制时不一致";
+      result.dataset.ok = String(check.ok);
+      result.classList.add(check.ok ? "urgency-ok" : "urgency-red");
+    } catch (e) {
+      result.textContent = `无法校验：${e.message}`;
+    }
+  });
+};
+
+// Elements from data, never from HTML strings: the values come from callers and staff.
+function el(tag, text, attrs) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  return node;
+}
+
+// 实时监控: a snapshot, then the events of the calls in scope; the snapshot again on resync and
+// every 15 s (presence and figures); "stale" when nothing arrived for 12 s.
+Console.pages.board = () => {
+  const STATES = { ivr: "语音导航", ringing: "振铃中", queued: "排队中", talking: "通话中" };
+  const calls = new Map();
+  const names = new Map();
+  let snapshotSeq = 0;
+  let lastMessage = Date.now();
+  const status = document.getElementById("feed-status");
+  const stale = document.getElementById("stale");
+
+  function fresh() {
+    lastMessage = Date.now();
+    stale.classList.add("hidden");
+    status.textContent = "实时";
+    status.dataset.state = "live";
+  }
+
+  function render() {
+    const body = document.querySelector("#live-calls tbody");
+    const waitingBody = document.querySelector("#waiting tbody");
+    body.replaceChildren();
+    waitingBody.replaceChildren();
+    const list = [...calls.values()].sort((a, b) => a.offered_at.localeCompare(b.offered_at));
+    let position = 0;
+    for (const c of list) {
+      const who = c.staff_id ? (names.get(c.staff_id) || `#${c.staff_id}`)
+                             : (c.ringing || []).map((id) => names.get(id) || `#${id}`).join("、");
+      const row = el("tr", null, { "data-call": c.call_id, "data-state": c.state });
+      row.append(el("td", c.line || ""), el("td", c.caller), el("td", STATES[c.state] || c.state), el("td", who),
+                 el("td", "", { "data-since": c.since }), el("td", "", { "data-since": c.offered_at }));
+      body.append(row);
+      if (c.state === "queued") {
+        const w = el("tr", null, { "data-call": c.call_id });
+        w.append(el("td", c.caller), el("td", c.line || ""), el("td", position++), el("td", "", { "data-since": c.since }));
+        waitingBody.append(w);
+      }
+    }
+    document.getElementById("call-count").textContent = list.length;
+    document.getElementById("waiting-count").textContent = position;
+    Console.tickCountdowns();
+  }
+
+  async function load() {
+    const board = await Console.send("GET", "/api/v1/board");
+    calls.clear();
+    for (const c of board.calls) calls.set(c.call_id, c);
+    for (const center of board.presence) for (const team of center.teams) for (const s of team.staff) names.set(s.staff_id, s.name);
+    snapshotSeq = board.seq;
+    render();
+  }
+
+  const events = new EventSource("/api/v1/board/events");
+  events.addEventListener("hello", () => { fresh(); load(); });
+  events.addEventListener("ping", fresh);
+  events.addEventListener("resync", () => { fresh(); load(); });
+  events.addEventListener("call", (message) => {
+    fresh();
+    const event = JSON.parse(message.data);
+    if (event.seq <= snapshotSeq) return;  // already in the snapshot
+    if (event.type === "ended" || event.type === "expired") calls.delete(event.call_id);
+    else if (event.call) calls.set(event.call_id, event.call);
+    render();
+  });
+  events.onerror = () => { status.textContent = "重新连接中"; status.dataset.state = "reconnecting"; };
+  setInterval(() => { if (Date.now() - lastMessage > 12000) { stale.classList.remove("hidden"); status.dataset.state = "stale"; } }, 1000);
+  setInterval(() => { load().catch(() => {}); }, 15000);
+};
+
+// 来电弹屏: on every page of a staff member who answers calls, the caller's card appears when her
+// softphone rings for a hotline call, and stays while she talks.
+document.addEventListener("DOMContentLoaded", () => {
+  if (document.body.dataset.screenPop !== "1" || document.body.dataset.page === "pop") return;
+  const panel = document.getElementById("screen-pop");
+  const events = new EventSource("/api/v1/me/events");
+  events.addEventListener("ringing", async (message) => {
+    const { record_id: recordId } = JSON.parse(message.data);
+    if (!recordId) return;
+    const response = await fetch(`/calls/${recordId}/card`, { credentials: "same-origin" });
+    if (!response.ok) return;
+    // our own server-rendered, escaped fragment
+    panel.innerHTML = await response.text();
+    panel.classList.remove("hidden");
+    panel.dataset.record = String(recordId);
+  });
+});
