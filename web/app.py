@@ -207,9 +207,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         return _error_response(request, exc.status_code, getattr(exc, "problem_code", None),
                                getattr(exc, "problem_message", None), headers=exc.headers)
-    except asyncpg.PostgresConnectionStatusError:
-        return _error_response(request, 503, None, None)
-    except (OSError, asyncpg.exceptions.CannotConnectNowError, asyncpg.TooManyConnectionsError):
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError,
+            asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError):
         log.exception("web.store_unavailable", path=request.path)
         return _error_response(request, 503, None, None)
     except Exception:

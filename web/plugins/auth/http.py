@@ -102,7 +102,7 @@ async def password_form(request: web.Request) -> web.StreamResponse:
 
 @PLUGIN.page("POST", "/password", capability=SIGNED_IN, writes=True)
 async def password_change(request: web.Request) -> web.StreamResponse:
-    from web.accounts import PasswordRejected
+    from web.accounts import PasswordRejected, WrongPassword
 
     c, who, current = console(request), viewer(request), session(request)
     assert current is not None
@@ -119,7 +119,7 @@ async def password_change(request: web.Request) -> web.StreamResponse:
                 await c.accounts.set_password(who.staff_id, new, actor=who.actor)
             else:
                 await c.accounts.change_password(who.staff_id, old, new, actor=who.actor)
-        except PasswordRejected as exc:
+        except (PasswordRejected, WrongPassword) as exc:  # a wrong current password: say so
             error = str(exc)
     if error:
         return render(request, "auth/password.html", status=422, error=error, forced=forced)
