@@ -21,7 +21,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Response,
+    async_playwright,
+    expect,
+)
 
 from tests.console import Harness, Login
 
@@ -41,6 +49,7 @@ TIMEOUT_MS = 15_000
 async def browser() -> AsyncIterator[Browser]:
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh (Debian's chromium package)")
+    expect.set_options(timeout=TIMEOUT_MS)
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
                                                     headless=True, timeout=60_000)
@@ -65,12 +74,23 @@ async def browser_context(browser: Browser, console: Harness) -> AsyncIterator[B
 
 @pytest.fixture
 async def page(browser_context: BrowserContext) -> AsyncIterator[Page]:
-    """A page of a fresh context; console errors (a CSP violation, a script error) fail the test."""
+    """A page of a fresh context. A script error, a CSP violation or a missing static file fails
+    the test (an error status of a page itself is the test's business: Chromium logs those as
+    "Failed to load resource", which is not counted)."""
     opened = await browser_context.new_page()
     problems: list[str] = []
-    opened.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-              if m.type == "error" else None)
-    opened.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            problems.append(f"console error: {message.text}")
+
+    def on_response(response: Response) -> None:
+        if "/static/" in response.url and response.status >= 400:
+            problems.append(f"{response.status} for {response.url}")
+
+    opened.on("console", on_console)
+    opened.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    opened.on("response", on_response)
     yield opened
     assert not problems, "\n".join(problems)
 
