@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -46,6 +47,7 @@ from yarl import URL
 from routing.records import NewStaff, write_staff
 from store import db
 from store.pii import PiiVault
+from store.redis import connect_redis
 from tests.conftest import TEMPLATE_DB, scratch_database
 from tests.district import District, build_district
 from web.app import CSRF_FIELD, CSRF_HEADER, SESSION_COOKIE
@@ -363,6 +365,7 @@ class Harness:
     clock: Clock
     district: District
     logins: dict[str, Login] = field(default_factory=dict)   # by role: one shared login each
+    redis_url: str | None = None  # of `redis`, for connections of a test's own (pub/sub)
     _clients: list[ConsoleClient] = field(default_factory=list)
     _document: dict[str, Any] | None = None
 
@@ -447,13 +450,16 @@ async def add_district_roles(pool: asyncpg.Pool, vault: PiiVault, district: Dist
 @asynccontextmanager
 async def open_console(pool: asyncpg.Pool, redis: aioredis.Redis, vault: PiiVault, district: District,
                        *, logins: dict[str, Login] | None = None, clock: Clock | None = None,
-                       idle_timeout_s: float = 1800.0) -> AsyncIterator[Harness]:
+                       idle_timeout_s: float = 1800.0, redis_url: str | None = None
+                       ) -> AsyncIterator[Harness]:
     """A console on 127.0.0.1 (a free port) over these stores, until the block ends. Plugins are
     read from web.plugins.PLUGINS when the app is made: monkeypatch it first to add a route."""
     clock = clock or Clock()
     async with console_site(pool=pool, redis=redis, vault=vault, tz=SH, now=clock,
-                            host="127.0.0.1", port=0, idle_timeout_s=idle_timeout_s) as site:
-        harness = Harness(site, pool, redis, vault, clock, district, dict(logins or {}))
+                            host="127.0.0.1", port=0, idle_timeout_s=idle_timeout_s,
+                            redis_url=redis_url) as site:
+        harness = Harness(site, pool, redis, vault, clock, district, dict(logins or {}),
+                          redis_url=redis_url)
         # argon2 with its production cost takes about a second per sign-in on a busy test
         # machine; the cheapest argon2id keeps every rule the same and the tests fast.
         harness.accounts.hasher = CHEAP_HASHER
@@ -475,10 +481,13 @@ def this_monday() -> date:
     return today - timedelta(days=today.weekday())
 
 
-async def connect_console_redis(redis_url: str) -> aioredis.Redis:
-    client = aioredis.Redis.from_url(redis_url, db=CONSOLE_REDIS_DB)
-    await client.ping()
-    return client
+def console_redis_url(redis_url: str) -> str:
+    """The URL of the console's own Redis database on the session's server."""
+    base = re.sub(r"([?&])db=\d+&?", r"\1", redis_url).rstrip("?&")
+    if base.startswith("unix://"):
+        return f"{base}{'&' if '?' in base else '?'}db={CONSOLE_REDIS_DB}"
+    parts = urlsplit(base)
+    return urlunsplit(parts._replace(path=f"/{CONSOLE_REDIS_DB}"))
 
 
 # -- fixtures ---------------------------------------------------------------------------------
@@ -494,12 +503,13 @@ async def console_server(console_database_url: str, redis_url: str, vault: PiiVa
                          ) -> AsyncIterator[Harness]:
     """The session's console: the test district, a login per role (password PASSWORD)."""
     pool = await db.create_pool(console_database_url, max_size=8)
-    redis = await connect_console_redis(redis_url)
+    url = console_redis_url(redis_url)
+    redis = await connect_redis(url)
     try:
         district = await build_district(pool, vault, week_of=this_monday())
         staff = {role: getattr(district, attr) for role, attr in ROLE_STAFF.items()}
         staff.update(await add_district_roles(pool, vault, district))
-        async with open_console(pool, redis, vault, district) as harness:
+        async with open_console(pool, redis, vault, district, redis_url=url) as harness:
             await give_passwords(harness, staff)
             yield harness
     finally:

@@ -333,7 +333,8 @@ async def probed(console: Harness, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
     """A second console over the same stores whose plugins include TEST_PLUGIN's routes."""
     monkeypatch.setattr(web.plugins, "PLUGINS", (*web.plugins.PLUGINS, TEST_PLUGIN))
     async with open_console(console.pool, console.redis, console.vault, console.district,
-                            logins=console.logins, clock=console.clock) as harness:
+                            logins=console.logins, clock=console.clock,
+                            redis_url=console.redis_url) as harness:
         yield harness
 
 
