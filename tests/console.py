@@ -1,23 +1,31 @@
 """The harness of every console test: one console server for the whole test session, clients
 that sign in like a browser does, and a check of JSON answers against the served OpenAPI document.
 
-Cost decides the shape. Starting a site, migrating a database and hashing passwords with argon2
-are the expensive parts, so `console_server` does them once per session: a database of its own
-(cloned from the migrated template), the small test district of tests/district.py plus the roles
-it lacks (district admin, supervisor, director), and an account with a known password for each
-role. Isolation between tests comes from two cheap things instead:
+Cost decides the shape. Starting a site and making a database are the expensive parts, so
+`console_server` does them once per session: a database of its own (cloned from the migrated
+template), the small test district of tests/district.py plus the roles it lacks (district admin,
+supervisor, director), and an account with the password PASSWORD for each role
+(`console.logins[role]`). Passwords are hashed with the cheapest argon2id parameters (the
+production cost is about a second per sign-in on the shared test machine); every rule is the same.
+Isolation between tests comes from two cheap things instead:
 - the console's Redis database (sessions, the sign-in throttle, presence) is flushed before each
-  test by the function-scoped `console` fixture, so no session, lock or counter leaks over;
+  test by the function-scoped `console` fixture, and its clock set true, so no session, lock or
+  counter leaks over;
 - a test that changes an account (locks it, changes its password, gets a one-time code) makes a
-  fresh staff member with `console.new_staff(role)`, never one of the shared logins.
+  fresh staff member with `await console.new_staff(role)`, never one of the shared logins.
 Data a test writes in the shared database stays for later tests: write rows that only you find
-(a district of your own), or open a private site on the per-test `pool` with `open_console`.
+(a district of your own), or open a private site with `open_console` (on the per-test `pool`, or
+on the shared stores with web.plugins.PLUGINS monkeypatched to add a route of the test's own).
+
+Use: `async def test_x(console: Harness)`; `client = await console.signed_in("director")`;
+`await client.get_json("/api/v1/me")`; `await client.form("/logout", {})`;
+`assert_conforms(await console.openapi(), "GET", "/api/v1/calls/{call_id}", 200, body)`.
 
 The console listens on 127.0.0.1, port 0, on the session's event loop (pytest-asyncio session
 loop scope): clients (aiohttp) and the browser (Playwright's async API, tests/browser.py) all
-await on that loop, so the server answers while a test waits for it.
+await on that loop, so the server answers while a test waits for it. Blocking clients (requests,
+schemathesis) must run in a thread (asyncio.to_thread), or they stop the server they wait for.
 """
-
 from __future__ import annotations
 
 import hashlib
