@@ -223,9 +223,12 @@ class ConsoleClient:
 
     async def request(self, method: str, path: str, *, follow: bool = False,
                       csrf: str | None | bool = True, origin: str | None | bool = True,
-                      headers: dict[str, str] | None = None, **kwargs: Any) -> Answer:
+                      headers: dict[str, str] | None = None, read: bool = True,
+                      **kwargs: Any) -> Answer:
         """`csrf`: True sends the session's token on writes, False/None none, a string that one.
-        `origin`: True sends this site's Origin on writes (as browsers do), a string that one."""
+        `origin`: True sends this site's Origin on writes (as browsers do), a string that one.
+        `read=False`: the status and headers only, the connection closed unread (an event
+        stream never ends)."""
         sent = dict(headers or {})
         writes = method.upper() not in ("GET", "HEAD", "OPTIONS")
         if writes and origin is True:
@@ -239,8 +242,10 @@ class ConsoleClient:
         url = path if path.startswith("http") else self.base_url + path
         async with self.http.request(method, url, headers=sent, allow_redirects=follow,
                                      **kwargs) as response:
-            answer = Answer(response.status, response.headers, await response.text(errors="replace"),
-                            str(response.url))
+            text = await response.text(errors="replace") if read else ""
+            if not read:
+                response.close()
+            answer = Answer(response.status, response.headers, text, str(response.url))
         if answer.content_type == "text/html":
             token = parse_page(answer.text).meta.get("csrf-token")
             if token:
