@@ -25,8 +25,9 @@ from store import db, embedded
 from store.migrate import migrate
 from store.pii import PiiVault
 
-# Kamailio, sipp and baresip fixtures for the SIP tests.
-pytest_plugins = ["tests.sip_peers", "tests.softphone"]
+# Kamailio, sipp and baresip fixtures for the SIP tests; the console and a real Chromium for the
+# console's tests.
+pytest_plugins = ["tests.sip_peers", "tests.softphone", "tests.console", "tests.browser"]
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PII_KEY = base64.b64encode(bytes(range(32))).decode()

@@ -210,9 +210,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         return _error_response(request, exc.status_code, getattr(exc, "problem_code", None),
                                getattr(exc, "problem_message", None), headers=exc.headers)
-    except (asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError):
-        return _error_response(request, 503, None, None)
-    except (OSError, asyncpg.exceptions.CannotConnectNowError, asyncpg.TooManyConnectionsError):
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError,
+            asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError):
         log.exception("web.store_unavailable", path=request.path)
         return _error_response(request, 503, None, None)
     except Exception:
@@ -236,7 +235,9 @@ def _secure(headers: Any, request: web.Request) -> None:
     headers.setdefault("Content-Security-Policy", CSP)
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")
-    headers.setdefault("Referrer-Policy", "no-referrer")
+    # same-origin, not no-referrer: under no-referrer a browser sends `Origin: null` with the
+    # console's own form posts, which the Origin check must refuse. Other sites get no referrer.
+    headers.setdefault("Referrer-Policy", "same-origin")
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     if not request.path.startswith("/static/"):
         headers.setdefault("Cache-Control", "no-store")
@@ -364,7 +365,11 @@ def create_app(ctx: Console, *, on_cleanup: Iterable[Callable[[web.Application],
             seen.add((route.method, route.path))
             app.router.add_route(route.method, route.path, guard(route))
     document = openapi.document(PLUGINS)
-    app.router.add_get("/api/v1/openapi.json", lambda _r: json_response(document))
+
+    async def openapi_json(_request: web.Request) -> web.Response:
+        return json_response(document)
+
+    app.router.add_get("/api/v1/openapi.json", openapi_json)
     app.router.add_static("/static/", HERE / "static", show_index=False, follow_symlinks=False)
     for cleanup in on_cleanup:
         app.on_cleanup.append(cleanup)
