@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.specs.openapi.definitions import OPENAPI_31
 
 import web.plugins as console_plugins
+from routing.scope import CAPABILITIES
 from tests.console import Harness, assert_conforms, open_console, response_schema
 from web.app import CSRF_HEADER, SESSION_COOKIE, json_response
 from web.registry import SIGNED_IN, Plugin, query_param
@@ -113,16 +114,20 @@ def test_assert_conforms_refuses_what_the_document_does_not_say():
 # -- every route, as the district admin ----------------------------------------------------------
 
 async def test_every_api_route_answers_conforming_json(console: Harness):
-    """Each GET route that needs no id, as the district admin (who may open every one): 200 and
-    the documented schema; unsigned, 401 and the documented error."""
+    """Each GET route that needs no id, as a role that may open it (the district admin, or a
+    family doctor for what only those who answer calls have): 200 and the documented schema;
+    unsigned, 401 and the documented error."""
     document = await console.openapi()
-    admin = await console.signed_in("district_admin")
+    signed_in = {role: await console.signed_in(role) for role in ("district_admin", "family_doctor")}
     anonymous = console.client()
     checked = 0
     for path, operations in document["paths"].items():
         operation = operations.get("get")
         if operation is None or "{" in path or any(p["required"] for p in operation["parameters"]):
             continue
+        capability = operation["x-capability"]
+        admin = signed_in["family_doctor" if capability in CAPABILITIES
+                          and "district_admin" not in CAPABILITIES[capability] else "district_admin"]
         (kind,) = operation["responses"]["200"]["content"]
         if kind == "text/event-stream":  # never ends: the status and type are the answer
             stream = await admin.get(path, read=False)
@@ -206,6 +211,12 @@ async def test_schemathesis_finds_no_server_error(console: Harness):
     operations = sum(1 for ops in document["paths"].values() for op in ops.values()
                      if "text/event-stream" not in op["responses"]["200"]["content"])
     assert sent >= operations
+    # What only those who answer calls may do (presence, screen-pop), as a family doctor.
+    doctor = await console.signed_in("family_doctor")
+    sent, problems = await asyncio.to_thread(
+        fuzz, document, console.url, cookies={SESSION_COOKIE: doctor.session_cookie},
+        headers={CSRF_HEADER: doctor.csrf, "Origin": console.url}, max_examples=10)
+    assert not problems, "\n".join(problems[:20])
     # And without a session: every answer documented, none a server error.
     sent, problems = await asyncio.to_thread(fuzz, document, console.url, cookies={}, headers={},
                                              max_examples=5)

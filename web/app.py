@@ -210,6 +210,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         return _error_response(request, exc.status_code, getattr(exc, "problem_code", None),
                                getattr(exc, "problem_message", None), headers=exc.headers)
+    except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError):
+        return _error_response(request, 400, "bad_request", "请求含有无法保存的字符")
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError,
             asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError):
         log.exception("web.store_unavailable", path=request.path)
@@ -278,6 +280,9 @@ async def _csrf_ok(request: web.Request, expected: str, *, read_form: bool = Tru
 
 def guard(route: Route) -> Handler:
     async def guarded(request: web.Request) -> web.StreamResponse:
+        if any("\x00" in key or "\x00" in value for key, value in request.query.items()):
+            # no text field of ours holds a NUL (PostgreSQL text cannot): refused before anything
+            raise problem(400, "bad_request", "请求参数含有非法字符")
         who: Viewer | None = request.get("viewer")
         current = session(request)
         if route.capability != PUBLIC:

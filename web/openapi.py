@@ -41,6 +41,9 @@ def document(plugins: Iterable[Plugin]) -> dict[str, Any]:
                 "tags": list(route.tags),
                 "parameters": route.parameters,
                 "responses": responses,
+                # who may call it: a capability of routing/scope.py CAPABILITIES (or public /
+                # signed_in), so a reader (and the tests) know which roles get 403
+                "x-capability": route.capability,
             }
             if route.capability != PUBLIC:
                 responses["401"] = {"description": "not signed in", **_ERROR_RESPONSE}

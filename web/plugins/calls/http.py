@@ -165,9 +165,12 @@ async def calls_export(request: web.Request) -> web.StreamResponse:
     writer = csv_writer(buffer)
     writer.writerow(EXPORT_COLUMNS)
     count = 0
-    async for row in _search(request).export_rows(scope(request), filt, limit=EXPORT_LIMIT):
-        writer.writerow(export_values(row))
-        count += 1
+    try:
+        async for row in _search(request).export_rows(scope(request), filt, limit=EXPORT_LIMIT):
+            writer.writerow(export_values(row))
+            count += 1
+    except ValueError as exc:  # a filter only the search can judge (a number that is none)
+        raise problem(422, "bad_filter", f"筛选条件有误：{exc}") from None
     async with c.pool.acquire() as conn:
         described = ", ".join(f"{k}={v}" for k, v in sorted(request.query.items())
                               if k not in ("reason", "phone"))
