@@ -46,6 +46,7 @@ import json
 import os
 import platform
 import random
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -94,6 +95,11 @@ BOARD_VIEWERS = 100
 BOARD_EVENTS = 100
 BOARD_RATE = 20.0     # events/s: a busy district's call events (offered, rung, answered, ended)
 BOARD_CHANNEL = "hotline:board:bench"
+ONLY: re.Pattern[str] | None = None  # --only: the measures whose "measure role" matches
+
+
+def wanted(measure: str, role: str) -> bool:
+    return ONLY is None or bool(ONLY.search(f"{measure} {role}"))
 SMOKE = {"SAMPLES": 3, "MEASURE_BUDGET_S": 0.5, "MIN_SAMPLES": 1, "WARM_UP": 1,
          "BOARD_VIEWERS": 10, "BOARD_EVENTS": 10, "BOARD_RATE": 100.0}
 SMOKE_RESIDENTS, SMOKE_CALLS, SMOKE_SEED, SMOKE_DAYS = 2_000, 5_000, 9_002, 14
@@ -383,7 +389,7 @@ async def measure(name: str, role: str, impl: str, goal: str,
         ms, rows = await timed(cases(k))
         result.latencies_ms.append(ms)
         result.rows.append(rows)
-        if k + 1 >= MIN_SAMPLES and time.perf_counter() - started > MEASURE_BUDGET_S:
+        if MIN_SAMPLES <= k + 1 < SAMPLES and time.perf_counter() - started > MEASURE_BUDGET_S:
             result.note = (result.note + "; " if result.note else "") + f"stopped after {k + 1} (budget)"
             break
     log.info("bench.console.measured", measure=name, role=role, impl=impl,
@@ -404,7 +410,7 @@ async def measure_search(pool: asyncpg.Pool, vault: PiiVault, dist: District, tz
     plan += [(role, kind) for role in ("director", "night_doctor", "agent") for kind in OTHER_ROLE_FILTERS]
     for role, kind in plan:
         viewers = dist.viewers.get(role, [])
-        if not viewers:
+        if not viewers or not wanted(f"search: {kind}", role):
             continue
         keyset = "keyset" in kind
         picks = {k: (v := rng.choice(viewers), make_filter(kind, v, dist, rng, tz, numbers))
@@ -458,6 +464,8 @@ async def measure_detail(pool: asyncpg.Pool, vault: PiiVault, dist: District, rn
     search = CallSearch(pool, vault) if CallSearch is not None else None
     for role in ("district_admin", "family_doctor"):
         viewers = dist.viewers.get(role, [])
+        if not viewers or not wanted("call detail", role):
+            continue
         picks = {}
         for k in range(-WARM_UP, SAMPLES):
             v = rng.choice(viewers)
@@ -489,7 +497,7 @@ async def measure_desk(pool: asyncpg.Pool, dist: District, rng: random.Random, d
     now = datetime.now(UTC)
     for role in ("family_doctor", "agent"):
         viewers = dist.viewers.get(role, [])
-        if not viewers:
+        if not viewers or not wanted("desk: open tasks", role):
             continue
         picks = {k: rng.choice(viewers) for k in range(-WARM_UP, SAMPLES)}
 
@@ -671,7 +679,8 @@ async def run(args: argparse.Namespace) -> None:
         results = await measure_search(pool, vault, dist, config.tz, rng, numbers, args.explain)
         results += await measure_detail(pool, vault, dist, rng, args.explain)
         results += await measure_desk(pool, dist, rng, args.explain)
-        results += await measure_board(redis_url)
+        if wanted("board", "—"):
+            results += await measure_board(redis_url)
         server = await pool.fetchval("SHOW server_version")
         size = await pool.fetchval("SELECT pg_size_pretty(pg_database_size(current_database()))")
         tables = await pool.fetchval(
@@ -713,11 +722,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--samples", type=int, default=None, help=f"cases per measure (default {SAMPLES})")
     p.add_argument("--regenerate", action="store_true", help="write the calls and callbacks again")
     p.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE of each bench-sql measure, on stderr")
+    p.add_argument("--only", help="only the measures whose 'measure role' matches this regular expression")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--smoke", action="store_true", help="a run of seconds on small data of its own")
     args = p.parse_args(argv)
     if args.smoke:
         globals().update(SMOKE)
+    if args.only:
+        globals()["ONLY"] = re.compile(args.only)
     if args.samples:
         globals()["SAMPLES"] = args.samples
     args.residents = args.residents or (SMOKE_RESIDENTS if args.smoke else 510_000)
