@@ -49,6 +49,14 @@ def test_presence_bench_smoke(redis_url: str, tmp_path: Path) -> None:
     assert_printed_table(result, "Jiayi Hotline — presence benchmark", "measure workers ops")
 
 
+def test_console_bench_smoke(database_url: str, redis_url: str, tmp_path: Path) -> None:
+    result = run_bench("bench.console", bench_env(tmp_path, HOTLINE_BENCH_DATABASE_URL=database_url,
+                                                  HOTLINE_BENCH_REDIS_URL=redis_url), timeout=60)
+    assert_printed_table(result, "Jiayi Hotline — console benchmark", "| measure | role | impl |")
+    for measure in ("search: caller number", "call detail", "desk: open tasks", "board: 10 viewers"):
+        assert f"| {measure}" in result.stdout, measure
+
+
 @pytest.mark.sip
 def test_calls_bench_smoke(database_url: str, tmp_path: Path) -> None:
     result = run_bench("bench.calls", bench_env(tmp_path, HOTLINE_BENCH_DATABASE_URL=database_url), timeout=110)
