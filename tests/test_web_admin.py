@@ -8,7 +8,6 @@ import asyncio
 import io
 import json
 import re
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -20,13 +19,14 @@ import asyncpg
 import jsonschema
 import pytest
 from aiohttp.test_utils import TestServer
+from argon2 import PasswordHasher
 
 from ivr.prompts import PROMPT_DIR
 from routing.presence import Presence
 from routing.records import NewStaff, write_staff
-from routing.scope import Viewer
 from store.pii import PiiVault
 from tests.district import District, build_district
+from web.accounts import Accounts
 from web.app import Console, create_app
 from web.plugins.admin.http import MAX_PROMPT_UPLOAD, PLUGIN
 from web.sessions import SessionStore
@@ -37,23 +37,17 @@ NOW = datetime(2026, 11, 16, 10, 0, tzinfo=SH)
 NASTY = "<script>alert(1)</script>' OR 1=1; DROP TABLE staff; --"
 
 
-class StubAccounts:
-    """What the console asks of web.accounts (the accounts slice is written beside this one):
-    who a staff id is, and a one-time code for a password reset."""
+class RecordingAccounts(Accounts):
+    """The real accounts (argon2 at its cheapest), remembering the one-time codes they issued so
+    a test can compare them with what the page showed and sign in with them."""
 
-    def __init__(self, pool: asyncpg.Pool):
-        self.pool = pool
+    def __init__(self, pool: asyncpg.Pool, redis: Any):
+        super().__init__(pool, redis, hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
         self.codes: dict[int, str] = {}
 
-    async def viewer(self, staff_id: int) -> Viewer | None:
-        row = await self.pool.fetchrow("SELECT * FROM staff WHERE id = $1 AND left_on IS NULL", staff_id)
-        if row is None:
-            return None
-        return Viewer(row["id"], row["staff_no"], row["name"], row["role"], row["district_id"],
-                      row["center_id"], row["team_id"])
-
-    async def issue_one_time_code(self, staff_id: int, *, actor: str) -> str:
-        self.codes[staff_id] = code = secrets.token_hex(4)
+    async def issue_one_time_code(self, staff_id: int, **kwargs: Any) -> str:  # type: ignore[override]
+        code = await super().issue_one_time_code(staff_id, **kwargs)
+        self.codes[staff_id] = code
         return code
 
 
@@ -62,7 +56,7 @@ class Site:
     base: str
     http: aiohttp.ClientSession
     sessions: SessionStore
-    accounts: StubAccounts
+    accounts: RecordingAccounts
     pool: asyncpg.Pool
     district: District
     admin_id: int
@@ -103,7 +97,7 @@ async def site(pool: asyncpg.Pool, redis: Any, vault: PiiVault) -> AsyncIterator
             NewStaff("DIR1", "郑主任", "director", district.district_id, district.center_id),
         ])
     sessions = SessionStore(redis)
-    accounts = StubAccounts(pool)
+    accounts = RecordingAccounts(pool, redis)
     ctx = Console(pool=pool, redis=redis, vault=vault, tz=SH, now=lambda: NOW, sessions=sessions,
                   accounts=accounts, presence=Presence(redis, tz=SH, now=lambda: NOW))
     server = TestServer(create_app(ctx), host="127.0.0.1", port=0)
@@ -175,7 +169,11 @@ async def test_staff_list_edit_and_reset_are_audited(site: Site) -> None:
     status, body, _ = await site.call("POST", "/api/v1/admin/staff/D001/one-time-code")
     assert status == 200
     valid("POST", "/api/v1/admin/staff/{staff_no}/one-time-code", body)
-    assert body == {"staff_no": "D001", "one_time_code": site.accounts.codes[site.district.doctor_id]}
+    code = site.accounts.codes[site.district.doctor_id]
+    assert body == {"staff_no": "D001", "one_time_code": code}
+    # the code shown is the one that signs in, and only to set a new password
+    signed = await site.accounts.sign_in("D001", code, "127.0.0.9", datetime.now(SH))
+    assert signed.status == "must_change"
     assert await site.sessions.load(token) is None
     [audit] = await site.audits("admin.password_reset")
     assert (audit["actor"], audit["subject"]) == ("staff:ADM1", "staff:D001")

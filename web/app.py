@@ -71,6 +71,9 @@ class Console:
 
 
 CONSOLE: web.AppKey[Console] = web.AppKey("console", Console)
+# What `authenticate` found for a request: the signed-in person and her session.
+VIEWER: web.RequestKey[Viewer] = web.RequestKey("viewer", Viewer)
+SESSION: web.RequestKey[Session] = web.RequestKey("session", Session)
 TEMPLATES: web.AppKey[jinja2.Environment] = web.AppKey("templates", jinja2.Environment)
 
 
@@ -81,7 +84,7 @@ def console(request: web.Request) -> Console:
 
 
 def viewer(request: web.Request) -> Viewer:
-    found: Viewer | None = request.get("viewer")
+    found: Viewer | None = request.get(VIEWER)
     if found is None:  # the guard lets no handler run without one unless the route is public
         raise web.HTTPUnauthorized()
     return found
@@ -92,7 +95,7 @@ def scope(request: web.Request) -> Scope:
 
 
 def session(request: web.Request) -> Session | None:
-    return request.get("session")
+    return request.get(SESSION)
 
 
 def int_param(request: web.Request, name: str) -> int:
@@ -129,7 +132,7 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def render(request: web.Request, template: str, *, status: int = 200, **values: Any) -> web.Response:
     env = request.app[TEMPLATES]
-    who: Viewer | None = request.get("viewer")
+    who: Viewer | None = request.get(VIEWER)
     current = session(request)
     nav = []
     if who is not None and not (current and current.must_change):
@@ -256,7 +259,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             if who is None:  # left the service, or the row is gone: the session is over
                 await c.sessions.end(current)
             else:
-                request["session"], request["viewer"] = current, who
+                request[SESSION], request[VIEWER] = current, who
     return await handler(request)
 
 
@@ -283,7 +286,7 @@ def guard(route: Route) -> Handler:
         if any("\x00" in key or "\x00" in value for key, value in request.query.items()):
             # no text field of ours holds a NUL (PostgreSQL text cannot): refused before anything
             raise problem(400, "bad_request", "请求参数含有非法字符")
-        who: Viewer | None = request.get("viewer")
+        who: Viewer | None = request.get(VIEWER)
         current = session(request)
         if route.capability != PUBLIC:
             if who is None:

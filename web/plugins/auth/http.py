@@ -11,6 +11,7 @@ from aiohttp import web
 from routing.scope import CAPABILITIES, Scope
 from web.accounts import PasswordRejected, WrongPassword
 from web.app import (
+    VIEWER,
     clear_session_cookie,
     console,
     json_response,
@@ -48,7 +49,7 @@ def _address(request: web.Request) -> str:
 
 @PLUGIN.page("GET", "/login", capability=PUBLIC)
 async def login_form(request: web.Request) -> web.StreamResponse:
-    if request.get("viewer") is not None:
+    if request.get(VIEWER) is not None:
         raise web.HTTPSeeOther(_safe_next(request.query.get("next")))
     token = login_csrf_token(request)
     response = render(request, "auth/login.html", login_csrf=token,
