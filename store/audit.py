@@ -65,6 +65,7 @@ async def search_audit(
     pool: asyncpg.Pool | asyncpg.Connection, *, actor: str | None = None,
     subject: str | None = None, action: str | None = None, since: datetime | None = None,
     until: datetime | None = None, after_id: int | None = None, limit: int = 100,
+    district_id: int | None = None,
 ) -> list[AuditRow]:
     """Audit rows, newest first (id descending), matching every filter given.
 
@@ -72,6 +73,8 @@ async def search_audit(
     `since` is inclusive and `until` exclusive, on the time the row was written. Pages are keyset
     on id: pass the last row's id as `after_id` for the next page (an empty page is the end).
     Who may search at all is the capability "audit" (routing/scope.py), checked by the caller.
+    `district_id`: only what that district's staff did, and what no staff member did (the
+    operators' CLI, the system): a supervisor of one district never reads another's activity.
     """
     limit = max(1, min(int(limit), MAX_PAGE))
     where: list[str] = []
@@ -93,6 +96,9 @@ async def search_audit(
         add("at < {}", until)
     if after_id is not None:
         add("id < {}", after_id)
+    if district_id is not None:
+        add("(actor NOT LIKE 'staff:%' OR EXISTS (SELECT 1 FROM staff s"
+            " WHERE 'staff:' || s.staff_no = actor AND s.district_id = {}))", district_id)
     args.append(limit)
     # Only constant condition text and $n placeholders are joined in; values travel as parameters.
     conditions = " AND ".join(where) or "true"

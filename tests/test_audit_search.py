@@ -132,3 +132,19 @@ async def test_a_filtered_page_reads_its_index_from_the_cursor(pool: asyncpg.Poo
     page = await search_audit(pool, actor="staff:BUSY", after_id=90000, limit=50)
     assert [r.id for r in page] == list(range(89980, 89980 - 50 * 20, -20))
     assert all(r.actor == "staff:BUSY" for r in page)
+
+
+async def test_a_district_reads_its_own_audit_log_only(pool: asyncpg.Pool) -> None:
+    """What the staff of another district did is not in this district's log; what no staff
+    member did (the operators' CLI) is in every district's."""
+    mine = await pool.fetchval("INSERT INTO districts (name) VALUES ('本区') RETURNING id")
+    other = await pool.fetchval("INSERT INTO districts (name) VALUES ('他区') RETURNING id")
+    await pool.execute("INSERT INTO staff (staff_no, name, role, district_id) VALUES"
+                       " ('AU01', '本区质控', 'supervisor', $1), ('AU02', '他区质控', 'supervisor', $2)",
+                       mine, other)
+    async with pool.acquire() as conn:
+        for actor in ("staff:AU01", "staff:AU02", "cli:root"):
+            await record_read(conn, actor=actor, action="resident.read", subject="resident:1")
+    seen = {r.actor for r in await search_audit(pool, district_id=mine)}
+    assert seen == {"staff:AU01", "cli:root"}
+    assert {r.actor for r in await search_audit(pool)} >= {"staff:AU01", "staff:AU02", "cli:root"}

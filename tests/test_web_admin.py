@@ -197,7 +197,8 @@ async def test_staff_bad_input_changes_nothing(site: Site) -> None:
         assert got == status, (body, answer)
         assert answer["message"] and "Traceback" not in answer["message"]
     got, answer, _ = await site.call("PATCH", "/api/v1/admin/staff/NOBODY", json_body={"role": "nurse"})
-    assert got == 404 and "NOBODY" in answer["message"]
+    # a 404 says there is no such staff member without echoing the 工号 asked for (issue 10)
+    assert got == 404 and answer["error"] == "no_such_staff" and "NOBODY" not in answer["message"]
     got, _, _ = await site.call("PATCH", "/api/v1/admin/staff/..%2F..%2Fetc", json_body={"role": "nurse"})
     assert got == 404
     got, _, _ = await site.call("POST", "/api/v1/admin/staff/NOBODY/one-time-code")

@@ -194,8 +194,8 @@ async def _change_staff(request: web.Request, staff_no: str, given: dict[str, An
     async with c.pool.acquire() as conn, conn.transaction():
         try:
             before, after = await update_staff(conn, allowed, staff_no, **changes)
-        except StaffNotFound as exc:
-            raise problem(404, "no_such_staff", str(exc)) from None
+        except StaffNotFound:  # its message names the 工号 asked for: a 404 echoes nothing
+            raise problem(404, "no_such_staff", "没有这个员工") from None
         except StaffConflict as exc:
             raise problem(409, "extension_taken", str(exc)) from None
         except StaffError as exc:
@@ -214,7 +214,7 @@ async def _reset_password(request: web.Request, staff_no: str) -> str:
     async with c.pool.acquire() as conn:
         member = await staff_member(conn, scope(request), staff_no)
     if member is None:
-        raise problem(404, "no_such_staff", f"没有工号为 {staff_no} 的员工")
+        raise problem(404, "no_such_staff", "没有这个员工")
     if member.id == viewer(request).staff_id:  # it would end this very session mid-task
         raise problem(422, "own_password", "自己的密码请在“修改密码”页面修改")
     if member.left_on is not None and member.left_on <= c.now().astimezone(c.tz).date():
@@ -390,8 +390,8 @@ async def _swap(request: web.Request, shift_id: int, taker_no: str) -> dict[str,
     async with c.pool.acquire() as conn, conn.transaction():
         try:
             done = await swap_shift(conn, shift_id, taker_no, tz=c.tz, district_id=who.district_id)
-        except RosterNotFound as exc:
-            raise problem(404, "no_such_shift", f"找不到：{exc}") from None
+        except RosterNotFound:  # its message names the shift or 工号 asked for
+            raise problem(404, "no_such_shift", "找不到这个班次或接班医生") from None
         except RosterConflict as exc:
             raise problem(409, "overlapping_shift", f"换班冲突，该医生同一时间已有班次：{exc}") from None
         except RosterError as exc:
@@ -490,7 +490,7 @@ async def _remove_line(request: web.Request, number: str) -> None:
         try:
             await remove_line(conn, number, viewer(request).district_id)
         except LineNotFound:
-            raise problem(404, "no_such_line", f"没有热线号码 {number}") from None
+            raise problem(404, "no_such_line", "没有这个热线号码") from None
         await _audit(conn, request, "admin.line_removed", f"line:{number}")
 
 
@@ -722,7 +722,7 @@ async def _reopen(request: web.Request, given: dict[str, Any]) -> date:
             place = await place_in_district(conn, who.district_id, center_id)
             reason = await reopen_day(conn, on, place)
         except CalendarNotFound:
-            raise problem(404, "no_such_closure", f"{on} 没有这项关闭") from None
+            raise problem(404, "no_such_closure", "没有这项关闭") from None
         await _audit(conn, request, "admin.day_reopened", f"closure:{center_id or 'district'}:{on}",
                      f"was: {reason}")
     return on

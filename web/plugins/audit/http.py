@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from store.audit import search_audit
-from web.app import console, json_response, problem, render
+from web.app import console, json_response, problem, render, viewer
 from web.registry import NavItem, Plugin, query_param
 
 PLUGIN = Plugin("audit", nav=(NavItem("/audit", "审计", "audit", order=70),),
@@ -57,7 +57,9 @@ def _filters(request: web.Request) -> dict[str, Any]:
 
 
 async def _rows(request: web.Request) -> list[dict[str, Any]]:
-    rows = await search_audit(console(request).pool, limit=PAGE_SIZE, **_filters(request))
+    # the viewer's district only: the audit log of a shared database holds every district's
+    rows = await search_audit(console(request).pool, limit=PAGE_SIZE,
+                              district_id=viewer(request).district_id, **_filters(request))
     return [dataclasses.asdict(r) for r in rows]
 
 
