@@ -148,12 +148,13 @@ class Scope:
                     f" AND ts.district_id = {d})"
                     f" OR EXISTS (SELECT 1 FROM residents tr WHERE tr.id = {t}.resident_id"
                     f" AND {self.residents(p, 'tr')})"
-                    f" OR ({t}.owner_staff_id IS NULL AND {t}.resident_id IS NULL))")
+                    f" OR ({t}.owner_staff_id IS NULL AND {self._desk_task(t, d)}))")
         # (the staff id is added only for the roles that use it: an unused placeholder leaves
         # PostgreSQL unable to type it)
         mine = f"{t}.owner_staff_id = {p.add(v.staff_id)}"
         if v.role == "agent":  # the desk's open tasks: nobody owns them
-            return f"({mine} OR ({t}.owner_staff_id IS NULL AND {t}.status = 'open'))"
+            desk = self._desk_task(t, p.add(v.district_id))
+            return f"({mine} OR ({t}.owner_staff_id IS NULL AND {t}.status = 'open' AND {desk}))"
         if v.role == "night_doctor":
             return mine
         owner_in = (f"EXISTS (SELECT 1 FROM staff ts WHERE ts.id = {t}.owner_staff_id AND "
@@ -170,6 +171,14 @@ class Scope:
         if not v.team_id:
             return mine
         return f"({mine} OR {owner_in.format(f'ts.team_id = {p.add(v.team_id)}')})"
+
+    @staticmethod
+    def _desk_task(t: str, district: str) -> str:
+        """A task nobody owns is the duty desk's of the district its missed calls were for (the
+        task has no district of its own; an unknown caller's task has no resident either)."""
+        return (f"EXISTS (SELECT 1 FROM callback_calls tcc JOIN call_records tcr"
+                f" ON tcr.id = tcc.call_record_id WHERE tcc.task_id = {t}.id"
+                f" AND tcr.district_id = {district})")
 
     def staff(self, p: Params, s: str = "s") -> str:
         """staff rows (alias `s`) the viewer may list."""

@@ -100,8 +100,13 @@ async def insert_task(conn: asyncpg.Pool | asyncpg.Connection, *, opened_at: dat
                       owner: int | None, resident_id: int | None = None,
                       due_at: datetime | None = None, status: str = "open",
                       closed_at: datetime | None = None, calls: tuple[int, ...] = (),
-                      masked: str = "138****0001") -> int:
-    """A callback task (due 8 h after `opened_at` unless given) with the missed calls behind it."""
+                      masked: str = "138****0001", district_id: int | None = None) -> int:
+    """A callback task (due 8 h after `opened_at` unless given) with the missed calls behind it.
+    A task nobody owns (the duty desk's) needs a missed call to say which district's desk it is
+    for: given `district_id` and no `calls`, one is made, as the flow would have."""
+    if not calls and district_id is not None:
+        calls = (await insert_call(conn, offered_at=opened_at, disposition="missed",
+                                   district_id=district_id, masked=masked),)
     key = f"number:{next(_serial)}"
     task_id = await conn.fetchval(
         """INSERT INTO callback_tasks (caller_key, resident_id, caller_number_hash,

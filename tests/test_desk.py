@@ -48,7 +48,7 @@ async def test_my_tasks_due_soonest_first_with_calls_voicemails_and_countdown(
     await insert_task(pool, owner=d.doctor_id, status="done", closed_at=NOW - H, **due(2 * H))
     await insert_task(pool, owner=d.assistant_id, **due(3 * H))           # the team's, not mine
     await insert_task(pool, owner=places.other_doctor_id, **due(H / 2))  # another center's
-    await insert_task(pool, owner=None, **due(H / 4))                     # the desk's
+    await insert_task(pool, owner=None, district_id=d.district_id, **due(H / 4))                     # the desk's
 
     tasks = await open_tasks(pool, places.scope("family_doctor"), now=NOW)
 
@@ -84,10 +84,10 @@ async def test_urgency_boundaries(pool: asyncpg.Pool, places: Places) -> None:
 async def test_the_agent_desk_holds_her_tasks_and_the_unowned_open_ones(
         pool: asyncpg.Pool, places: Places) -> None:
     d = places.d
-    desk = await insert_task(pool, owner=None, **due(4 * H))
+    desk = await insert_task(pool, owner=None, district_id=d.district_id, **due(4 * H))
     mine = await insert_task(pool, owner=d.agent_id, **due(6 * H))
-    await insert_task(pool, owner=None, status="done", closed_at=NOW - H, **due(H))
-    await insert_task(pool, owner=None, status="cancelled", closed_at=NOW - H, **due(H))
+    await insert_task(pool, owner=None, district_id=d.district_id, status="done", closed_at=NOW - H, **due(H))
+    await insert_task(pool, owner=None, district_id=d.district_id, status="cancelled", closed_at=NOW - H, **due(H))
     await insert_task(pool, owner=d.doctor_id, **due(H))
     await insert_task(pool, owner=places.other_doctor_id, **due(H))
 
@@ -108,8 +108,8 @@ async def test_every_role_sees_only_the_open_tasks_of_its_scope(
         "second_team": await insert_task(pool, owner=places.second_team_doctor_id, **due(3 * H)),
         "other_center": await insert_task(pool, owner=places.other_doctor_id, **due(4 * H)),
         "night": await insert_task(pool, owner=d.night_id, **due(5 * H)),
-        "desk": await insert_task(pool, owner=None, **due(6 * H)),
-        "desk_resident": await insert_task(pool, owner=None, resident_id=d.resident_id,
+        "desk": await insert_task(pool, owner=None, district_id=d.district_id, **due(6 * H)),
+        "desk_resident": await insert_task(pool, owner=None, district_id=d.district_id, resident_id=d.resident_id,
                                            **due(7 * H)),
     }
     expected = {
@@ -180,7 +180,17 @@ async def test_the_desk_reads_the_owner_index_among_200000_tasks(
                   $4::timestamptz + i * interval '1 second'
              FROM generate_series(1, 200000) i""",
         d.doctor_id, d.agent_id, others, NOW)
+    # the desk's tasks come from missed calls in this district (which desk they are for)
+    await pool.execute(
+        """WITH desk AS (SELECT id, opened_at FROM callback_tasks WHERE owner_staff_id IS NULL),
+                calls AS (INSERT INTO call_records (call_id, offered_at, disposition, district_id)
+                          SELECT 'bulk-desk-' || id, opened_at, 'missed', $1 FROM desk
+                          RETURNING id, call_id)
+           INSERT INTO callback_calls (task_id, call_record_id)
+           SELECT substr(call_id, 11)::bigint, id FROM calls""", d.district_id)
     await pool.execute("ANALYZE callback_tasks")
+    await pool.execute("ANALYZE callback_calls")
+    await pool.execute("ANALYZE call_records")
     for role, owners in (("family_doctor", {d.doctor_id}), ("agent", {d.agent_id, None})):
         sql, values = desk_query(places.scope(role), owner_only=True, limit=200)
         plan = json.loads(await pool.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *values))[0]["Plan"]

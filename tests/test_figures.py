@@ -30,13 +30,22 @@ async def call(pool: asyncpg.Pool, d: District, n: int, center_id: int, offered_
 
 
 async def task(pool: asyncpg.Pool, key: str, due_in: timedelta, *, resident_id: int | None = None,
-               owner: int | None = None, status: str = "open") -> None:
-    await pool.execute(
+               owner: int | None = None, status: str = "open", district_id: int | None = None) -> None:
+    """A callback task; one nobody owns is its district's desk's through its missed call."""
+    task_id = await pool.fetchval(
         "INSERT INTO callback_tasks (caller_key, resident_id, caller_number_hash, caller_number_enc,"
         " caller_number_masked, owner_staff_id, opened_at, due_at, status, closed_at)"
         " VALUES ($1, $2, '\\x00', '\\x00', '138****0001', $3, $4::timestamptz - interval '8 hours', $4, $5::text,"
-        " CASE WHEN $5::text = 'open' THEN NULL ELSE $4 END)",
+        " CASE WHEN $5::text = 'open' THEN NULL ELSE $4 END) RETURNING id",
         key, resident_id, owner, NOW + due_in, status)
+    if district_id is not None:
+        call_id = await pool.fetchval(
+            "INSERT INTO call_records (call_id, offered_at, disposition, district_id)"
+            " VALUES ($1, $2, 'missed', $3) RETURNING id", f"task-{key}",
+            NOW - timedelta(days=2),  # (another day: today's figures count only the calls above)
+            district_id)
+        await pool.execute("INSERT INTO callback_calls (task_id, call_record_id) VALUES ($1, $2)",
+                           task_id, call_id)
 
 
 async def test_figures_per_center_and_district_by_hand_and_within_scope(pool: asyncpg.Pool, vault: PiiVault) -> None:
@@ -59,7 +68,7 @@ async def test_figures_per_center_and_district_by_hand_and_within_scope(pool: as
     # callbacks: due within the hour (A's resident), overdue (owned in A), the desk's, B's, one closed
     await task(pool, "resident:a", timedelta(minutes=30), resident_id=d.resident_id)
     await task(pool, "number:a", timedelta(minutes=-10), owner=d.doctor_id)
-    await task(pool, "number:desk", timedelta(hours=5))
+    await task(pool, "number:desk", timedelta(hours=5), district_id=d.district_id)
     await task(pool, "number:b", timedelta(hours=2), owner=b_doctor)
     await task(pool, "number:done", timedelta(minutes=-30), owner=d.doctor_id, status="done")
 

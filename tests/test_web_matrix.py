@@ -117,27 +117,8 @@ ALL_TASKS = set(TASK_MASKED)
 
 # Cells where a scope rule of routing/scope.py itself is wrong (not editable here): reported, and
 # expected to fail until it is fixed (a cell listed here that passes fails the test: remove it).
-SCOPE_RULE_BUGS: dict[tuple[str, str, str], str] = {
-    ("agent", "GET /api/v1/voicemails/{voicemail_id}/audio", "out:other-district-desk"):
-        "scope.tasks: the agent's 'open callbacks of the desk' are every unowned open task of "
-        "every district (callback_tasks has no district; the predicate does not tie the task to "
-        "the agent's district through its calls)",
-    ("supervisor", "GET /api/v1/voicemails/{voicemail_id}/audio", "out:other-district-desk"):
-        "scope.tasks: district roles see every task with neither owner nor resident, of every "
-        "district",
-    ("district_admin", "GET /api/v1/voicemails/{voicemail_id}/audio", "out:other-district-desk"):
-        "scope.tasks: district roles see every task with neither owner nor resident, of every "
-        "district",
-}
-LIST_SCOPE_BUGS = {
-    # role: (the task ids wrongly shown on her desk, why)
-    "agent": ({T_QDESK}, SCOPE_RULE_BUGS[("agent", "GET /api/v1/voicemails/{voicemail_id}/audio",
-                                          "out:other-district-desk")]),
-}
-# The other district's desk task (T_QDESK) is in the district roles' task scope, so the reports
-# count it under its call's center, the other district's.
-REPORT_SCOPE_BUG = ("scope.tasks: district roles see every task with neither owner nor resident, "
-                    "of every district; the reports then show the other district's center")
+SCOPE_RULE_BUGS: dict[tuple[str, str, str], str] = {}
+LIST_SCOPE_BUGS: dict[str, tuple[set[int], str]] = {}
 
 
 def tiny_wav(path: Path, *, channels: int = 2, level: int = 0) -> str:
@@ -631,7 +612,6 @@ async def test_lists_never_include_what_is_out_of_scope(world: World, role: str)
     hidden = _hidden_strings(role)
     hidden_tasks = {TASK_MASKED[t] for t in ALL_TASKS - DESK_TASKS[role]}
     problems: list[str] = []
-    known_wrong: list[str] = []
 
     def check(where: str, body: str, words: set[str]) -> None:
         problems.extend(f"{where}: shows {word}" for word in sorted(words) if word in body)
@@ -688,7 +668,7 @@ async def test_lists_never_include_what_is_out_of_scope(world: World, role: str)
         for where, body in reported:
             check(where, body, hidden - {"外区中心"})
             if "外区中心" in body:
-                known_wrong.append(f"{where} shows the other district's center")
+                problems.append(f"{where} shows the other district's center")
     if role in CAPABILITIES["audit"]:
         audit = await client.get("/api/v1/audit?actor=staff:QZ7731")
         check("/api/v1/audit (the other district's reads)", audit.text, {f"recording:{C_Q}", "外区复核"})
@@ -712,10 +692,6 @@ async def test_lists_never_include_what_is_out_of_scope(world: World, role: str)
         check("/api/v1/admin/closures", str(await client.get_json(
             f"/api/v1/admin/closures?year={w.far_day[:4]}")), {"外区停电"})
     assert not problems, f"{role}:\n  " + "\n  ".join(problems)
-    if known_wrong:
-        pytest.xfail(f"{role}: {'; '.join(known_wrong)}: {REPORT_SCOPE_BUG}")
-    if wrong:
-        pytest.xfail(f"{role}: the desk shows another district's unowned tasks: {why}")
 
 
 async def test_error_bodies_never_echo_what_was_asked(world: World) -> None:
