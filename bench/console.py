@@ -16,23 +16,27 @@ again). The bench's PII key is <data dir>/bench/pii.key, as bench.route's. Redis
 HOTLINE_BENCH_REDIS_URL when set, otherwise database 15 of the private Redis.
 
 Measured, each case a fresh random viewer and value (so the figures are not one cached row):
-  - call search, first page of 50 newest first, by each filter of the calls page (date range,
-    center, team, staff who answered, disposition, line, resident, caller's number, resident's
-    name) and with no filter, for a district administrator and a family doctor (and a director,
-    a night duty doctor and an agent with no filter and by date), plus a later page (keyset);
-  - call detail (the record, its dial attempts, its callback task and voicemails);
-  - the desk of a family doctor (the open tasks in her scope with their missed calls and
-    voicemails);
+  - call search (recordings.call_search.CallSearch.page, "console"), first page of 50 newest first,
+    by each filter of the calls page (date range, center, team, staff who answered, disposition,
+    line, resident, caller's number, resident's name), with none, and page 5 by the keyset cursor,
+    for a district administrator, a director, a family doctor, a night duty doctor and an agent;
+  - call detail (CallSearch.detail), the desk (handover.desk.open_tasks), today's figures
+    (recordings.figures.day_figures), a month's report per center by day (recordings.reports.report),
+    the caller card (recordings.caller_card.caller_card);
   - the board's feed: 100 viewers subscribed to call events through Redis pub/sub (each its own
     subscription, then one subscription fanned out to 100 queues, as one web node would), the
-    time from PUBLISH to each viewer holding the event. The last leg, the web node's SSE stream
-    to 100 browsers, is `measure_sse_viewers` (TODO: needs web/).
-Where the console's own functions exist (recordings.call_search.CallSearch, handover.desk.open_tasks)
-they are measured ("impl" console); the bench's own SQL, written the way those functions must
-be (routing.scope predicate ANDed in, keyset on (offered_at, id)), is always measured too
-("impl" bench-sql): it checks the indexes of migration 0018 at size. --explain prints EXPLAIN
-(ANALYZE, BUFFERS) of one case of each bench-sql measure on stderr. Prints a table; asserts
-nothing (tests/test_bench_smoke.py runs --smoke).
+    time from PUBLISH to each viewer holding the event; then the last leg, `measure_sse_viewers`:
+    the console (web.server.console_site) in a process of its own on the bench's database and
+    Redis, 100 signed-in sessions of the district's supervisors reading GET /api/v1/board/events
+    (aiohttp), call steps published with recordings.live.LiveCalls on calls of the bench database,
+    step → each browser's `data:` line, and the console process' CPU meanwhile.
+The bench's own SQL ("bench-sql": scope predicate ANDed in, keyset on (offered_at, id)) is
+measured beside the console's search for the administrator and the family doctor (and the director
+and agent unfiltered and by date): it checks the indexes at size. Not for the duty doctor: her
+scope as one OR with EXISTS per call takes seconds at size, which is why CallSearch merges the
+scope's arms (routing/scope.py `calls_arms`). --explain prints EXPLAIN (ANALYZE, BUFFERS) of one
+case of each bench-sql measure on stderr. Prints a table; asserts nothing (tests/test_bench_smoke.py
+runs --smoke). The last full run's table is in bench/README.md.
 """
 
 from __future__ import annotations
