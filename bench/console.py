@@ -16,23 +16,27 @@ again). The bench's PII key is <data dir>/bench/pii.key, as bench.route's. Redis
 HOTLINE_BENCH_REDIS_URL when set, otherwise database 15 of the private Redis.
 
 Measured, each case a fresh random viewer and value (so the figures are not one cached row):
-  - call search, first page of 50 newest first, by each filter of the calls page (date range,
-    center, team, staff who answered, disposition, line, resident, caller's number, resident's
-    name) and with no filter, for a district administrator and a family doctor (and a director,
-    a night duty doctor and an agent with no filter and by date), plus a later page (keyset);
-  - call detail (the record, its dial attempts, its callback task and voicemails);
-  - the desk of a family doctor (the open tasks in her scope with their missed calls and
-    voicemails);
+  - call search (recordings.call_search.CallSearch.page, "console"), first page of 50 newest first,
+    by each filter of the calls page (date range, center, team, staff who answered, disposition,
+    line, resident, caller's number, resident's name), with none, and page 5 by the keyset cursor,
+    for a district administrator, a director, a family doctor, a night duty doctor and an agent;
+  - call detail (CallSearch.detail), the desk (handover.desk.open_tasks), today's figures
+    (recordings.figures.day_figures), a month's report per center by day (recordings.reports.report),
+    the caller card (recordings.caller_card.caller_card);
   - the board's feed: 100 viewers subscribed to call events through Redis pub/sub (each its own
     subscription, then one subscription fanned out to 100 queues, as one web node would), the
-    time from PUBLISH to each viewer holding the event. The last leg, the web node's SSE stream
-    to 100 browsers, is `measure_sse_viewers` (TODO: needs web/).
-Where the console's own functions exist (recordings.call_search.CallSearch, handover.desk.open_tasks)
-they are measured ("impl" console); the bench's own SQL, written the way those functions must
-be (routing.scope predicate ANDed in, keyset on (offered_at, id)), is always measured too
-("impl" bench-sql): it checks the indexes of migration 0018 at size. --explain prints EXPLAIN
-(ANALYZE, BUFFERS) of one case of each bench-sql measure on stderr. Prints a table; asserts
-nothing (tests/test_bench_smoke.py runs --smoke).
+    time from PUBLISH to each viewer holding the event; then the last leg, `measure_sse_viewers`:
+    the console (web.server.console_site) in a process of its own on the bench's database and
+    Redis, 100 signed-in sessions of the district's supervisors reading GET /api/v1/board/events
+    (aiohttp), call steps published with recordings.live.LiveCalls on calls of the bench database,
+    step → each browser's `data:` line, and the console process' CPU meanwhile.
+The bench's own SQL ("bench-sql": scope predicate ANDed in, keyset on (offered_at, id)) is
+measured beside the console's search for the administrator and the family doctor (and the director
+and agent unfiltered and by date): it checks the indexes at size. Not for the duty doctor: her
+scope as one OR with EXISTS per call takes seconds at size, which is why CallSearch merges the
+scope's arms (routing/scope.py `calls_arms`). --explain prints EXPLAIN (ANALYZE, BUFFERS) of one
+case of each bench-sql measure on stderr. Prints a table; asserts nothing (tests/test_bench_smoke.py
+runs --smoke). The last full run's table is in bench/README.md.
 """
 
 from __future__ import annotations
@@ -80,12 +84,18 @@ try:
     from recordings import live as live_module  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover
     live_module = None
+from recordings.caller_card import caller_card
+from recordings.figures import day_figures
+from recordings.reports import report
 
 log = structlog.get_logger("bench.console")
 
 BENCH_DATABASE = "hotline_bench_console"
 BENCH_REDIS_DB = 15
-GOAL_MS = {"search": 200.0, "detail": 50.0, "desk": 100.0, "board": 1000.0}
+# figures / report / card: no goal in the issue; the bench's own (the board's figures refresh with
+# the board, a report is a page asked for now and then, the card pops within 1 s of the ring).
+GOAL_MS = {"search": 200.0, "detail": 50.0, "desk": 100.0, "board": 1000.0,
+           "figures": 1000.0, "report": 2000.0, "card": 500.0}
 PAGE = 50
 SAMPLES = 30          # cases per measure (each a fresh viewer / value)
 MEASURE_BUDGET_S = 20.0  # a measure stops early past this (at least MIN_SAMPLES): a slow plan is slow
@@ -101,7 +111,7 @@ ONLY: re.Pattern[str] | None = None  # --only: the measures whose "measure role"
 def wanted(measure: str, role: str) -> bool:
     return ONLY is None or bool(ONLY.search(f"{measure} {role}"))
 SMOKE = {"SAMPLES": 3, "MEASURE_BUDGET_S": 0.5, "MIN_SAMPLES": 1, "WARM_UP": 1,
-         "BOARD_VIEWERS": 10, "BOARD_EVENTS": 10, "BOARD_RATE": 100.0}
+         "BOARD_VIEWERS": 10, "BOARD_EVENTS": 10, "BOARD_RATE": 100.0, "SSE_CALLS": 3}
 SMOKE_RESIDENTS, SMOKE_CALLS, SMOKE_SEED, SMOKE_DAYS = 2_000, 5_000, 9_002, 14
 
 
@@ -216,6 +226,7 @@ FILTERS = ("none", "date range (7 days)", "center", "team", "staff (answered by)
            "disposition failed (1 %)", "line (center line, 10 %)", "resident", "caller number",
            "resident name", "date range (1 day), page 5 (keyset)")
 OTHER_ROLE_FILTERS = ("none", "date range (7 days)")
+SEARCH_ROLES = ("district_admin", "director", "family_doctor", "night_doctor", "agent")
 
 
 def make_filter(kind: str, viewer: Viewer, dist: District, rng: random.Random, tz: Any,
@@ -406,8 +417,11 @@ async def measure_search(pool: asyncpg.Pool, vault: PiiVault, dist: District, tz
                          rng: random.Random, numbers: dict[bytes, str], do_explain: bool) -> list[Result]:
     results: list[Result] = []
     search = CallSearch(pool, vault) if CallSearch is not None else None
-    plan = [(role, kind) for role in ("district_admin", "family_doctor") for kind in FILTERS]
-    plan += [(role, kind) for role in ("director", "night_doctor", "agent") for kind in OTHER_ROLE_FILTERS]
+    sql_plan = {(role, kind) for role in ("district_admin", "family_doctor") for kind in FILTERS}
+    # (the duty doctor's scope as one OR with EXISTS per call takes seconds at size: the bench's
+    # SQL is the plain OR, so only the console's merge of the scope's arms is measured for her)
+    sql_plan |= {(role, kind) for role in ("director", "agent") for kind in OTHER_ROLE_FILTERS}
+    plan = [(role, kind) for role in SEARCH_ROLES for kind in FILTERS]
     for role, kind in plan:
         viewers = dist.viewers.get(role, [])
         if not viewers or not wanted(f"search: {kind}", role):
@@ -423,7 +437,7 @@ async def measure_search(pool: asyncpg.Pool, vault: PiiVault, dist: District, tz
             return (rows[-1]["offered_at"], rows[-1]["id"]) if len(rows) == 4 * PAGE else None
 
         cursors = {}
-        if keyset:
+        if keyset and (role, kind) in sql_plan:
             for k, (v, f) in picks.items():
                 cursors[k] = await first_cursor(Scope(v), f)
 
@@ -435,24 +449,34 @@ async def measure_search(pool: asyncpg.Pool, vault: PiiVault, dist: District, tz
                 return len(await pool.fetch(sql, *values))
             return run
 
-        results.append(await measure(f"search: {kind}", role, "bench-sql", "search", sql_case))
-        if do_explain:
-            viewer, f = picks[0]
-            await explain(pool, f"search: {kind} — {role}", *bench_page_sql(Scope(viewer), f, cursors.get(0), PAGE))
+        if (role, kind) in sql_plan:
+            results.append(await measure(f"search: {kind}", role, "bench-sql", "search", sql_case))
+            if do_explain:
+                viewer, f = picks[0]
+                await explain(pool, f"search: {kind} — {role}",
+                              *bench_page_sql(Scope(viewer), f, cursors.get(0), PAGE))
         if search is not None:
-            if keyset or console_filter(picks[0][1]) is None:
-                # keyset: CallSearch's cursor type is its own; the lead wires it (TODO)
+            if console_filter(picks[0][1]) is None:
                 results.append(Result(f"search: {kind}", role, "console", [], [], "search",
-                                      "not measured: " + ("cursor type unknown to the bench" if keyset
-                                                          else "CallFilter lacks this filter")))
+                                      "not measured: CallFilter lacks this filter"))
                 continue
+            console_cursors: dict[int, str | None] = {}
+            if keyset:  # where page 5 starts, as the console's own cursor (not timed)
+                for k, (v, f) in picks.items():
+                    after = None
+                    for _ in range(4):
+                        after = (await search.page(Scope(v), console_filter(f), after=after, limit=PAGE)).next_cursor
+                        if after is None:
+                            break
+                    console_cursors[k] = after
 
-            def console_case(k: int, picks=picks) -> Callable[[], Awaitable[int]]:
+            def console_case(k: int, picks=picks, console_cursors=console_cursors) -> Callable[[], Awaitable[int]]:
                 viewer, f = picks[k]
 
                 async def run() -> int:
-                    page = await search.page(Scope(viewer), console_filter(f), after=None, limit=PAGE)
-                    return len(getattr(page, "rows", getattr(page, "items", page)))
+                    page = await search.page(Scope(viewer), console_filter(f), after=console_cursors.get(k),
+                                             limit=PAGE)
+                    return len(page.rows)
                 return run
             results.append(await measure(f"search: {kind}", role, "console", "search", console_case))
     return results
@@ -516,6 +540,59 @@ async def measure_desk(pool: asyncpg.Pool, dist: District, rng: random.Random, d
                     return len(await open_tasks(pool, Scope(picks[k]), now=now))
                 return run
             results.append(await measure("desk: open tasks", role, "console", "desk", console_case))
+    return results
+
+
+async def measure_views(pool: asyncpg.Pool, vault: PiiVault, dist: District, tz: Any,
+                        rng: random.Random) -> list[Result]:
+    """Today's figures (the board's), a month's report per center, the caller card (screen-pop):
+    the console's own functions."""
+    results: list[Result] = []
+    now = datetime.combine(dist.last_day, datetime.min.time(), tz) + timedelta(hours=18)
+    for role in ("district_admin", "director", "night_doctor", "agent"):
+        viewers = dist.viewers.get(role, [])
+        if not viewers or not wanted("figures: today", role):
+            continue
+        picks = {k: rng.choice(viewers) for k in range(-WARM_UP, SAMPLES)}
+
+        def figures_case(k: int, picks=picks) -> Callable[[], Awaitable[int]]:
+            async def run() -> int:
+                figures = await day_figures(pool, Scope(picks[k]), dist.last_day, now=now, tz=tz)
+                return len(getattr(figures, "centers", ()) or ()) + 1
+            return run
+        results.append(await measure("figures: today", role, "console", "figures", figures_case))
+    month_end = dist.last_day
+    month_start = month_end - timedelta(days=30)
+    for role in ("district_admin", "director"):
+        viewers = dist.viewers.get(role, [])
+        if not viewers or not wanted("report: a month per center", role):
+            continue
+        picks = {k: rng.choice(viewers) for k in range(-WARM_UP, SAMPLES)}
+
+        def report_case(k: int, picks=picks) -> Callable[[], Awaitable[int]]:
+            async def run() -> int:
+                return len(await report(pool, Scope(picks[k]), level="center", period="day",
+                                        since=month_start, until=month_end, tz=tz, now=now))
+            return run
+        results.append(await measure("report: a month per center, by day", role, "console", "report",
+                                     report_case))
+    for role in ("family_doctor", "district_admin"):
+        viewers = dist.viewers.get(role, [])
+        if not viewers or not wanted("caller card", role):
+            continue
+        card_picks = {}
+        for k in range(-WARM_UP, SAMPLES):
+            v = rng.choice(viewers)
+            ids = dist.team_call_ids.get(v.team_id or 0) or dist.call_ids
+            card_picks[k] = (v, rng.choice(ids))
+
+        def card_case(k: int, picks=card_picks) -> Callable[[], Awaitable[int]]:
+            viewer, record_id = picks[k]
+
+            async def run() -> int:
+                return int(await caller_card(pool, vault, Scope(viewer), record_id, now=now, tz=tz) is not None)
+            return run
+        results.append(await measure("caller card (screen-pop)", role, "console", "card", card_case))
     return results
 
 
@@ -613,13 +690,142 @@ async def board_fan_out(redis_url: str, channel: str) -> Result:
                   "board", f"{got:,} of {BOARD_VIEWERS * BOARD_EVENTS:,} deliveries")
 
 
-async def measure_sse_viewers(console_url: str, redis_url: str) -> Result:
-    """TODO(lead, when web/ is merged): BOARD_VIEWERS signed-in browsers' SSE streams of the live
-    board, event-to-screen. Sign in BOARD_VIEWERS sessions (a supervisor of the bench district:
-    set a password for it), open `GET {console_url}/api/v1/board/events` (or the route web/ has)
-    with aiohttp, publish events through recordings.live as a service node does, and time
-    publish → the `data:` line read by each client, as board_fan_out does. Issue 10's goal: ≤ 1 s."""
-    raise NotImplementedError("the console's SSE stream is not on this branch")
+SSE_CALLS = 25        # calls whose four steps (offered, ringing, answered, ended) are published
+
+
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU of a process so far (Linux /proc)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def serve_console() -> None:
+    """The console on the bench's database and Redis, in a process of its own (its CPU measured
+    alone): prints `port N`, serves until its standard input closes."""
+    from web.server import console_site
+
+    config = load_config()
+    configure_logging("console", "warning", sys.stderr)
+    url, redis_url = os.environ["BENCH_CONSOLE_DB"], os.environ["BENCH_CONSOLE_REDIS"]
+    vault = PiiVault.from_base64(load_or_create_key("", config.data_dir / "bench"))
+    pool = await db.create_pool(url, min_size=2, max_size=10)
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        async with console_site(pool=pool, redis=redis, vault=vault, tz=config.tz, now=lambda: datetime.now(UTC),
+                                host="127.0.0.1", port=0, redis_url=redis_url) as site:
+            print(f"port {site.port}", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    finally:
+        await redis.aclose()
+        await pool.close()
+
+
+async def measure_sse_viewers(url: str, redis_url: str, dist: District, rng: random.Random) -> Result:
+    """BOARD_VIEWERS signed-in browsers on the live board's event stream (GET
+    /api/v1/board/events of a console in a process of its own), event-to-screen: call steps
+    published through recordings.live.LiveCalls as a service node does, on calls of the bench
+    database in the viewers' scope (supervisors and administrators of the district: every
+    viewer gets every event), timed from the step's call to each client reading its `data:`
+    line. The console process' CPU over the run is noted."""
+    import aiohttp
+
+    from recordings.live import LiveCalls
+    from web.app import SESSION_COOKIE
+    from web.sessions import SessionStore
+
+    staff = dist.viewers.get("supervisor", []) + dist.viewers.get("district_admin", [])
+    if not staff or not dist.call_ids:
+        return Result("board: SSE to browsers", "—", "console", [], [], "board", "no board viewer in the data")
+    env = {**os.environ, "BENCH_CONSOLE_DB": url, "BENCH_CONSOLE_REDIS": redis_url}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bench.console", "--serve-console",
+                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                                env=env)
+    redis = aioredis.Redis.from_url(redis_url)
+    latencies: list[float] = []
+    sent: dict[tuple[str, str], float] = {}
+    expected = SSE_CALLS * 4
+    got = [0] * BOARD_VIEWERS
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        if not line.startswith("port "):
+            raise RuntimeError(f"the console did not start: {line!r}")
+        base = f"http://127.0.0.1:{int(line.split()[1])}"
+        sessions = SessionStore(redis)
+        tokens = [(await sessions.create(staff[k % len(staff)].staff_id))[0] for k in range(BOARD_VIEWERS)]
+        ready = [asyncio.Event() for _ in range(BOARD_VIEWERS)]
+        done = asyncio.Event()
+
+        async def viewer(k: int, http: aiohttp.ClientSession) -> None:
+            headers = {"Cookie": f"{SESSION_COOKIE}={tokens[k]}", "Accept": "text/event-stream"}
+            async with http.get(f"{base}/api/v1/board/events", headers=headers) as response:
+                if response.status != 200:
+                    raise RuntimeError(f"board events: HTTP {response.status}")
+                kind = ""
+                async for raw in response.content:
+                    text = raw.decode().rstrip("\n")
+                    if text.startswith("event: "):
+                        kind = text[7:]
+                    elif text.startswith("data: ") and kind == "hello":
+                        ready[k].set()
+                    elif text.startswith("data: ") and kind == "call":
+                        event = json.loads(text[6:])
+                        at = sent.get((event.get("call_id"), event.get("type")))
+                        if at is not None:
+                            latencies.append((time.perf_counter() - at) * 1000)
+                            got[k] += 1
+                            if got[k] >= expected:
+                                return
+                    if done.is_set():
+                        return
+
+        connector = aiohttp.TCPConnector(limit=0)
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            readers = [asyncio.create_task(viewer(k, http)) for k in range(BOARD_VIEWERS)]
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in ready)), 30)
+            live = LiveCalls(redis, node="bench")
+            records = rng.sample(dist.call_ids, min(SSE_CALLS, len(dist.call_ids)))
+            cpu0, wall0 = _cpu_seconds(proc.pid), time.perf_counter()
+            steps: list[tuple[str, Callable[[str], None]]] = []
+            for n, record_id in enumerate(records):
+                call_id = f"bench-sse-{os.getpid()}-{n}"
+                staff_id = rng.choice(staff).staff_id
+                steps += [("offered", lambda c, r=record_id: live.offered(
+                               c, record_id=r, line="bench", caller_masked="138****0000",
+                               district_id=dist.id)),
+                          ("ringing", lambda c, s=staff_id: live.ringing(c, [s])),
+                          ("answered", lambda c, s=staff_id: live.answered(c, s)),
+                          ("ended", lambda c: live.ended(c, "connected"))]
+            for i in range(len(steps)):  # one call after another, each's steps in order
+                kind, step = steps[i]
+                call_id = f"bench-sse-{os.getpid()}-{i // 4}"
+                sent[(call_id, kind)] = time.perf_counter()
+                step(call_id)
+                await asyncio.sleep(1 / BOARD_RATE)
+            await live.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*readers, return_exceptions=True), 5)
+            wall, cpu = time.perf_counter() - wall0, _cpu_seconds(proc.pid) - cpu0
+            done.set()
+            for task in readers:
+                task.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+            await live.aclose()
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 10)
+        except TimeoutError:
+            proc.terminate()
+            await proc.wait()
+        await redis.aclose()
+    n = len(latencies)
+    return Result(f"board: {BOARD_VIEWERS} browsers' SSE streams (console process)", "supervisor", "console",
+                  latencies, [n], "board",
+                  f"{n:,} of {BOARD_VIEWERS * expected:,} deliveries; console CPU {100 * cpu / wall:.0f} % of a core"
+                  f" over {wall:.1f} s")
 
 
 async def measure_board(redis_url: str) -> list[Result]:
@@ -679,8 +885,10 @@ async def run(args: argparse.Namespace) -> None:
         results = await measure_search(pool, vault, dist, config.tz, rng, numbers, args.explain)
         results += await measure_detail(pool, vault, dist, rng, args.explain)
         results += await measure_desk(pool, dist, rng, args.explain)
+        results += await measure_views(pool, vault, dist, config.tz, rng)
         if wanted("board", "—"):
             results += await measure_board(redis_url)
+            results.append(await measure_sse_viewers(url, redis_url, dist, rng))
         server = await pool.fetchval("SHOW server_version")
         size = await pool.fetchval("SELECT pg_size_pretty(pg_database_size(current_database()))")
         tables = await pool.fetchval(
@@ -708,7 +916,8 @@ async def run(args: argparse.Namespace) -> None:
     ], [
         ("console functions not merged on this branch, measured with the bench's SQL only: "
          + ", ".join(missing)) if missing else "console functions measured beside the bench's SQL",
-        "board: Redis pub/sub to the web node only; the SSE leg to browsers is TODO (measure_sse_viewers)",
+        f"board: Redis pub/sub to a web node, and the console's SSE stream to {BOARD_VIEWERS} browsers"
+        f" ({SSE_CALLS} calls × 4 steps at {BOARD_RATE:g} steps/s)",
         f"run: {time.perf_counter() - run_started:.1f} s",
     ])
 
@@ -725,7 +934,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", help="only the measures whose 'measure role' matches this regular expression")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--smoke", action="store_true", help="a run of seconds on small data of its own")
+    p.add_argument("--serve-console", action="store_true", help=argparse.SUPPRESS)  # measure_sse_viewers' child
     args = p.parse_args(argv)
+    if args.serve_console:
+        asyncio.run(serve_console())
+        return
     if args.smoke:
         globals().update(SMOKE)
     if args.only:

@@ -29,7 +29,7 @@ import asyncpg
 
 from routing.numbers import DEFAULT_AREA_CODE, InvalidNumber, normalize_phone
 from routing.records import PHONE
-from routing.scope import Params, Scope
+from routing.scope import CallsArm, Params, Scope
 from store.pii import PiiVault
 
 # 'in_progress': the call is still going (or its node died and recovery has not closed it yet).
@@ -257,6 +257,16 @@ _ROW_JOINS = """FROM call_records c
 _ORDER = "ORDER BY c.offered_at DESC, c.id DESC"
 
 
+def _arm_query(arm: CallsArm, filters: list[str], tail: str) -> str:
+    """The ids of one arm of the scope that match the filters, with `tail` (order, limit)."""
+    where = " AND ".join([f"({arm.where})", *filters])
+    inner = f"SELECT c.id, c.offered_at FROM call_records c WHERE {where}{tail}"  # noqa: S608 (constant + scope)
+    if arm.source is None:
+        return inner
+    # each of the arm's rows (her shifts), then that row's calls by an index, newest first
+    return f"SELECT x.id, x.offered_at FROM {arm.source} CROSS JOIN LATERAL ({inner}) x WHERE {arm.source_where}"  # noqa: S608
+
+
 def _row(r: asyncpg.Record) -> CallRow:
     return CallRow(r["id"], r["offered_at"], r["caller_number_masked"], r["resident_id"], r["resident_name"],
                    r["line"], r["center_name"], r["team_name"], r["disposition"], r["answered_by_name"],
@@ -284,7 +294,11 @@ class CallSearch:
 
     def _where(self, scope: Scope, filt: CallFilter, p: Params) -> str:
         """The scope's predicate and the filter's, ANDed; values bound in `p`."""
-        parts = [f"({scope.calls(p, 'c')})"]
+        return " AND ".join([f"({scope.calls(p, 'c')})", *self._filters(filt, p)])
+
+    def _filters(self, filt: CallFilter, p: Params) -> list[str]:
+        """The filter's predicates over `c`; values bound in `p`."""
+        parts: list[str] = []
         if filt.since is not None:
             parts.append(f"c.offered_at >= {p.add(filt.since)}")
         if filt.until is not None:
@@ -321,7 +335,44 @@ class CallSearch:
             upper = f" AND rn.name ~<~ {p.add(high)}" if high is not None else ""
             parts.append("c.resident_id = ANY(ARRAY(SELECT rn.id FROM residents rn"  # noqa: S608 (placeholders)
                          f" WHERE rn.name ~>=~ {p.add(low)}{upper}))")
-        return " AND ".join(parts)
+        return parts
+
+    def _matching(self, scope: Scope, filt: CallFilter, p: Params, *, after: str | None,
+                  limit: int | None, ordered: bool = True) -> str:
+        """A query of the ids of the calls in scope that match: the newest `limit` of them
+        (any `limit` when not `ordered`; all of them when `limit` is None).
+
+        A scope of several arms (a doctor's team's calls OR the calls she took OR her shifts')
+        is queried arm by arm, each arm's newest `limit` by its own index, and merged: the
+        newest `limit` of the OR are among them. The keyset cursor goes inside each arm."""
+        arms = scope.calls_arms(p, "c")
+        filters = self._filters(filt, p)
+        if after is not None:
+            at, record_id = decode_cursor(after)
+            filters.append(f"(c.offered_at, c.id) < ({p.add(at)}::timestamptz, {p.add(record_id)}::bigint)")
+        tail = (f" {_ORDER}" if ordered else "") + (f" LIMIT {int(limit)}" if limit is not None else "")
+        if len(arms) == 1 and arms[0].source is None:
+            where = " AND ".join([f"({arms[0].where})", *filters])
+            return f"SELECT c.id, c.offered_at FROM call_records c WHERE {where}{tail}"  # noqa: S608 (constant + scope)
+        return " UNION ".join(f"({_arm_query(arm, filters, tail)})" for arm in arms)
+
+    def _rows_sql(self, scope: Scope, filt: CallFilter, p: Params, *, after: str | None, limit: int) -> str:
+        """The newest `limit` matching calls as the list shows them."""
+        arms = scope.calls_arms(Params(), "c")  # (only counted: the placeholders are _matching's)
+        if len(arms) == 1 and arms[0].source is None:
+            # one index walk: the rows themselves, no merge
+            where = self._where(scope, filt, p)
+            if after is not None:
+                at, record_id = decode_cursor(after)
+                where += f" AND (c.offered_at, c.id) < ({p.add(at)}::timestamptz, {p.add(record_id)}::bigint)"
+            # constant fragments and the scope's predicate only; every value is a parameter
+            return f"SELECT {_ROW_COLUMNS} {_ROW_JOINS} WHERE {where} {_ORDER} LIMIT {int(limit)}"  # noqa: S608
+        # the newest `limit` of the arms' merged ids first, then those rows' names: joining every
+        # arm's rows to their names before the limit would read them all
+        matching = self._matching(scope, filt, p, after=after, limit=limit)
+        newest = f"SELECT m.id FROM ({matching}) m ORDER BY m.offered_at DESC, m.id DESC LIMIT {int(limit)}"  # noqa: S608 (constant + scope)
+        joins = _ROW_JOINS.replace("FROM call_records c", f"FROM ({newest}) n JOIN call_records c ON c.id = n.id", 1)
+        return f"SELECT {_ROW_COLUMNS} {joins} {_ORDER} LIMIT {int(limit)}"  # noqa: S608 (constant + scope)
 
     async def page(self, scope: Scope, filt: CallFilter, *, after: str | None = None,
                    limit: int = 50) -> CallPage:
@@ -329,12 +380,7 @@ class CallSearch:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
         p = Params()
-        where = self._where(scope, filt, p)
-        if after is not None:
-            at, record_id = decode_cursor(after)
-            where += f" AND (c.offered_at, c.id) < ({p.add(at)}::timestamptz, {p.add(record_id)}::bigint)"
-        # constant fragments and the scope's predicate only; every value is a parameter
-        sql = f"SELECT {_ROW_COLUMNS} {_ROW_JOINS} WHERE {where} {_ORDER} LIMIT {limit + 1}"  # noqa: S608
+        sql = self._rows_sql(scope, filt, p, after=after, limit=limit + 1)
         records = await self._pool.fetch(sql, *p.values)
         rows = [_row(r) for r in records[:limit]]
         more = len(records) > limit
@@ -344,9 +390,8 @@ class CallSearch:
         """How many calls match, counted up to `cap` + 1 (a result above `cap` reads "more than
         cap": counting a district's million calls exactly is not worth a page's time)."""
         p = Params()
-        where = self._where(scope, filt, p)
-        sql = (f"SELECT count(*) FROM (SELECT 1 FROM call_records c WHERE {where}"  # noqa: S608 (constant + scope)
-               f" LIMIT {int(cap) + 1}) n")
+        matching = self._matching(scope, filt, p, after=None, limit=int(cap) + 1, ordered=False)
+        sql = f"SELECT count(*) FROM (SELECT 1 FROM ({matching}) m LIMIT {int(cap) + 1}) n"  # noqa: S608 (constant + scope)
         return await self._pool.fetchval(sql, *p.values)
 
     async def export_rows(self, scope: Scope, filt: CallFilter,
@@ -354,8 +399,7 @@ class CallSearch:
         """Every matching call, newest first, at most `limit`, streamed (a server-side cursor)."""
         limit = max(1, min(int(limit), EXPORT_LIMIT))
         p = Params()
-        where = self._where(scope, filt, p)
-        sql = f"SELECT {_ROW_COLUMNS} {_ROW_JOINS} WHERE {where} {_ORDER} LIMIT {limit}"  # noqa: S608
+        sql = self._rows_sql(scope, filt, p, after=None, limit=limit)
         async with self._pool.acquire() as conn, conn.transaction(readonly=True):
             async for r in conn.cursor(sql, *p.values, prefetch=500):
                 yield _row(r)

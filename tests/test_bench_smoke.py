@@ -55,6 +55,15 @@ def test_console_bench_smoke(database_url: str, redis_url: str, tmp_path: Path) 
     assert_printed_table(result, "Jiayi Hotline — console benchmark", "| measure | role | impl |")
     for measure in ("search: caller number", "call detail", "desk: open tasks", "board: 10 viewers"):
         assert f"| {measure}" in result.stdout, measure
+    # the console's own functions, every role's search with its keyset, and the browsers' leg
+    for row in ("search: date range (1 day), page 5 (keyset) | night_doctor | console",
+                "search: resident name | director | console", "figures: today | director | console",
+                "report: a month per center, by day | district_admin | console",
+                "caller card (screen-pop) | family_doctor | console",
+                "board: 10 browsers' SSE streams (console process) | supervisor | console"):
+        assert f"| {row} |" in result.stdout, row
+    sse = next(line for line in result.stdout.splitlines() if "browsers' SSE streams" in line)
+    assert "| 0 |" not in sse and "console CPU" in sse, sse  # events reached the browsers
 
 
 @pytest.mark.sip

@@ -25,7 +25,7 @@ from recordings.call_search import (
     export_values,
     verify_checksum,
 )
-from routing.scope import Scope, Viewer
+from routing.scope import Params, Scope, Viewer
 from store.pii import PiiVault
 from tests.district import District, build_district
 
@@ -421,3 +421,75 @@ async def test_a_missed_call_shows_its_callback_and_voicemail_within_scope(
     assert await search.voicemail(other, voicemail_id) is None
     assert await search.detail(other, entry.record_id) is None  # type: ignore[arg-type]
     assert await search.voicemail(viewer(world, "district_admin"), voicemail_id + 1000) is None
+
+
+# -- the scope's arms merged equal the scope's OR -------------------------------------------------
+
+
+async def test_the_arms_merged_list_count_and_export_exactly_what_the_scopes_or_finds(
+        pool: asyncpg.Pool, vault: PiiVault, world: World) -> None:
+    """A viewer of several arms (a team's calls OR the calls she took OR her shifts') is listed
+    arm by arm, merged; on random calls, at equal times too, every page, count and export equals
+    the plain OR of the scope, whichever filter."""
+    import random
+
+    d = world.d
+    rng = random.Random(10)
+    # a district-wide shift of the duty doctor after her week of the center's nights
+    await pool.execute(
+        "INSERT INTO duty_shifts (doctor_id, district_id, center_id, starts_at, ends_at)"
+        " VALUES ($1, $2, NULL, $3, $4)", d.night_id, d.district_id,
+        datetime(2026, 11, 30, 17, tzinfo=SH), datetime(2026, 12, 1, 8, tzinfo=SH))
+    places = [(d.district_id, d.center_id, d.team_id), (d.district_id, d.center_id, None),
+              (d.district_id, world.center2, world.team2), (d.district_id, None, None),
+              (world.district2, world.center3, None)]
+    answerers = [d.doctor_id, d.assistant_id, d.night_id, d.agent_id, world.doctor2, None]
+    start = datetime(2026, 11, 22, 0, tzinfo=SH)
+    times = [start + timedelta(minutes=rng.randrange(10 * 24 * 60)) for _ in range(150)]
+    times += rng.sample(times, 30)  # calls at the very same instant: the keyset's tie on id
+    for at in times:
+        district_id, center_id, team_id = rng.choice(places)
+        who = rng.choice(answerers)
+        await add_call(pool, vault, at=at, district_id=district_id, center_id=center_id, team_id=team_id,
+                       resident_id=rng.choice([d.resident_id, None]),
+                       disposition="connected" if who else rng.choice(("missed", "abandoned")),
+                       rung=((who, "answered"),) if who else ())
+    search = CallSearch(pool, vault)
+    night_with_team = Scope(Viewer(d.night_id, "N001", "night_doctor", "night_doctor", d.district_id,
+                                   d.center_id, world.team2))
+    scopes = [viewer(world, role) for role in ("family_doctor", "assistant", "night_doctor", "agent",
+                                               "director")] + [night_with_team]
+    filters = [CallFilter(), CallFilter(since=start + timedelta(days=2), until=start + timedelta(days=8)),
+               CallFilter(center_id=d.center_id), CallFilter(disposition="missed"),
+               CallFilter(resident_id=d.resident_id), CallFilter(staff_id=d.doctor_id),
+               CallFilter(team_id=world.team2)]
+    seen_multi_arm = 0
+    for scope in scopes:
+        seen_multi_arm += len(scope.calls_arms(Params(), "c")) > 1
+        for filt in filters:
+            p = Params()
+            expected = [r["id"] for r in await pool.fetch(
+                f"SELECT c.id FROM call_records c WHERE {search._where(scope, filt, p)}"  # noqa: S608 (test)
+                " ORDER BY c.offered_at DESC, c.id DESC", *p.values)]
+            listed, cursor = [], None
+            while True:
+                page = await search.page(scope, filt, after=cursor, limit=7)
+                listed += [r.id for r in page.rows]
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+            assert listed == expected, (scope.viewer.role, filt)
+            assert await search.count(scope, filt) == len(expected), (scope.viewer.role, filt)
+            assert await search.count(scope, filt, cap=3) == min(len(expected), 4), (scope.viewer.role, filt)
+            assert [r.id async for r in search.export_rows(scope, filt)] == expected, (scope.viewer.role, filt)
+    assert seen_multi_arm == 4  # the doctor, the assistant, both duty doctors: the merge was walked
+    # and the data was such that the arms overlap and each adds calls of its own
+    p = Params()
+    arms = night_with_team.calls_arms(p, "c")
+    columns = ", ".join(f"({arm.predicate}) AS arm{k}" for k, arm in enumerate(arms))
+    rows = await pool.fetch(f"SELECT c.id, {columns} FROM call_records c", *p.values)  # noqa: S608 (test)
+    arm_ids = [{r["id"] for r in rows if r[f"arm{k}"]} for k in range(len(arms))]
+    assert len(arm_ids) == 4
+    for k, mine in enumerate(arm_ids):
+        others = set().union(*(a for j, a in enumerate(arm_ids) if j != k))
+        assert mine - others and mine & others, k
