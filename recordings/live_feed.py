@@ -45,6 +45,7 @@ log = structlog.get_logger("recordings.live_feed")
 SUBSCRIBER_QUEUE = 256      # events a viewer may lag behind before it must resync
 RECONNECT_FIRST_S = 0.2
 RECONNECT_MAX_S = 5.0
+SEEN_MAX = 100_000          # visibility answers kept (sees) before they are forgotten
 RESYNC: dict[str, Any] = {"type": "resync", "why": "events were missed: take a new snapshot"}
 
 
@@ -154,6 +155,9 @@ class LiveFeed:
         self._listening = asyncio.Event()  # the pub/sub connection is subscribed
         self.subscriptions_opened = 0      # Redis SUBSCRIBEs made by this process (tests, metrics)
         self._last_seq: int | None = None
+        self._seen: set[tuple[str, tuple[Any, ...], int]] = set()   # (filter, values, call): yes
+        self._asking: dict[Any, asyncio.Future[set[int]]] = {}      # the queries under way
+        self._unseen: dict[tuple[str, tuple[Any, ...], int], int | None] = {}  # no, as of event seq
 
     # --- the snapshot ---------------------------------------------------------------------------
 
@@ -213,6 +217,37 @@ class LiveFeed:
             f"SELECT c.id FROM call_records c WHERE c.id = ANY($1::bigint[]) AND {where}",  # noqa: S608
             *p.values)
         return {r["id"] for r in rows}
+
+    async def sees(self, scope: Scope, record_id: int, seq: int | None = None) -> bool:
+        """Whether the viewer may see call `record_id`, asked on each event of the call.
+
+        Many viewers share one answer: viewers whose scope is the same filter (every supervisor
+        of a district, say) are one key, a yes is kept (a call in scope stays in scope), and
+        the viewers asking about the same event at the same time wait on one query. A no is
+        kept for that event only: routing or answering can bring the call into scope later."""
+        p = Params([record_id])
+        where = scope.calls(p, "c")
+        key = (where, tuple(p.values[1:]), record_id)
+        if key in self._seen:
+            return True
+        if seq is not None and self._unseen.get(key) == seq:
+            return False
+        asking = (key, seq)
+        pending = self._asking.get(asking)
+        if pending is None:
+            pending = asyncio.ensure_future(self.visible(scope, [record_id]))
+            self._asking[asking] = pending
+            pending.add_done_callback(lambda _f: self._asking.pop(asking, None))
+        found = record_id in await asyncio.shield(pending)
+        if len(self._seen) >= SEEN_MAX or len(self._unseen) >= SEEN_MAX:
+            self._seen.clear()  # calls end: a bounded memory of old answers
+            self._unseen.clear()
+        if found:
+            self._seen.add(key)
+            self._unseen.pop(key, None)
+        elif seq is not None:
+            self._unseen[key] = seq
+        return found
 
     async def _staff_names(self, ids: set[int]) -> dict[int, str]:
         if not ids:

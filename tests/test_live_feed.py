@@ -130,3 +130,37 @@ async def test_a_lost_subscription_comes_back_and_tells_every_viewer_to_resync(
         await live.aclose()
     assert feed.subscriptions_opened == 2
     await feed.aclose()
+
+
+async def test_viewers_with_one_scope_share_one_visibility_query_per_event(
+        pool: asyncpg.Pool, redis: aioredis.Redis, vault: PiiVault) -> None:
+    """100 supervisors watching one district ask the database once for a call's first event
+    (not 100 times); a yes is remembered; a no is asked again at the next event (routing can
+    bring the call into scope), and another center's call stays out of a director's view."""
+    d = await build_district(pool, vault, week_of=date(2026, 11, 23))
+    other_center = await pool.fetchval(
+        "INSERT INTO centers (district_id, name) VALUES ($1, '别的街') RETURNING id", d.district_id)
+    ours = await a_record(pool, d, "ours", center_id=d.center_id, team_id=d.team_id)
+    theirs = await a_record(pool, d, "theirs", center_id=other_center, team_id=None)
+    feed = LiveFeed(redis, pool)
+    asked: list[list[int | None]] = []
+    real_visible = feed.visible
+
+    async def counted(scope: Scope, record_ids: list[int | None]) -> set[int]:
+        asked.append(record_ids)
+        return await real_visible(scope, record_ids)
+
+    feed.visible = counted  # type: ignore[method-assign]
+    supervisors = [viewer(d, 1000 + i, "supervisor", center=False) for i in range(100)]
+    answers = await asyncio.gather(*(feed.sees(s, ours, 1) for s in supervisors))
+    assert all(answers) and len(asked) == 1
+    assert all(await asyncio.gather(*(feed.sees(s, ours, 2) for s in supervisors)))
+    assert len(asked) == 1  # remembered
+    director = viewer(d, 7, "director")
+    assert not await feed.sees(director, theirs, 3)
+    assert not await feed.sees(director, theirs, 3)  # the same event: one question
+    assert len(asked) == 2
+    assert not await feed.sees(director, theirs, 4)  # a later event asks again
+    assert len(asked) == 3
+    await pool.execute("UPDATE call_records SET center_id = $2 WHERE id = $1", theirs, d.center_id)
+    assert await feed.sees(director, theirs, 5)  # placed in her center since

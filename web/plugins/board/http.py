@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
 from recordings.caller_card import caller_card
 from recordings.figures import day_figures
 from recordings.live_feed import LiveFeed
-
 from web.app import console, int_param, json_response, render, scope, viewer
 from web.registry import NavItem, Plugin, path_param
 
@@ -104,24 +104,20 @@ async def board_api(request: web.Request) -> web.StreamResponse:
 
 
 class _Visibility:
-    """Which calls this viewer may see, asked of the scope filter once per call while it is
-    visible, again on each event while it is not (routing and answering can make it visible)."""
+    """Which calls this viewer may see: the scope filter's answer (LiveFeed.sees, shared by the
+    viewers with the same scope), and the calls this browser was told of (an `expired` names
+    only a call id: it is passed on only for a call the browser knows)."""
 
     def __init__(self, request: web.Request):
         self.feed, self.scope = feed(request), scope(request)
-        self.visible: set[int] = set()
-        self.sent: set[str] = set()   # call ids this browser knows
+        self.sent: set[str] = set()
 
     async def allows(self, event: dict[str, Any]) -> bool:
         if event.get("type") == "expired":
             return event.get("call_id") in self.sent
         record_id = (event.get("call") or {}).get("record_id")
-        if not isinstance(record_id, int):
+        if not isinstance(record_id, int) or not await self.feed.sees(self.scope, record_id, event.get("seq")):
             return False
-        if record_id not in self.visible:
-            if record_id not in await self.feed.visible(self.scope, [record_id]):
-                return False
-            self.visible.add(record_id)
         self.sent.add(event.get("call_id", ""))
         return True
 
@@ -152,8 +148,8 @@ async def _stream(request: web.Request, pick: Any) -> web.StreamResponse:
             except TimeoutError:
                 await _send(response, "ping", {"at": console(request).now().isoformat()})
                 continue
-            except (ConnectionResetError, asyncio.CancelledError):
-                break
+            except (ConnectionResetError, asyncio.CancelledError, StopAsyncIteration):
+                break  # the browser left, or the console is stopping (the feed closed)
             out = await pick(event)
             if out is not None:
                 try:
