@@ -18,6 +18,7 @@ from recordings.call_search import (
     export_values,
     verify_checksum,
 )
+from routing.staff_admin import list_staff
 from store.audit import record_read
 from store.spreadsheet import csv_writer
 from web.app import console, int_param, json_response, problem, render, scope, viewer
@@ -31,6 +32,7 @@ DISPOSITION_NAMES = {"connected": "已接通", "missed": "未接", "abandoned": 
                      "failed": "失败", "in_progress": "进行中"}
 PAGE_SIZE = 50
 EXPORT_LIMIT = 100_000
+CHOICES_LIMIT = 500  # staff offered in the filter's list (the viewer's scope only)
 
 _ID = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
 _TEXT = {"type": "string", "minLength": 1, "maxLength": 64}
@@ -136,8 +138,13 @@ async def _page(request: web.Request) -> tuple[CallFilter, Any]:
 async def calls_page(request: web.Request) -> web.StreamResponse:
     filt, page = await _page(request)
     query = {k: v for k, v in request.query.items() if k != "after"}
+    async with console(request).pool.acquire() as conn:
+        people = await list_staff(conn, scope(request), limit=CHOICES_LIMIT)
+    centers = sorted({(s.center_id, s.center) for s in people if s.center_id}, key=lambda c: c[0])
+    teams = sorted({(s.team_id, s.team, s.center) for s in people if s.team_id}, key=lambda t: t[0])
     return render(request, "calls/list.html", calls=page.rows, next_cursor=page.next_cursor,
-                  query=query, dispositions=DISPOSITION_NAMES, can_export=scope(request).can("export"))
+                  query=query, dispositions=DISPOSITION_NAMES, can_export=scope(request).can("export"),
+                  centers=centers, teams=teams, people=people)
 
 
 @PLUGIN.api("GET", "/api/v1/calls", capability="calls", summary="calls in my scope, newest first",
