@@ -170,6 +170,10 @@ document.addEventListener("DOMContentLoaded", () => {
   if (document.body.dataset.screenPop !== "1" || document.body.dataset.page === "pop") return;
   const panel = document.getElementById("screen-pop");
   const events = new EventSource("/api/v1/me/events");
+  // Whether the page listens now (the first event of a stream is `hello`): a ring before that
+  // cannot pop, and the panel says which it is (tests wait for it before they call).
+  events.addEventListener("hello", () => { panel.dataset.feed = "live"; });
+  events.onerror = () => { panel.dataset.feed = "reconnecting"; };
   events.addEventListener("ringing", async (message) => {
     const { record_id: recordId } = JSON.parse(message.data);
     if (!recordId) return;
