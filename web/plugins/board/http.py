@@ -154,6 +154,8 @@ async def _stream(request: web.Request, pick: Any) -> web.StreamResponse:
                 continue
             except (ConnectionResetError, asyncio.CancelledError):
                 break
+            except StopAsyncIteration:  # the feed closed (the console stops): the browser reconnects
+                break
             out = await pick(event)
             if out is not None:
                 try:
