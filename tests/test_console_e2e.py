@@ -432,6 +432,10 @@ async def test_the_board_shows_a_call_within_1_s_of_its_invite_then_its_states_t
     doctor = console.names[console.logins["family_doctor"].staff_id]
     assert doctor in live_call.row_text_ringing, live_call.row_text_ringing
     assert "13800000001" not in live_call.row_text_ringing
+    # how long it has rung / lasted, on the server's clock (the service's runs days behind this
+    # machine's here, as a ward PC's clock may be off): seconds, not days
+    durations = re.findall(r"\d+:\d\d:\d\d", live_call.row_text_ringing)
+    assert len(durations) == 2 and all(d.startswith("0:00:0") for d in durations), durations
     assert live_call.board_states[0] == "offered" and live_call.board_states[-1] == "ended"
     assert {"ringing", "answered"} <= set(live_call.board_states)
 
