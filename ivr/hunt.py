@@ -125,9 +125,13 @@ class Hunt:
             return GroupResult(claimed_elsewhere=elsewhere)
         attempts = []
         ringing = asyncio.Event()
+        # The attempts are written before the live feed says who rings: a console that pops the
+        # caller's card on that event may show it to a person only while an attempt names her
+        # (routing/scope.py screen_pop), so an event ahead of the rows would pop nothing.
+        seqs = [await self.entry.dial_started(target.staff.id, target.staff.sip_uri or "", self.now())
+                for target in claimed]
         self.live.ringing(call_id, [t.staff.id for t in claimed], {t.staff.id: t.reason for t in claimed})
-        for target in claimed:
-            seq = await self.entry.dial_started(target.staff.id, target.staff.sip_uri or "", self.now())
+        for target, seq in zip(claimed, seqs, strict=True):
             attempts.append((target, seq, asyncio.create_task(self.dial(
                 target.staff.sip_uri, step.ring_timeout_s, caller_display=self.leg.calling_number,
                 codecs=(self.leg.codec, "PCMU" if self.leg.codec == "PCMA" else "PCMA"),

@@ -13,8 +13,10 @@ cd "$(dirname "$0")/.."
 # prompts that are not WAV, postgresql-client is psql for `hotline db shell`, and
 # kamailio-postgres-modules let Kamailio read credentials and write registrations in PostgreSQL,
 # and chromium is the real browser the console tests drive (Playwright pointed at /usr/bin/chromium).
+# fonts-noto-cjk: the console speaks Chinese; without a CJK font headless Chromium draws its pages
+# (the browser tests' screenshots in docs/screenshots/) as empty boxes.
 APT_PACKAGES=(python3 python3-venv kamailio kamailio-postgres-modules sip-tester baresip linphone-cli ffmpeg
-              postgresql-client chromium)
+              postgresql-client chromium fonts-noto-cjk)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -142,7 +142,7 @@ def render(request: web.Request, template: str, *, status: int = 200, **values: 
     screen_pop = who is not None and Scope(who).can("screen_pop") and not (current and current.must_change)
     html = env.get_template(template).render(
         viewer=who, csrf_token=current.csrf if current else "", nav=nav, path=request.path,
-        screen_pop=screen_pop, **values)
+        screen_pop=screen_pop, server_time=console(request).now().isoformat(), **values)
     return web.Response(text=html, status=status, content_type="text/html")
 
 

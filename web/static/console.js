@@ -23,8 +23,18 @@ const Console = (() => {
     return `${Math.trunc(s / 3600)}:${pad(Math.trunc(s / 60) % 60)}:${pad(s % 60)}`;
   }
 
+  // Clocks and countdowns run on the server's time: a ward PC's clock may be minutes off, and the
+  // deadlines and "since" instants are the server's. skew = server − this machine, from the page's
+  // server-time and again from each event of a live stream (`at`).
+  let skew = 0;
+  function setServerTime(iso) {
+    const at = Date.parse(iso || "");
+    if (!Number.isNaN(at)) skew = at - Date.now();
+  }
+  const now = () => Date.now() + skew;
+
   function tickCountdowns() {
-    const now = Date.now();
+    const now = Date.now() + skew;
     for (const el of document.querySelectorAll("[data-due]")) {
       const left = (Date.parse(el.dataset.due) - now) / 1000;
       el.textContent = left >= 0 ? `剩余 ${clock(left)}` : `已超时 ${clock(left)}`;
@@ -38,12 +48,13 @@ const Console = (() => {
 
   const pages = {};
   document.addEventListener("DOMContentLoaded", () => {
+    setServerTime((document.querySelector('meta[name="server-time"]') || {}).content);
     tickCountdowns();
     setInterval(tickCountdowns, 1000);
     const page = pages[document.body.dataset.page];
     if (page) page();
   });
-  return { send, pages, clock, tickCountdowns };
+  return { send, pages, clock, tickCountdowns, setServerTime, now };
 })();
 
 // 工作台: presence buttons write PUT /api/v1/presence.
@@ -148,8 +159,9 @@ Console.pages.board = () => {
   }
 
   const events = new EventSource("/api/v1/board/events");
-  events.addEventListener("hello", () => { fresh(); load(); });
-  events.addEventListener("ping", fresh);
+  const timed = (message) => { try { Console.setServerTime(JSON.parse(message.data).at); } catch (e) { /* no time in it */ } };
+  events.addEventListener("hello", (message) => { timed(message); fresh(); load(); });
+  events.addEventListener("ping", (message) => { timed(message); fresh(); });
   events.addEventListener("resync", () => { fresh(); load(); });
   events.addEventListener("call", (message) => {
     fresh();
@@ -170,6 +182,10 @@ document.addEventListener("DOMContentLoaded", () => {
   if (document.body.dataset.screenPop !== "1" || document.body.dataset.page === "pop") return;
   const panel = document.getElementById("screen-pop");
   const events = new EventSource("/api/v1/me/events");
+  // Whether the page listens now (the first event of a stream is `hello`): a ring before that
+  // cannot pop, and the panel says which it is (tests wait for it before they call).
+  events.addEventListener("hello", () => { panel.dataset.feed = "live"; });
+  events.onerror = () => { panel.dataset.feed = "reconnecting"; };
   events.addEventListener("ringing", async (message) => {
     const { record_id: recordId } = JSON.parse(message.data);
     if (!recordId) return;
