@@ -217,6 +217,7 @@ class Sampler:
     def __init__(self, pid: int):
         self.pid = pid
         self.max_threads = 0
+        self.max_rss_mb = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
 
@@ -228,7 +229,9 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.wait(0.25):
             with contextlib.suppress(OSError, ValueError, KeyError):
-                self.max_threads = max(self.max_threads, int(proc_status(self.pid)["Threads"]))
+                status = proc_status(self.pid)
+                self.max_threads = max(self.max_threads, int(status["Threads"]))
+                self.max_rss_mb = max(self.max_rss_mb, int(status["VmHWM"].split()[0]) / 1024)
 
     def finish(self) -> Usage:
         self._stop.set()
@@ -236,10 +239,12 @@ class Sampler:
         wall = time.monotonic() - self.wall0
         busy, total = host_cpu()
         status = proc_status(self.pid)
+        # a process that has already exited (a zombie) has no memory lines left in its status
+        peak = int(status["VmHWM"].split()[0]) / 1024 if "VmHWM" in status else self.max_rss_mb
         return Usage(cpu_pct=(cpu_seconds(self.pid) - self.cpu0) / wall * 100,
                      host_pct=(busy - self.host0[0]) / max(1, total - self.host0[1]) * 100,
-                     rss_mb=int(status["VmHWM"].split()[0]) / 1024,
-                     threads=max(self.max_threads, int(status["Threads"])))
+                     rss_mb=peak,
+                     threads=max(self.max_threads, int(status.get("Threads", 0))))
 
 
 # --- RTP sinks -----------------------------------------------------------------------------------

@@ -11,12 +11,18 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
 
 from hotline.clock import Clock
 from hotline.runtime import Runtime, checked_pool
 from store import embedded
-from store.redis import connect_redis
+from store.errors import reason_of
+from store.redis import CONNECT_TIMEOUT_S
 from web.server import ConsoleSite, console_site
+
+log = structlog.get_logger("hotline.web")
 
 # The console's own connections: page queries are short; a few cover many viewers.
 WEB_POOL_SIZE = 8
@@ -30,7 +36,15 @@ def add_parsers(sub: Any) -> None:
 async def console_beside(rt: Runtime, pool: asyncpg.Pool, redis_url: str, clock: Clock
                          ) -> AsyncIterator[ConsoleSite]:
     config = rt.config
-    redis = await connect_redis(redis_url)
+    # Not connect_redis (which insists on a PING): the calls must not wait for the console, and
+    # the console answers 503 until Redis is back (sessions live there).
+    redis = aioredis.Redis.from_url(redis_url, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                                    socket_timeout=CONNECT_TIMEOUT_S)
+    try:
+        await redis.ping()
+    except (RedisError, OSError) as exc:
+        log.warning("web.redis_unreachable", why=reason_of(exc),
+                    effect="the console answers 503 until Redis is back; calls go on")
     try:
         async with console_site(pool=pool, redis=redis, vault=rt.vault, tz=config.tz, now=clock.now,
                                 host=config.web_host, port=config.web_port,

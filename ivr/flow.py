@@ -650,6 +650,10 @@ class _Call:
         self.place = call_place(self.caller, dialled, self.line,
                                 self.offered_at.astimezone(self.flow.settings.tz).date())
         await self.entry.placed(self.place)
+        # written first, then told: a board that asks on this event finds the call in its scope
+        self.flow.live.placed(self.leg.call_id, resident_id=self.caller.resident_id if self.caller else None,
+                              district_id=self.place.district_id, center_id=self.place.center_id,
+                              team_id=self.place.team_id)
 
     async def _greeting(self) -> Prompt:
         """The greeting of the number dialled (a center's own line may have its own)."""

@@ -65,7 +65,7 @@ BACKOFF_S = 1.0         # after a failure, Redis is not tried again for this lon
 MAX_PENDING = 5000      # events queued for the sender at most; beyond, dropped (then resync)
 
 STATES = ("ivr", "ringing", "queued", "talking")
-EVENT_TYPES = ("offered", "routed", "ringing", "ring_stopped", "queued", "left_queue", "answered",
+EVENT_TYPES = ("offered", "placed", "routed", "ringing", "ring_stopped", "queued", "left_queue", "answered",
                "ended", "expired", "resync")
 
 REDIS_DOWN: tuple[type[BaseException], ...] = (RedisError, OSError)
@@ -205,6 +205,19 @@ class LiveCalls:
                 entry["record_id"] = record_id
             return entry
         self._step("routed", call_id, step)
+
+    def placed(self, call_id: str, *, resident_id: int | None, district_id: int | None,
+               center_id: int | None, team_id: int | None) -> None:
+        """Where the call belongs is written (the caller identified, the line known): a board
+        whose scope is a center or a team can show it from now on, not only once it is routed."""
+        def step() -> dict[str, Any] | None:
+            entry = self.calls.get(call_id)
+            if entry is None:
+                return None
+            entry.update(resident_id=resident_id, district_id=district_id, center_id=center_id,
+                         team_id=team_id)
+            return entry
+        self._step("placed", call_id, step)
 
     def ringing(self, call_id: str, staff_ids: Iterable[int], reasons: dict[int, str] | None = None) -> None:
         """These people's phones are being rung for the call (one ring group); `reasons`: why

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -60,6 +61,12 @@ def kamailio_alive(data: Path) -> bool:
     return any(c.split(b" ", 1)[0].endswith(b"kamailio") for c in processes(data))
 
 
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def serving(data: Path) -> bool:
     return any(b"hotline serve" in c or b"-m hotline serve" in c or c.endswith(b"hotline serve ")
                for c in processes(data))
@@ -69,9 +76,11 @@ def serving(data: Path) -> bool:
 @pytest.mark.parametrize("ending", ["ctrl-c under tee", "reader gone", "demo.sh killed"])
 def test_the_demo_stops_what_it_started_however_it_ends(tmp_path: Path, ending: str) -> None:
     data, log = tmp_path / "data", tmp_path / "demo.log"
+    web_port = free_tcp_port()  # not 8080: another run or a real demo may hold it
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTLINE_")}
     env.update(HOTLINE_DATA_DIR=str(data), HOTLINE_SIP_REGISTRAR=f"127.0.0.1:{free_udp_port()}",
-               HOTLINE_SIP_PORT=str(free_udp_port()), HOTLINE_WEB_PORT="0", HOTLINE_LOG_FORMAT="json", HOTLINE_DRAIN_S="2")
+               HOTLINE_SIP_PORT=str(free_udp_port()), HOTLINE_WEB_PORT=str(web_port),
+               HOTLINE_LOG_FORMAT="json", HOTLINE_DRAIN_S="2")
     # "reader gone": the reader takes the first lines and leaves (| head), while the demo is
     # still migrating and seeding: its next write meets a closed pipe
     reader = f"head -c 200 > {log}" if ending == "reader gone" else f"tee {log}"
@@ -85,7 +94,7 @@ def test_the_demo_stops_what_it_started_however_it_ends(tmp_path: Path, ending: 
         if ending == "ctrl-c under tee":
             # the banner, printed before the service starts: the console and two demo logins
             wait_for(lambda: "BH0001 / jiayi-demo" in log.read_text(), 30, "the demo's banner")
-            assert "The web console: http://127.0.0.1:8080/" in log.read_text()
+            assert f"The web console: http://127.0.0.1:{web_port}/" in log.read_text()
             assert "BH0036 / jiayi-demo: 区管理员" in log.read_text()
             os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
         elif ending == "demo.sh killed":

@@ -65,10 +65,12 @@ async def test_a_real_call_is_seen_live_from_offer_to_end(
         await pubsub.aclose()
     record = await pool.fetchrow("SELECT id, call_id, resident_id FROM call_records")
     mine = [e for e in seen if e.get("call_id") == record["call_id"]]
-    assert [e["type"] for e in mine] == ["offered", "routed", "ringing", "answered", "ended"], seen
-    offered, routed, ringing, answered, ended = mine
+    assert [e["type"] for e in mine] == ["offered", "placed", "routed", "ringing", "answered", "ended"], seen
+    offered, placed, routed, ringing, answered, ended = mine
     assert [e["seq"] for e in mine] == sorted(e["seq"] for e in mine)
     assert offered["call"]["caller"] == "138****0001" and offered["call"]["record_id"] == record["id"]
+    # where the call belongs is told as soon as it is written, before the greeting ends
+    assert placed["call"]["resident_id"] == record["resident_id"] and placed["call"]["team_id"] is not None
     assert routed["call"]["resident_id"] == record["resident_id"] and routed["call"]["team_id"] is not None
     assert ringing["call"]["ringing"] == [doctor_id]
     assert answered["call"]["staff_id"] == doctor_id and answered["call"]["state"] == "talking"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
 import subprocess
 import sys
 
@@ -44,4 +45,37 @@ async def test_hotline_web_serves_the_console_alone_and_stops_on_sigterm(cli_env
     finally:
         if process.returncode is None:
             process.kill()
+            await process.wait()
+
+
+async def test_the_console_starts_without_redis_and_answers_503_until_it_is_back(
+        cli_env: dict[str, str]) -> None:
+    """`hotline serve` starts its console even when Redis is away (the calls must not wait for
+    it); a request that needs a session then gets a clear 503, not a crash or a stack trace."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    env = {**cli_env, "HOTLINE_REDIS_URL": f"redis://127.0.0.1:{dead}/0", "HOTLINE_WEB_PORT": "0"}
+    assert run_cli(env, "migrate").returncode == 0
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hotline", "web", env=env, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        url = None
+        async with asyncio.timeout(60):
+            while url is None:
+                line = (await process.stdout.readline()).decode()
+                assert line, "hotline web ended without Redis"
+                if found := URL.search(line):
+                    url = found.group(1)
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            http.cookie_jar.update_cookies({"jy_session": "x" * 43}, aiohttp.client.URL(url))
+            async with http.get(url + "api/v1/me") as me:
+                assert me.status == 503
+                body = await me.json()
+                assert body["error"] == "unavailable" and "Traceback" not in str(body)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
             await process.wait()

@@ -27,6 +27,7 @@ import jinja2
 import redis.asyncio as aioredis
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from routing.presence import Presence
 from routing.scope import Scope, Viewer
@@ -215,6 +216,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
                                getattr(exc, "problem_message", None), headers=exc.headers)
     except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError):
         return _error_response(request, 400, "bad_request", "请求含有无法保存的字符")
+    except RedisError:  # sessions and presence live there: nothing can be decided without it
+        log.warning("web.redis_unavailable", path=request.path)
+        return _error_response(request, 503, None, None)
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError,
             asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError):
         log.exception("web.store_unavailable", path=request.path)

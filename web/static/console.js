@@ -156,6 +156,39 @@ Console.pages.board = () => {
     for (const center of board.presence) for (const team of center.teams) for (const s of team.staff) names.set(s.staff_id, s.name);
     snapshotSeq = board.seq;
     render();
+    renderFigures(board.figures);
+    renderPresence(board.presence);
+  }
+
+  const PRESENCE = { available: "在线", dnd: "勿扰", offline: "离线", on_call: "通话中", ringing: "振铃中", unknown: "未知" };
+  const pct = (v) => (v === null || v === undefined ? "—" : `${v}%`);
+  const secs = (v) => (v === null || v === undefined ? "—" : Number(v).toFixed(1));
+
+  function renderFigures(figures) {
+    const body = document.querySelector("#figures tbody");
+    body.replaceChildren();
+    for (const f of [figures.district, ...figures.centers]) {
+      const row = el("tr", null, { "data-center": f.center_id === null ? "all" : String(f.center_id) });
+      row.append(el("td", f.center || "全区"), el("td", f.offered), el("td", pct(f.answered_pct)),
+                 el("td", pct(f.abandoned_pct)), el("td", secs(f.avg_answer_s)), el("td", secs(f.p90_answer_s)),
+                 el("td", f.callbacks_open), el("td", f.callbacks_due_1h), el("td", f.callbacks_overdue));
+      body.append(row);
+    }
+  }
+
+  function renderPresence(centers) {
+    for (const center of centers) for (const team of center.teams) for (const s of team.staff) {
+      const badge = document.querySelector(`#presence [data-staff="${s.staff_id}"]`);
+      if (!badge) continue;
+      badge.textContent = `${s.name} · ${PRESENCE[s.state] || s.state}`;
+      badge.className = `badge presence-${s.state}`;
+    }
+  }
+
+  let figuresDue = null;
+  function refreshSoon() {  // a call ended or was answered: the figures change (at most every 2 s)
+    if (figuresDue) return;
+    figuresDue = setTimeout(() => { figuresDue = null; load().catch(() => {}); }, 2000);
   }
 
   const events = new EventSource("/api/v1/board/events");
@@ -170,6 +203,7 @@ Console.pages.board = () => {
     if (event.type === "ended" || event.type === "expired") calls.delete(event.call_id);
     else if (event.call) calls.set(event.call_id, event.call);
     render();
+    if (["offered", "answered", "ended"].includes(event.type)) refreshSoon();
   });
   events.onerror = () => { status.textContent = "重新连接中"; status.dataset.state = "reconnecting"; };
   setInterval(() => { if (Date.now() - lastMessage > 12000) { stale.classList.remove("hidden"); status.dataset.state = "stale"; } }, 1000);
