@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from handover.desk import open_tasks
 
+from handover.desk import open_tasks
 from routing.presence import CONSOLE_KINDS, Kind
 from web.app import (
     console,

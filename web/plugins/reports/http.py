@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp import web
 from markupsafe import Markup
-from recordings.reports import ReportRow, report
 
+from recordings.reports import ReportRow, report
 from store.audit import record_read
 from store.spreadsheet import csv_writer
 from web.app import console, json_response, problem, render, scope, viewer
