@@ -10,11 +10,11 @@ demo: setup
 	@bash scripts/demo.sh
 
 test: setup
-	.venv/bin/ruff check .
+	.venv/bin/ruff check --no-cache .
 	.venv/bin/python -m pytest
 
 lint: setup
-	.venv/bin/ruff check .
+	.venv/bin/ruff check --no-cache .
 
 bench: setup
 	.venv/bin/python -m bench.route

@@ -260,6 +260,9 @@ _ORDER = "ORDER BY c.offered_at DESC, c.id DESC"
 def _arm_query(arm: CallsArm, filters: list[str], tail: str) -> str:
     """The ids of one arm of the scope that match the filters, with `tail` (order, limit)."""
     where = " AND ".join([f"({arm.where})", *filters])
+    if arm.walk is not None:
+        # the same order (the column is constant within the arm), spelled as its index is
+        tail = tail.replace(_ORDER, f"ORDER BY {arm.walk}, c.offered_at DESC, c.id DESC")
     inner = f"SELECT c.id, c.offered_at FROM call_records c WHERE {where}{tail}"  # noqa: S608 (constant + scope)
     if arm.source is None:
         return inner
@@ -351,7 +354,7 @@ class CallSearch:
             at, record_id = decode_cursor(after)
             filters.append(f"(c.offered_at, c.id) < ({p.add(at)}::timestamptz, {p.add(record_id)}::bigint)")
         tail = (f" {_ORDER}" if ordered else "") + (f" LIMIT {int(limit)}" if limit is not None else "")
-        if len(arms) == 1 and arms[0].source is None:
+        if len(arms) == 1 and arms[0].source is None and arms[0].walk is None:
             where = " AND ".join([f"({arms[0].where})", *filters])
             return f"SELECT c.id, c.offered_at FROM call_records c WHERE {where}{tail}"  # noqa: S608 (constant + scope)
         return " UNION ".join(f"({_arm_query(arm, filters, tail)})" for arm in arms)
@@ -359,7 +362,7 @@ class CallSearch:
     def _rows_sql(self, scope: Scope, filt: CallFilter, p: Params, *, after: str | None, limit: int) -> str:
         """The newest `limit` matching calls as the list shows them."""
         arms = scope.calls_arms(Params(), "c")  # (only counted: the placeholders are _matching's)
-        if len(arms) == 1 and arms[0].source is None:
+        if len(arms) == 1 and arms[0].source is None and arms[0].walk is None:
             # one index walk: the rows themselves, no merge
             where = self._where(scope, filt, p)
             if after is not None:

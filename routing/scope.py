@@ -85,6 +85,10 @@ class CallsArm:
     where: str
     source: str | None = None
     source_where: str = "true"
+    # The column this arm is equal on whose index (column, offered_at DESC, id DESC) should be
+    # walked whatever the filters: the calls a person answered are few, but PostgreSQL, asked for
+    # them newest first within a center, walks the center's calls instead and may read them all.
+    walk: str | None = None
 
     @property
     def predicate(self) -> str:
@@ -127,7 +131,7 @@ class Scope:
         if v.role == "director":
             return [CallsArm(f"{c}.center_id = {p.add(v.center_id)}" if v.center_id else "false")]
         me = p.add(v.staff_id)
-        took = CallsArm(f"{c}.answered_by = {me}")
+        took = CallsArm(f"{c}.answered_by = {me}", walk=f"{c}.answered_by")
         if v.role == "agent":
             return [took]
         team = [CallsArm(f"{c}.team_id = {p.add(v.team_id)}")] if v.team_id else []
