@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import io
+import dataclasses
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,8 @@ from recordings.call_search import (
 )
 from routing.staff_admin import list_staff
 from store.audit import record_read
-from store.spreadsheet import csv_writer
 from web.app import console, int_param, json_response, problem, render, scope, viewer
+from web.exports import CsvFile, export_reason
 from web.media import stream_audio
 from web.registry import NavItem, Plugin, path_param, query_param
 
@@ -162,30 +162,21 @@ async def calls_api(request: web.Request) -> web.StreamResponse:
             parameters=[*FILTER_PARAMS, query_param("reason", {"type": "string", "minLength": 2,
                                                                "maxLength": 200}, required=True)])
 async def calls_export(request: web.Request) -> web.StreamResponse:
-    reason = request.query.get("reason", "").strip()
-    if len(reason) < 2 or len(reason) > 200:
-        raise problem(422, "reason_required", "导出需要填写用途（2–200字）")
+    reason = export_reason(request)
     filt = parse_filter(request)
     c, who = console(request), viewer(request)
-    buffer = io.StringIO()
-    buffer.write("\ufeff")  # Excel reads UTF-8 only with the BOM
-    writer = csv_writer(buffer)
-    writer.writerow(EXPORT_COLUMNS)
-    count = 0
+    csv = CsvFile(EXPORT_COLUMNS)
     try:
         async for row in _search(request).export_rows(scope(request), filt, limit=EXPORT_LIMIT):
-            writer.writerow(export_values(row))
-            count += 1
+            csv.write(export_values(row))
     except ValueError as exc:  # a filter only the search can judge (a number that is none)
         raise problem(422, "bad_filter", f"筛选条件有误：{exc}") from None
     async with c.pool.acquire() as conn:
         described = ", ".join(f"{k}={v}" for k, v in sorted(request.query.items())
                               if k not in ("reason", "phone"))
         await record_read(conn, actor=who.actor, action="calls.exported", subject="export:calls",
-                          reason=f"{reason} [{count} rows; {described}]"[:1000])
-    stamp = c.now().astimezone(c.tz).strftime("%Y%m%d-%H%M")
-    return web.Response(body=buffer.getvalue().encode("utf-8"), content_type="text/csv", charset="utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="calls-{stamp}.csv"'})
+                          reason=f"{reason} [{csv.rows} rows; {described}]"[:1000])
+    return csv.response(f"calls-{c.now().astimezone(c.tz):%Y%m%d-%H%M}.csv")
 
 
 async def _detail(request: web.Request) -> Any:
@@ -196,8 +187,6 @@ async def _detail(request: web.Request) -> Any:
 
 
 def detail_json(found: Any) -> dict[str, Any]:
-    import dataclasses
-
     data = dataclasses.asdict(found)
     data["call"] = found.row.as_json()
     del data["row"]

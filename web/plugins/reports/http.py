@@ -4,7 +4,6 @@ figure (server-rendered SVG: the console runs air-gapped) and a CSV export (audi
 from __future__ import annotations
 
 import dataclasses
-import io
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,9 @@ from markupsafe import Markup
 
 from recordings.reports import ReportRow, report
 from store.audit import record_read
-from store.spreadsheet import csv_writer
 from web.app import console, json_response, problem, render, scope, viewer
 from web.charts import svg_chart
+from web.exports import CsvFile, export_reason
 from web.registry import NavItem, Plugin, query_param
 
 PLUGIN = Plugin("reports", nav=(NavItem("/reports", "报表", "reports", order=60),),
@@ -129,23 +128,17 @@ async def reports_api(request: web.Request) -> web.StreamResponse:
             parameters=[*PARAMS, query_param("reason", {"type": "string", "minLength": 2, "maxLength": 200},
                                              required=True)])
 async def reports_export(request: web.Request) -> web.StreamResponse:
-    reason = request.query.get("reason", "").strip()
-    if not 2 <= len(reason) <= 200:
-        raise problem(422, "reason_required", "导出需要填写用途（2–200字）")
-    if not scope(request).can("reports"):
+    reason = export_reason(request)
+    if not scope(request).can("reports"):  # the route's capability is export; the data is a report
         raise web.HTTPForbidden()
     chosen, rows = await _report(request)
-    buffer = io.StringIO()
-    buffer.write("\ufeff")
-    writer = csv_writer(buffer)
     columns = [f.name for f in dataclasses.fields(ReportRow)]
-    writer.writerow(columns)
+    csv = CsvFile(columns)
     for r in rows:
-        writer.writerow([getattr(r, name) for name in columns])
+        csv.write(getattr(r, name) for name in columns)
     c = console(request)
     async with c.pool.acquire() as conn:
         await record_read(conn, actor=viewer(request).actor, action="reports.exported", subject="export:reports",
                           reason=f"{reason} [{len(rows)} rows; {chosen['level']}/{chosen['period']} "
                                  f"{chosen['since']}..{chosen['until']}]")
-    return web.Response(body=buffer.getvalue().encode("utf-8"), content_type="text/csv", charset="utf-8",
-                        headers={"Content-Disposition": 'attachment; filename="report.csv"'})
+    return csv.response("report.csv")
