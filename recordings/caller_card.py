@@ -91,7 +91,7 @@ SELECT t.id, t.opened_at, t.due_at, s.name AS owner,
                                                    'recorded_at', v.recorded_at) ORDER BY v.recorded_at)
                  FROM voicemails v WHERE v.task_id = t.id), '[]'::json) AS voicemails,
        (SELECT count(*) FROM callback_calls cc WHERE cc.task_id = t.id) AS missed_calls
-FROM callback_tasks t LEFT JOIN staff s ON s.id = t.owner_staff_id
+FROM tasks t LEFT JOIN staff s ON s.id = t.owner_staff_id
 WHERE t.status = 'open' AND {who} AND {scope}
 ORDER BY t.due_at
 """

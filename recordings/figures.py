@@ -7,7 +7,7 @@ and offered_at):
 - abandoned %: disposition 'abandoned' (the caller hung up while a human was rung) / offered;
 - time to answer: connected_at - offered_at of the answered calls, its mean and its 90th
   percentile (PostgreSQL's percentile_cont: interpolated between the two nearest calls).
-Callbacks (one query over the open callback_tasks, callback_tasks_due): open now, due within the
+Callbacks (one query over the open tasks, tasks_due): open now, due within the
 next hour, overdue (due_at passed). A task counts for the center of its resident, or else of its
 owner.
 
@@ -92,7 +92,7 @@ SELECT COALESCE(tr.center_id, ts.center_id) AS center_id,
        count(*) AS open,
        count(*) FILTER (WHERE t.due_at > $1 AND t.due_at <= $2) AS due_soon,
        count(*) FILTER (WHERE t.due_at <= $1) AS overdue
-FROM callback_tasks t
+FROM tasks t
 LEFT JOIN residents tr ON tr.id = t.resident_id
 LEFT JOIN staff ts ON ts.id = t.owner_staff_id
 WHERE t.status = 'open' AND {scope}

@@ -157,7 +157,7 @@ def _tasks_sql(scope: Scope, p: Params, level: str) -> str:
                    AS callbacks_late,
                count(*) FILTER (WHERE t.status = 'open' AND t.due_at < $5)
                    AS callbacks_open_overdue
-          FROM callback_tasks t{group_from}
+          FROM tasks t{group_from}
          WHERE t.opened_at >= $3 AND t.opened_at < $4{group_filter} AND {scope.tasks(p, "t")}
          GROUP BY 1, 2"""  # noqa: S608 - constant SQL, the level's column and the scope's predicate
 

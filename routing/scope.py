@@ -176,7 +176,7 @@ class Scope:
         return f"({team} OR {of_calls})"
 
     def tasks(self, p: Params, t: str = "t") -> str:
-        """callback_tasks rows (alias `t`) the viewer may see."""
+        """tasks rows (alias `t`) the viewer may see."""
         v = self.viewer
         if v.role in DISTRICT_ROLES:
             d = p.add(v.district_id)

@@ -292,9 +292,11 @@ async def world(console_server: Harness, tmp_path_factory: pytest.TempPathFactor
         for task_id, (owner, resident, call_id) in tasks.items():
             key = f"matrix:{task_id}"
             await conn.execute(
-                """INSERT INTO callback_tasks (id, caller_key, resident_id, caller_number_hash,
+                """WITH t AS (INSERT INTO tasks (id, kind, caller_key, resident_id, caller_number_hash,
                         caller_number_enc, caller_number_masked, owner_staff_id, opened_at, due_at, status)
-                   VALUES ($1, $2, $3, $4, '\\x00', $5, $6, $7, $8, 'open')""",
+                   VALUES ($1, 'callback', $2, $3, $4, '\\x00', $5, $6, $7, $8, 'open')
+                   RETURNING id, opened_at, owner_staff_id)
+                   INSERT INTO task_events (task_id, version, at, event, owner_to) SELECT id, 1, opened_at, 'opened', owner_staff_id FROM t""",
                 task_id, key, resident, hashlib.sha256(key.encode()).digest(), TASK_MASKED[task_id],
                 staff[owner] if owner else None, now - timedelta(hours=1), now + timedelta(hours=7))
             await conn.execute("INSERT INTO callback_calls (task_id, call_record_id) VALUES ($1, $2)",
@@ -343,7 +345,7 @@ async def snapshot(w: World) -> list[Any]:
             " ORDER BY on_date, center_id", [w.center1, w.center2, w.center_q])],
         [tuple(r) for r in await pool.fetch("SELECT name FROM prompt_overrides ORDER BY name")],
         [tuple(r) for r in await pool.fetch(
-            "SELECT id, status, owner_staff_id FROM callback_tasks WHERE id >= $1 AND id < $2 ORDER BY id",
+            "SELECT id, status, owner_staff_id FROM tasks WHERE id >= $1 AND id < $2 ORDER BY id",
             TASK, TASK + 1000)],
     ]
 
