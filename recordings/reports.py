@@ -235,6 +235,34 @@ FIGURES: tuple[Figure, ...] = (
 )
 
 
+def combined(rows: list[ReportRow]) -> list[ReportRow]:
+    """The groups of a report added up per bucket (group_id None), for a chart of the whole.
+
+    Counts add; the answered rate and the average wait are recomputed from the sums (the wait
+    weighted by the calls answered); a 90th percentile cannot be added up, so it is kept only
+    where the bucket has one group. At the doctor level a call rung to two doctors counts for
+    both, as in their rows."""
+    by_bucket: dict[date, list[ReportRow]] = {}
+    for r in rows:
+        by_bucket.setdefault(r.bucket, []).append(r)
+    out = []
+    for bucket, group in sorted(by_bucket.items()):
+        offered = sum(r.offered for r in group)
+        answered = sum(r.answered for r in group)
+        waited = sum((r.avg_answer_s or 0.0) * r.answered for r in group)
+        out.append(ReportRow(
+            level=group[0].level, group_id=None, group_name="", bucket=bucket, offered=offered,
+            answered=answered, answered_rate=answered / offered if offered else None,
+            avg_answer_s=waited / answered if answered else None,
+            p90_answer_s=group[0].p90_answer_s if len(group) == 1 else None,
+            abandoned=sum(r.abandoned for r in group),
+            callbacks_opened=sum(r.callbacks_opened for r in group),
+            callbacks_on_time=sum(r.callbacks_on_time for r in group),
+            callbacks_late=sum(r.callbacks_late for r in group),
+            callbacks_open_overdue=sum(r.callbacks_open_overdue for r in group)))
+    return out
+
+
 def series(rows: list[ReportRow], figure: Figure, buckets: list[date], *,
            group_id: int | None) -> list[tuple[str, float | None]]:
     """One group's values of one figure over `buckets` (bucket_starts), for web/charts.py:
