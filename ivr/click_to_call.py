@@ -274,6 +274,7 @@ class _OutboundCall:
             self.call_id, called, self.now(), task_id=request.task_id, resident_id=target.resident_id,
             place=CallPlace(None, staff["district_id"], staff["center_id"], staff["team_id"]))
         self.log = self.log.bind(record_id=self.record_id, called=called.masked)
+        await c2c.requests.record_opened(request.id, c2c.node, self.record_id)
         if self.cancel.is_set() or await c2c.requests.cancelled(request.id):
             return "cancelled", "cancelled before her phone rang"
         if not await c2c.presence.claim(request.staff_id, self.call_id,

@@ -240,6 +240,12 @@ class CallRequests:
             " WHERE claimed_by_node = $1 AND ended_at IS NULL AND state <> 'pending'", node, lease_s)
         return int(result.split()[-1])
 
+    async def record_opened(self, request_id: int, node: str, call_record_id: int) -> None:
+        """The call's record exists (written before any phone rings): the request names it."""
+        await self._pool.execute(
+            "UPDATE click_to_call_requests SET call_record_id = $3 WHERE id = $1 AND claimed_by_node = $2",
+            request_id, node, call_record_id)
+
     async def connect(self, request_id: int, node: str, call_record_id: int) -> bool:
         """The resident answered: the request is connected, unless it was cancelled first
         (False: hang up both). Exactly one of connect and cancel wins."""
