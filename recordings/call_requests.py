@@ -37,6 +37,8 @@ UNANSWERED_ATTEMPTS = ("no_answer", "busy", "unreachable")
 # renewal is harmless).
 LEASE_S = 15.0
 REASON_MAX = 500
+# How long a request waits for a node by default (HOTLINE_CLICK_TO_CALL_PICKUP_S for the CLI).
+DEFAULT_PICKUP_S = 30.0
 
 # The task a request works. The lead's task model renames callback_tasks to tasks (migration
 # 0024): this is the one statement that names the table.
