@@ -85,8 +85,8 @@ async def cmd_tasks(rt: Runtime, args: argparse.Namespace) -> int:
                     request = await requests.cancel(request.id, by=_actor(rt) + " (--wait ran out)", at=clock.now())
                 except CallRequestError:  # it connected or ended that instant
                     request = await requests.get(request.id) or request
-                if request.state != "connected" and not request.finished:
-                    _show(request, args.json)
+                if request.state != "connected" and request.outcome in (None, "cancelled"):
+                    _show(request, args.json)  # cancelled by us (unless an outcome came meanwhile)
                     return EXIT_NO_OUTCOME
             _show(request, args.json)
             connected = request.state == "connected" or request.outcome == "answered"
