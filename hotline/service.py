@@ -195,7 +195,7 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
                                          caller_id=config.callback_caller_id,
                                          staff_ring_s=config.click_to_call_staff_ring_s,
                                          resident_ring_s=config.click_to_call_ring_s,
-                                         max_call_s=config.max_call_s))
+                                         rtp_timeout_s=config.rtp_timeout_s, max_call_s=config.max_call_s))
         await click_to_call.start()
         service = RunningService(agent, flow, clock, set(), registrations, replayer=replayer,
                                  pool=pool, redis_url=redis_url, click_to_call=click_to_call)

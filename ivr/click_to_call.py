@@ -75,6 +75,9 @@ class ClickToCallSettings:
     caller_id: str = ""  # the hotline's number residents are shown ("" : the trunk's own)
     staff_ring_s: float = 30.0
     resident_ring_s: float = 45.0
+    # Dead calls, as for inbound ones (ivr.flow FlowSettings): a leg silent this long, or a call
+    # this long, is hung up on both sides and the record's end_reason says so.
+    rtp_timeout_s: float = 60.0
     max_call_s: float = 4 * 3600.0
 
 
@@ -185,6 +188,7 @@ class ClickToCall:
                         log.warning("click_to_call.lost_request_closed", request_id=lost.id,
                                     outcome=lost.outcome, reason=lost.reason)
                         await self._tell(lost)
+                await self._notice_cancels()
                 while self.taking:
                     request = await self.requests.claim(self.node, self.clock.now(), self.lease_s)
                     if request is None:
@@ -192,6 +196,13 @@ class ClickToCall:
                     self._start_call(request)
             except Exception as exc:  # PostgreSQL away: try again at the next poll
                 log.warning("click_to_call.queue_unreadable", why=reason_of(exc))
+
+    async def _notice_cancels(self) -> None:
+        """Cancels whose NOTIFY was lost (the listener reconnecting): seen at the next poll."""
+        if self._cancel:
+            for request_id in await self.requests.cancelled_among(list(self._cancel)):
+                if request_id in self._cancel:
+                    self._cancel[request_id].set()
 
     def _start_call(self, request: CallRequest) -> None:
         self._cancel[request.id] = asyncio.Event()
@@ -254,6 +265,7 @@ class _OutboundCall:
         self.recording: CallRecording | None = None
         self.claimed = False
         self.on_call = False
+        self.end_reason: str | None = None  # 'media timeout' or 'max call length' (the watchdog's)
         self.refreshing: asyncio.Task[None] | None = None
 
     def now(self) -> Any:
@@ -375,12 +387,32 @@ class _OutboundCall:
             if from_resident:
                 side.append(from_resident)
 
+        watchdog = asyncio.create_task(self._watch())
         try:
-            await asyncio.wait_for(bridge(self.resident_leg, self.staff_leg, on_audio=keep_resident_side),
-                                   c2c.settings.max_call_s)
-        except TimeoutError:
-            self.log.warning("click_to_call.max_length", max_call_s=c2c.settings.max_call_s)
+            await bridge(self.resident_leg, self.staff_leg, on_audio=keep_resident_side)
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+
+    async def _watch(self) -> None:
+        """Hang up both when a leg sends no RTP for rtp_timeout_s (not while on hold: a held
+        phone sends nothing by design), or the call reaches max_call_s."""
+        settings = self.c2c.settings
+        loop = asyncio.get_running_loop()
+        ends_at = loop.time() + settings.max_call_s
+        legs = (self.resident_leg, self.staff_leg)
+        while True:
+            await asyncio.sleep(min(1.0, settings.rtp_timeout_s / 4))
+            if any(not leg.on_hold and leg.silent_for() >= settings.rtp_timeout_s for leg in legs):
+                self.end_reason = "media timeout"
+            elif loop.time() >= ends_at:
+                self.end_reason = "max call length"
+            else:
+                continue
+            self.log.warning("click_to_call.dead_call", end_reason=self.end_reason)
             await self.hang_up_all()
+            return
 
     async def _keep_dialog(self, leg: Any) -> None:
         """Stored (sealed) with the record so a node restarted after a crash can BYE the phone."""
@@ -419,6 +451,7 @@ class _OutboundCall:
             except Exception:
                 self.log.exception("click_to_call.recording_not_finalized")
         try:
-            await c2c.records.ended(self.record_id, self.now(), _DISPOSITION.get(outcome, "missed"))
+            await c2c.records.ended(self.record_id, self.now(), _DISPOSITION.get(outcome, "missed"),
+                                    self.end_reason)
         except Exception:
             self.log.exception("click_to_call.record_not_closed")

@@ -256,6 +256,12 @@ class CallRequests:
             " WHERE id = $1 AND claimed_by_node = $2 AND state = 'placing' RETURNING true",
             request_id, node, call_record_id) is True
 
+    async def cancelled_among(self, request_ids: list[int]) -> list[int]:
+        """Which of these requests have been asked to stop."""
+        return [r["id"] for r in await self._pool.fetch(
+            "SELECT id FROM click_to_call_requests WHERE id = ANY($1::bigint[]) AND state = 'cancelled'",
+            request_ids)]
+
     async def cancelled(self, request_id: int) -> bool:
         return await self._pool.fetchval(
             "SELECT state = 'cancelled' FROM click_to_call_requests WHERE id = $1", request_id) is True

@@ -46,7 +46,7 @@ OUTBOUND_RECORDING = "SELECT recording_path FROM call_records WHERE direction = 
 
 hotline = hotline_fixture(TUESDAY_10, env={
     "HOTLINE_CALLBACK_CALLER_ID": HOTLINE_NUMBER, "HOTLINE_CLICK_TO_CALL_STAFF_RING_S": "10",
-    "HOTLINE_CLICK_TO_CALL_RING_S": "15"})
+    "HOTLINE_CLICK_TO_CALL_RING_S": "15", "HOTLINE_RTP_TIMEOUT_S": "4"})
 
 
 @pytest.fixture
@@ -215,3 +215,20 @@ async def test_cancelling_while_the_resident_rings_hangs_up_both(
     record = await pool.fetchrow("SELECT * FROM call_records WHERE id = $1", request["call_record_id"])
     assert (record["disposition"], record["connected_at"], record["recording_path"]) == ("abandoned", None, None)
     assert [o for _, o in await attempts(pool, record["id"])] == ["answered", "cancelled"]
+
+
+async def test_a_call_whose_resident_side_goes_silent_is_hung_up(
+        hotline: Hotline, pool: asyncpg.Pool, cli_env: dict[str, str], trunk: Any, doctor: Softphone,
+        task_id: int) -> None:
+    resident = await trunk("resident_answers_then_silence.xml")  # answers, then sends no RTP
+    cli = await hotline_cli(cli_env, "tasks", "call", str(task_id), "--staff", DOCTOR_NO)
+    code, out, err = await finished(cli)
+    assert code == 0, out + err
+    sipp_code, sipp_log = await resident.result()  # the service's BYE came, after HOTLINE_RTP_TIMEOUT_S
+    assert sipp_code == 0, sipp_log
+    await doctor.wait_event("CALL_CLOSED", timeout_s=10)
+    request = await outcome_of(pool, task_id)
+    assert request["outcome"] == "answered"
+    record = await pool.fetchrow("SELECT disposition, end_reason FROM call_records WHERE id = $1",
+                                 request["call_record_id"])
+    assert dict(record) == {"disposition": "connected", "end_reason": "media timeout"}
