@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, datetime
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
 
 from handover.callbacks import Callbacks
+from hotline.clock import Clock
+from ivr.click_to_call import ClickToCall, ClickToCallSettings
 from recordings.call_records import CallerNumber, CallPlace, CallRecords
 from recordings.call_requests import CallRequestError, CallRequestNotFound, CallRequests
 from store.pii import PiiVault
@@ -215,3 +219,49 @@ async def test_call_records_say_which_way_the_call_went(pool: asyncpg.Pool) -> N
         " WHERE table_name = 'call_records' AND column_name = 'direction'") == "'inbound'::text"
     with pytest.raises(asyncpg.CheckViolationError):
         await pool.execute("INSERT INTO call_records (call_id, offered_at, direction) VALUES ('x', now(), 'sideways')")
+
+
+# -- service nodes taking requests (ivr/click_to_call.py) -------------------------------------
+
+def _node(pool: asyncpg.Pool, vault: PiiVault, database_url: str, name: str, told: list[Any],
+          tmp_path: Path) -> ClickToCall:
+    async def no_dial(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("nothing here may be dialled")
+
+    async def on_outcome(*args: Any) -> None:
+        told.append((name, *args))
+
+    return ClickToCall(requests=CallRequests(pool), records=CallRecords(pool, vault, name), pool=pool,
+                       database_url=database_url, vault=vault, clock=Clock(T0), dial=no_dial, node=name,
+                       settings=ClickToCallSettings(recordings_dir=tmp_path, registrar_host="127.0.0.1"),
+                       on_outcome=on_outcome)
+
+
+async def test_a_restarted_node_closes_what_it_held_and_one_node_takes_each_request(
+        pool: asyncpg.Pool, vault: PiiVault, database_url: str, district: District, task_id: int,
+        tmp_path: Path) -> None:
+    requests = CallRequests(pool)
+    held = await _request(requests, task_id, district)
+    await requests.claim("node-a", T0, lease_s=600)  # node-a dies holding it
+    told: list[Any] = []
+    a, b = (_node(pool, vault, database_url, name, told, tmp_path) for name in ("node-a", "node-b"))
+    await a.start()  # node-a again: closes its own at once, not after the lease
+    await b.start()
+    try:
+        assert told == [("node-a", task_id, district.doctor_id, None, "failed")]
+        closed = await requests.get(held.id)
+        assert closed is not None and closed.reason == "the node restarted during the call"
+        # a new request whose staff member lost her softphone meanwhile: one node takes it and
+        # finds nobody to ring (nothing is dialled), the other never sees it
+        made = await _request(requests, task_id, district)
+        await pool.execute("UPDATE staff SET sip_uri = NULL WHERE id = $1", district.doctor_id)
+        done = await requests.wait(made.id, timeout_s=10)
+        assert (done.state, done.outcome) == ("done", "staff_unreachable")
+        assert done.claimed_by_node in ("node-a", "node-b")
+        for node in (a, b):  # told once its call task ends, just after the outcome is stored
+            if node.calls:
+                await asyncio.wait(list(node.calls.values()), timeout=10)
+        assert told[1:] == [(done.claimed_by_node, task_id, district.doctor_id, None, "staff_unreachable")]
+    finally:
+        await a.stop()
+        await b.stop()
