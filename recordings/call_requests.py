@@ -40,10 +40,18 @@ REASON_MAX = 500
 # How long a request waits for a node by default (HOTLINE_CLICK_TO_CALL_PICKUP_S for the CLI).
 DEFAULT_PICKUP_S = 30.0
 
-# The task a request works. The lead's task model renames callback_tasks to tasks (migration
-# 0024): this is the one statement that names the table.
-_TASK_SQL = """SELECT id, status, resident_id, caller_number_enc, caller_number_masked
-               FROM callback_tasks WHERE id = $1"""
+# The task a request works and the number to call: the task's own (the caller's, for a callback),
+# else the resident's first phone (a task opened without a call, e.g. a referral's follow-up).
+# The task model renames callback_tasks to tasks (migration 0024): this is the one statement of
+# this module that names the table.
+_TASK_SQL = """SELECT t.id, t.status, t.resident_id,
+                      COALESCE(t.caller_number_enc, p.phone_enc) AS caller_number_enc,
+                      COALESCE(CASE WHEN t.caller_number_enc IS NOT NULL THEN t.caller_number_masked END,
+                               p.phone_masked, '') AS caller_number_masked
+               FROM callback_tasks t
+               LEFT JOIN LATERAL (SELECT phone_enc, phone_masked FROM resident_phones
+                                  WHERE resident_id = t.resident_id ORDER BY position LIMIT 1) p ON true
+               WHERE t.id = $1"""
 
 # A request nobody will finish (its node died): the resident had answered, or it came to nothing.
 _LOST = """outcome = CASE WHEN state = 'connected' THEN 'answered'
@@ -132,7 +140,7 @@ class CallRequests:
         if not 0 < pickup_s <= 3600:
             raise CallRequestError("pickup_s must be between 0 and 3600 seconds")
         async with self._pool.acquire() as conn, conn.transaction():
-            task = await conn.fetchrow(_TASK_SQL + " FOR UPDATE", task_id)
+            task = await conn.fetchrow(_TASK_SQL + " FOR UPDATE OF t", task_id)
             if task is None:
                 raise CallRequestNotFound(f"task {task_id} does not exist")
             if task["status"] != "open":
