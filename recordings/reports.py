@@ -1,8 +1,8 @@
 """报表: the hotline's figures per doctor, team, center or district and per day, week or month.
 
 Per group and period bucket:
-- calls: offered (every call record), answered (a human took it: disposition 'connected'), the
-  answered rate, the time to answer (offered_at → connected_at, the caller's wait) as average
+- calls: offered (every inbound call record: click-to-call's outbound calls are not offered),
+  answered (a human took it: disposition 'connected'), the answered rate, the time to answer (offered_at → connected_at, the caller's wait) as average
   and 90th percentile (linear interpolation, PostgreSQL's percentile_cont), abandoned (the caller
   hung up while waiting for a human);
 - callbacks: the tasks *opened* in the bucket (a cohort), and what became of them: closed on time
@@ -126,7 +126,7 @@ def _calls_sql(scope: Scope, p: Params, level: str) -> str:
                    FILTER (WHERE {answered_wait}) AS p90_answer_s,
                count(*) FILTER (WHERE c.disposition = 'abandoned') AS abandoned
           FROM call_records c{group_from}
-         WHERE c.offered_at >= $3 AND c.offered_at < $4 AND {scope.calls(p, "c")}
+         WHERE c.offered_at >= $3 AND c.offered_at < $4 AND c.direction = 'inbound' AND {scope.calls(p, "c")}
          GROUP BY 1, 2"""  # noqa: S608 - constant SQL, the level's column and the scope's predicate
 
 
