@@ -28,6 +28,7 @@ import asyncpg
 import structlog
 
 from handover.callbacks import Callbacks
+from handover.tasks import Tasks
 from hotline.clock import Clock
 from hotline.runtime import Runtime, checked_pool
 from ivr.click_to_call import ClickToCall, ClickToCallSettings
@@ -187,11 +188,19 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
         # failed dial marked offline stays skipped until the mark expires.
         registrations = RegistrationListener(pool, rt.database_url, presence)
         await registrations.start()
-        # Calls staff ask for (console, `hotline tasks call`): one node takes each request.
+        # Calls staff ask for (console, `hotline tasks call`): one node takes each request; what
+        # each came to goes into its task's history (an unanswered one is a counted attempt).
+        tasks = Tasks(pool)
+
+        async def task_call_outcome(task_id: int, staff_id: int, call_record_id: int | None,
+                                    outcome: str) -> None:
+            await tasks.record_call(task_id, outcome=outcome, staff_id=staff_id,
+                                    call_record_id=call_record_id, at=clock.now())
+
         click_to_call = ClickToCall(
             requests=CallRequests(pool), records=records, pool=pool, database_url=rt.database_url,
             vault=rt.vault, clock=clock, dial=agent.dial, node=config.node, presence=presence,
-            settings=ClickToCallSettings(recordings_dir=config.recordings_path, registrar_host=config.registrar[0],
+            on_outcome=task_call_outcome, settings=ClickToCallSettings(recordings_dir=config.recordings_path, registrar_host=config.registrar[0],
                                          caller_id=config.callback_caller_id,
                                          staff_ring_s=config.click_to_call_staff_ring_s,
                                          resident_ring_s=config.click_to_call_ring_s,

@@ -42,13 +42,13 @@ DEFAULT_PICKUP_S = 30.0
 
 # The task a request works and the number to call: the task's own (the caller's, for a callback),
 # else the resident's first phone (a task opened without a call, e.g. a referral's follow-up).
-# The task model renames callback_tasks to tasks (migration 0024): this is the one statement of
-# this module that names the table.
-_TASK_SQL = """SELECT t.id, t.status, t.resident_id,
+# The task (handover's tasks, migration 0024) as a call needs it: the number to dial (its own, or
+# its resident's first phone) and when its kind allows the next attempt (handover.tasks).
+_TASK_SQL = """SELECT t.id, t.status, t.resident_id, t.last_attempt_at + k.retry_after AS next_attempt_at,
                       COALESCE(t.caller_number_enc, p.phone_enc) AS caller_number_enc,
                       COALESCE(CASE WHEN t.caller_number_enc IS NOT NULL THEN t.caller_number_masked END,
                                p.phone_masked, '') AS caller_number_masked
-               FROM callback_tasks t
+               FROM tasks t JOIN task_kinds k ON k.kind = t.kind
                LEFT JOIN LATERAL (SELECT phone_enc, phone_masked FROM resident_phones
                                   WHERE resident_id = t.resident_id ORDER BY position LIMIT 1) p ON true
                WHERE t.id = $1"""
@@ -147,6 +147,9 @@ class CallRequests:
                 raise CallRequestError(f"task {task_id} is {task['status']}, not open")
             if task["caller_number_enc"] is None:
                 raise CallRequestError(f"task {task_id} has no number to call")
+            if task["next_attempt_at"] is not None and at < task["next_attempt_at"]:
+                raise CallRequestError(
+                    f"task {task_id}: the next attempt is allowed from {task['next_attempt_at'].isoformat()}")
             staff = await conn.fetchrow(
                 "SELECT sip_uri, left_on IS NOT NULL AND left_on <= $2::date AS gone FROM staff WHERE id = $1",
                 staff_id, at.date())

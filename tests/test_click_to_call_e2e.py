@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import sys
 from collections.abc import AsyncIterator, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,6 +22,7 @@ import asyncpg
 import pytest
 
 from handover.callbacks import Callbacks
+from handover.tasks import Task, Tasks
 from recordings.call_records import CallRecords
 from recordings.call_requests import CallRequests
 from routing.records import PHONE
@@ -124,14 +125,29 @@ async def attempts(pool: asyncpg.Pool, record_id: int) -> list[tuple[str, str | 
     return [(r["sip_uri"], r["outcome"]) for r in rows]
 
 
+async def task_told(pool: asyncpg.Pool, task_id: int, event: str) -> Task:
+    """The task once its history ends with `event` (the service tells it after the request's
+    outcome is written; bounded)."""
+    tasks, loop = Tasks(pool), asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while (await tasks.history(task_id))[-1].event != event:
+        assert loop.time() < deadline, f"the task was never told {event}"
+        await asyncio.sleep(0.05)
+    return await tasks.get(task_id)
+
+
 async def test_the_doctor_calls_her_resident_back(hotline: Hotline, pool: asyncpg.Pool, cli_env: dict[str, str],
                                                  trunk: Any, doctor: Softphone, task_id: int) -> None:
     told: list[tuple[int, int, int | None, str]] = []
 
+    assert hotline.service.click_to_call is not None
+    to_the_task = hotline.service.click_to_call.on_outcome
+    assert to_the_task is not None
+
     async def on_outcome(*args: Any) -> None:
         told.append(args)
+        await to_the_task(*args)
 
-    assert hotline.service.click_to_call is not None
     hotline.service.click_to_call.on_outcome = on_outcome
     resident = await trunk("resident_answers_trunk_call.xml")
     cli = await hotline_cli(cli_env, "tasks", "call", str(task_id), "--staff", DOCTOR_NO, "--wait", "40")
@@ -154,6 +170,13 @@ async def test_the_doctor_calls_her_resident_back(hotline: Hotline, pool: asyncp
     assert await attempts(pool, record["id"]) == [(f"sip:{DOCTOR_EXT}@127.0.0.1", "answered"),
                                                   (f"tel:{record['caller_number_masked']}", "answered")]
     assert told == [(task_id, staff_id, record["id"], "answered")]
+    # the task's history says so, and the call is the evidence its close needs
+    tasks = Tasks(pool)
+    last = (await tasks.history(task_id))[-1]
+    assert (last.event, last.detail["call_record_id"]) == ("call_answered", record["id"])
+    closed = await tasks.close(task_id, version=(await tasks.get(task_id)).version, actor_staff_id=staff_id,
+                               status="done", note="已回电，症状缓解", at=record["ended_at"])
+    assert closed.evidence_call_id == record["id"]
     # recorded like an inbound call: the resident left, what she heard (the doctor) right
     recording = Path(record["recording_path"])
     content = await asyncio.to_thread(recording.read_bytes)
@@ -187,6 +210,13 @@ async def test_a_busy_resident_is_an_attempt_of_the_task(hotline: Hotline, pool:
     assert (record["direction"], record["task_id"], record["disposition"], record["connected_at"]) == \
         ("outbound", task_id, "missed", None)
     assert [o for _, o in await attempts(pool, record["id"])] == ["answered", "busy"]
+    # an attempt of the task: counted, and the next one only after the kind's 30 minutes
+    task = await task_told(pool, task_id, "attempt")
+    assert task.attempts == 1 and task.last_attempt_at is not None
+    five_minutes_on = {**cli_env, "HOTLINE_CLOCK_START": (task.last_attempt_at + timedelta(minutes=5)).isoformat()}
+    again = await hotline_cli(five_minutes_on, "tasks", "call", str(task_id), "--staff", DOCTOR_NO)
+    code, out, err = await finished(again)
+    assert code == 2 and "next attempt is allowed from" in out + err, out + err
 
 
 async def test_cancelling_while_the_resident_rings_hangs_up_both(

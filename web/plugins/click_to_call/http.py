@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from handover.tasks import TaskError, Tasks
 from recordings.call_requests import (
     DEFAULT_PICKUP_S,
     OUTCOMES,
@@ -17,7 +18,6 @@ from recordings.call_requests import (
     CallRequestNotFound,
     CallRequests,
 )
-from routing.scope import Params
 from web.app import console, int_param, json_response, problem, scope, viewer
 from web.registry import Plugin, path_param
 
@@ -51,13 +51,10 @@ async def _mine(request: web.Request) -> CallRequest:
 async def call_task(request: web.Request) -> web.StreamResponse:
     c, me = console(request), viewer(request)
     task_id = int_param(request, "task_id")
-    p = Params(task_id)
-    # the task model's table (callback_tasks until the lead's rename to tasks)
-    visible = await c.pool.fetchval(
-        f"SELECT true FROM callback_tasks t WHERE t.id = $1 AND {scope(request).tasks(p, 't')}",  # noqa: S608
-        *p.values)
-    if not visible:
-        raise web.HTTPNotFound()
+    try:  # a task out of her scope is not found, like one that does not exist
+        await Tasks(c.pool).get(task_id, scope(request))
+    except TaskError:
+        raise web.HTTPNotFound() from None
     try:
         made = await CallRequests(c.pool).request(task_id=task_id, staff_id=me.staff_id, requested_by=me.actor,
                                                   at=c.now(), pickup_s=DEFAULT_PICKUP_S)
