@@ -150,7 +150,7 @@ async def referrals_api(request: web.Request) -> web.StreamResponse:
 @PLUGIN.api("POST", "/api/v1/referrals", capability="referrals.add", writes=True,
             request_body=NEW_REFERRAL, response=REFERRAL,
             summary="record a referral: opens its follow-up task, due 72 h later, owned by the "
-                    "resident's family doctor (201); 422 for a resident not in my scope or bad input")
+                    "resident's family doctor; 422 for a resident not in my scope or bad input")
 async def referral_add_api(request: web.Request) -> web.StreamResponse:
     body = await request_json(request)
     if not isinstance(body, dict):
@@ -159,4 +159,4 @@ async def referral_add_api(request: web.Request) -> web.StreamResponse:
         added = await _add(request, body)
     except ReferralError as exc:
         raise problem(422, exc.code, exc.message) from None
-    return json_response(added.as_json(), status=201)
+    return json_response(added.as_json())
