@@ -43,6 +43,7 @@ OwnerRule = Callable[[asyncpg.Connection, int, datetime, int], Awaitable[int | N
 class ReferralError(Exception):
     MESSAGES = {
         "unknown_resident": "没有这个居民",
+        "ambiguous_resident": "这个号码对应多位居民，请输入居民编号（id:N）",
         "required": "请填写完整：医院、科室、转诊原因",
         "too_long": "内容过长",
         "bad_text": "内容含有不允许的字符",
@@ -162,6 +163,19 @@ class Referrals:
                 resident_id, hospital, department, reason, at, recorder, now, task.id)
             row = await conn.fetchrow(f"{_SELECT} WHERE rf.id = $1", referral_id)  # noqa: S608
         return Referral(**dict(row))
+
+    async def resident_in_scope(self, scope: Scope, candidates: list[int]) -> int:
+        """The one resident among `candidates` (the holders of a phone number, say) the recorder
+        may refer; those out of her scope are not counted, as if they did not exist."""
+        p = Params(candidates)
+        rows = await self._pool.fetch(
+            f"SELECT r.id FROM residents r WHERE r.id = ANY($1::bigint[]) AND {scope.residents(p, 'r')}"  # noqa: S608
+            " ORDER BY r.id", *p.values)
+        if not rows:
+            raise ReferralError("unknown_resident")
+        if len(rows) > 1:
+            raise ReferralError("ambiguous_resident")
+        return int(rows[0]["id"])
 
     async def get(self, scope: Scope, referral_id: int) -> Referral | None:
         p = Params(referral_id)

@@ -39,6 +39,7 @@ from hotline.runtime import Runtime, checked_pool
 from routing.directory import Directory
 from routing.numbers import InvalidNumber
 from routing.scope import ROLES, Scope, Viewer
+from store.audit import record_read, subject
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, EXIT_ERROR
 __all__ = ["add_parsers", "cmd_referrals", "cmd_tasks"]
@@ -107,6 +108,14 @@ async def staff_viewer(conn: asyncpg.Pool | asyncpg.Connection, staff_no: str, o
                   row["center_id"], row["team_id"])
 
 
+async def _audited(pool: asyncpg.Pool, rt: Runtime, action: str, about: str, reason: str = "") -> None:
+    """The operator's read of residents' tasks or referrals (names, masked numbers): audited as
+    `residents list` is, since no scope narrows what the CLI reads."""
+    async with pool.acquire() as conn:
+        await record_read(conn, actor=rt.actor, action=action, subject=about, reason=reason[:1000],
+                          claimed_actor=rt.claimed_actor)
+
+
 def _local(at: datetime | None, rt: Runtime) -> str:
     return "" if at is None else at.astimezone(rt.config.tz).strftime("%Y-%m-%d %H:%M")
 
@@ -121,6 +130,8 @@ async def _list(rt: Runtime, pool: asyncpg.Pool, args: argparse.Namespace) -> in
     rows = await list_tasks(pool, tasks, everyone, TaskFilter(
         kind=args.kind, status=None if args.status == "any" else args.status, owner_staff_id=owner),
         now=datetime.now(UTC), limit=args.limit)
+    await _audited(pool, rt, "tasks.listed", subject("task", "*"),
+                   f"cli tasks list owner={args.owner or ''} kind={args.kind or ''} status={args.status}")
     if args.json:
         _print_json(rows)
         return EXIT_OK
@@ -133,6 +144,7 @@ async def _list(rt: Runtime, pool: asyncpg.Pool, args: argparse.Namespace) -> in
 
 async def _show(rt: Runtime, pool: asyncpg.Pool, args: argparse.Namespace) -> int:
     view = await task_view(pool, Tasks(pool), _OperatorScope(), args.task_id, now=datetime.now(UTC))
+    await _audited(pool, rt, "task.read", subject("task", args.task_id), "cli tasks show")
     if args.json:
         _print_json(view.as_json())
         return EXIT_OK
@@ -237,16 +249,12 @@ def _at(text: str | None, rt: Runtime) -> datetime | None:
     return at if at.tzinfo else at.replace(tzinfo=rt.config.tz)
 
 
-async def _resident(pool: asyncpg.Pool, rt: Runtime, text: str) -> int:
+async def _resident(pool: asyncpg.Pool, rt: Runtime, who: Scope, text: str) -> int:
     try:
         ids = await Directory(pool, rt.vault, area_code=rt.config.area_code).resident_ids(text)
     except InvalidNumber:
         raise ReferralError("unknown_resident") from None
-    if not ids:
-        raise ReferralError("unknown_resident")
-    if len(ids) > 1:
-        raise Refused(f"这个号码属于 {len(ids)} 位居民，请用 id:N 指定（居民编号：{', '.join(map(str, ids))}）")
-    return ids[0]
+    return await Referrals(pool, rt.config.tz).resident_in_scope(who, ids)
 
 
 async def _referral_add(rt: Runtime, pool: asyncpg.Pool, args: argparse.Namespace) -> int:
@@ -255,7 +263,7 @@ async def _referral_add(rt: Runtime, pool: asyncpg.Pool, args: argparse.Namespac
     if not who.can("referrals.add"):
         raise Refused(f"{args.as_staff} 的角色不能登记转诊")
     added = await Referrals(pool, rt.config.tz).add(
-        who, resident_id=await _resident(pool, rt, args.resident), hospital=args.hospital,
+        who, resident_id=await _resident(pool, rt, who, args.resident), hospital=args.hospital,
         department=args.department, reason=args.reason, referred_at=at)
     if args.json:
         _print_json(added.as_json())
@@ -272,6 +280,8 @@ async def _referral_list(rt: Runtime, pool: asyncpg.Pool, args: argparse.Namespa
     rows = await Referrals(pool, rt.config.tz).list(
         _OperatorScope(), doctor_id=doctor, center_id=args.center, status=args.status,
         limit=args.limit)
+    await _audited(pool, rt, "referrals.listed", subject("center", args.center or "*"),
+                   f"cli referrals list doctor={args.doctor or ''} status={args.status or ''}")
     if args.json:
         _print_json([r.as_json() for r in rows])
         return EXIT_OK

@@ -167,6 +167,9 @@ async def test_cli_referrals_and_tasks(pool: asyncpg.Pool, district: District, c
     assert shown.returncode == 0
     assert "已完成 · 已就诊" in shown.stdout and "已电话预约" in shown.stdout and "evidence" in shown.stdout
     assert "13800000001" not in shown.stdout + tasks.stdout + listed.stdout
+    audited = {tuple(r) for r in await pool.fetch("SELECT action, subject FROM audit_log")}
+    assert {("task.read", f"task:{task_id}"), ("tasks.listed", "task:*"),
+            ("referrals.listed", "center:*")} <= audited
 
     for args, code, words in (
         (["referrals", "add", "--resident", "13911112222", "--hospital", "H", "--department", "D",
@@ -184,3 +187,26 @@ async def test_cli_referrals_and_tasks(pool: asyncpg.Pool, district: District, c
         result = run_cli(cli_env, *args)
         assert result.returncode == code, (args, result.returncode, result.stderr)
         assert words in result.stderr, (args, result.stderr)
+
+
+async def test_a_shared_number_names_the_one_holder_in_scope_or_asks_which(
+        pool: asyncpg.Pool, vault: PiiVault, district: District) -> None:
+    d = district
+    referrals = Referrals(pool, SH)
+    today = date.today()
+    async with pool.acquire() as conn, conn.transaction():
+        other = await conn.fetchval("INSERT INTO centers (district_id, name) VALUES ($1, '共用号码中心') RETURNING id",
+                                    d.district_id)
+        outside, spouse = (await write_residents(conn, vault, [
+            NewResident("外中心居民", parse_id_number(id_number("19710101", "121")), other, ["13855556666"],
+                        d.doctor_id, None, (today - timedelta(days=5), today + timedelta(days=300))),
+            NewResident("张桂兰老伴", parse_id_number(id_number("19470101", "131")), d.center_id,
+                        ["13877778888"], d.doctor_id, d.team_id, (today - timedelta(days=5), today + timedelta(days=300))),
+        ])).ids
+    assert await referrals.resident_in_scope(doctor(d), [d.resident_id, outside]) == d.resident_id
+    with pytest.raises(ReferralError) as which:
+        await referrals.resident_in_scope(doctor(d), [d.resident_id, spouse])
+    assert which.value.code == "ambiguous_resident"
+    with pytest.raises(ReferralError) as nobody:
+        await referrals.resident_in_scope(doctor(d), [outside])
+    assert nobody.value.code == "unknown_resident"

@@ -502,7 +502,8 @@ def _referral(api: bool) -> Callable[..., Awaitable[Answer]]:
         body = {"resident_id": resident, "hospital": "矩阵医院", "department": "心内科", "reason": "矩阵转诊"}
         if api:
             return await client.request("POST", "/api/v1/referrals", json=body)
-        return await client.form("/referrals", {k: str(v) for k, v in body.items()})
+        return await client.form("/referrals", {"resident": f"id:{resident}", **{
+            k: str(v) for k, v in body.items() if k != "resident_id"}})
     return send
 
 

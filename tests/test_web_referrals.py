@@ -23,12 +23,12 @@ async def counts(pool: asyncpg.Pool) -> tuple[int, int]:
 
 
 async def test_a_doctor_records_a_referral_in_the_form_and_works_its_follow_up(console: Harness) -> None:
-    resident, _ = await new_resident(console)
+    resident, phone = await new_resident(console)
     doctor = await console.signed_in("family_doctor")
     page = await doctor.get("/referrals")
     assert page.status == 200 and 'id="referral-form"' in page.text and 'href="/referrals"' in page.text
     at = datetime.now(SH).replace(second=0, microsecond=0) - timedelta(hours=1)
-    added = await doctor.form("/referrals", {"resident_id": str(resident), **BODY,
+    added = await doctor.form("/referrals", {"resident": phone, **BODY,
                                              "referred_at": at.strftime("%Y-%m-%dT%H:%M")})
     assert added.status == 303 and added.location and added.location.startswith("/tasks/")
     task_page = await doctor.get(added.location)
@@ -78,7 +78,7 @@ async def test_bad_referrals_are_refused_whole_and_out_of_scope_is_unknown(conso
                        ({"hospital": 12}, "required")):
         got = await doctor.request("POST", "/api/v1/referrals", json={"resident_id": resident, **BODY, **body})
         assert (got.status, got.json()["error"]) == (422, code), (body, got.text[:200])
-    form = await doctor.form("/referrals", {"resident_id": str(stranger), **BODY})
+    form = await doctor.form("/referrals", {"resident": f"id:{stranger}", **BODY})
     assert form.status == 422 and "没有这个居民" in form.text and "区人民医院" in form.text
     assert await counts(console.pool) == before
     hostile = "<img src=x onerror=alert(1)>"

@@ -17,6 +17,8 @@ from multidict import MultiMapping
 from handover.referrals import ReferralError, Referrals
 from handover.task_view import OUTCOME_NAMES, STATUS_NAMES
 from handover.tasks import STATUSES
+from routing.directory import Directory
+from routing.numbers import InvalidNumber
 from web.app import console, json_response, problem, render, request_json, scope
 from web.registry import NavItem, Plugin, query_param
 
@@ -82,6 +84,17 @@ def _resident_id(raw: Any) -> int:
     return int(text)
 
 
+async def _form_resident(request: web.Request, text: str) -> int:
+    """The form's resident as a person types it: the resident's id (id:N, or up to 6 digits), her
+    phone number or her ID-card number — the one of its holders in the recorder's scope."""
+    c = console(request)
+    try:
+        ids = await Directory(c.pool, c.vault, area_code=c.area_code).resident_ids(text.strip()[:64])
+    except InvalidNumber:
+        raise ReferralError("unknown_resident") from None
+    return await _referrals(request).resident_in_scope(scope(request), ids)
+
+
 def _text(body: Any, name: str) -> str:
     value = body.get(name)
     if value is not None and not isinstance(value, str):
@@ -89,10 +102,12 @@ def _text(body: Any, name: str) -> str:
     return value or ""
 
 
-async def _add(request: web.Request, body: Any) -> Any:
+async def _add(request: web.Request, body: Any, *, form: bool = False) -> Any:
     c = console(request)
+    resident = (await _form_resident(request, _text(body, "resident")) if form
+                else _resident_id(body.get("resident_id")))
     return await _referrals(request).add(
-        scope(request), resident_id=_resident_id(body.get("resident_id")),
+        scope(request), resident_id=resident,
         hospital=_text(body, "hospital"), department=_text(body, "department"),
         reason=_text(body, "reason"), referred_at=_when(body.get("referred_at"), request), now=c.now())
 
@@ -132,7 +147,7 @@ async def referrals_page(request: web.Request) -> web.StreamResponse:
 async def referral_form(request: web.Request) -> web.StreamResponse:
     form = {k: v for k, v in (await request.post()).items() if isinstance(v, str) and k != "csrf_token"}
     try:
-        added = await _add(request, form)
+        added = await _add(request, form, form=True)
     except ReferralError as exc:
         return _page(request, await _list(request, request.query), status=422, error=exc.message,
                      form=form)
