@@ -23,6 +23,8 @@ OUTCOME_NAMES = {"seen": "已就诊", "admitted": "已住院", "not_gone": "未�
 EVENT_NAMES = {"opened": "创建", "note": "记录", "attempt": "未接通的尝试", "closed": "关闭",
                "reassigned": "人工改派", "call_attached": "再次来电", "owner_moved": "交接",
                "warned": "即将超时", "overdue": "已超时", "escalated": "升级"}
+# the reasons the hotline itself writes into events, as the console says them
+REASON_NAMES = {"missed call": "未接来电", "referral": "转诊", "before the task model": "任务模型启用前"}
 ATTEMPT_NAMES = {"no_answer": "无人接听", "busy": "占线", "unreachable": "无法接通", "rejected": "拒接"}
 CALLS_SHOWN = 50
 MAX_LIST = 500

@@ -22,7 +22,7 @@ from handover.tasks import Tasks
 from recordings.call_records import CallerNumber, CallRecords
 from routing.numbers import parse_id_number
 from routing.records import NewResident, write_residents
-from tests.browser import sign_in
+from tests.browser import screenshot, sign_in
 from tests.console import SH, Harness, assert_conforms
 from tests.console_rows import insert_call
 from tests.district import id_number
@@ -260,6 +260,7 @@ async def test_a_doctor_closes_a_callback_in_chromium(console: Harness, page: Pa
         await page.click("#close-form button[type=submit]")
     await expect(page.locator("#task-error")).to_have_text("没有任务开启后与居民接通的通话，不能标记为完成")
     await expect(page.locator("#status")).to_have_text("待处理")
+    await screenshot(page, "task-refused")
 
     await answered(console, resident, datetime.now(SH) - timedelta(minutes=2))
     await page.goto(f"/tasks/{task_id}")
@@ -270,3 +271,4 @@ async def test_a_doctor_closes_a_callback_in_chromium(console: Harness, page: Pa
     await expect(page.locator("#status")).to_have_text("已完成")
     await expect(page.locator("#close-note")).to_have_text("已回电，嘱按时服药")
     await expect(page.locator("#history tr[data-event=closed]")).to_have_count(1)
+    await screenshot(page, "task-done")

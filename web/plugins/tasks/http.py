@@ -20,6 +20,7 @@ from handover.task_view import (
     ATTEMPT_NAMES,
     EVENT_NAMES,
     OUTCOME_NAMES,
+    REASON_NAMES,
     STATUS_NAMES,
     TaskFilter,
     history_json,
@@ -29,6 +30,7 @@ from handover.task_view import (
 from handover.tasks import STATUSES, TaskError, Tasks
 from store.audit import record_read, subject
 from web.app import console, int_param, json_response, problem, render, request_json, scope, viewer
+from web.plugins.calls.http import DISPOSITION_NAMES
 from web.registry import Plugin, path_param, query_param
 
 PLUGIN = Plugin("tasks", templates=str(Path(__file__).parent / "templates"))
@@ -161,7 +163,8 @@ def _page(request: web.Request, view: Any, *, status: int = 200, error: str | No
     return render(request, "tasks/task.html", status=status, v=view, t=view.task,
                   error=error, failed=failed, form=form or {}, status_names=STATUS_NAMES,
                   outcome_names=OUTCOME_NAMES, event_names=EVENT_NAMES,
-                  attempt_names=ATTEMPT_NAMES, can_write=not s.read_only,
+                  attempt_names=ATTEMPT_NAMES, dispositions=DISPOSITION_NAMES,
+                  reason_names=REASON_NAMES, can_write=not s.read_only,
                   can_reassign=s.can("tasks.reassign"))
 
 
