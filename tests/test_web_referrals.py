@@ -78,6 +78,8 @@ async def test_bad_referrals_are_refused_whole_and_out_of_scope_is_unknown(conso
                        ({"hospital": 12}, "required")):
         got = await doctor.request("POST", "/api/v1/referrals", json={"resident_id": resident, **BODY, **body})
         assert (got.status, got.json()["error"]) == (422, code), (body, got.text[:200])
+    huge = await doctor.form("/referrals", {"resident": f"id:{resident}", **BODY, "reason": "x" * (1024 * 1024)})
+    assert huge.status == 413
     form = await doctor.form("/referrals", {"resident": f"id:{stranger}", **BODY})
     assert form.status == 422 and "没有这个居民" in form.text and "区人民医院" in form.text
     assert await counts(console.pool) == before
