@@ -134,8 +134,11 @@ async def task_view(pool: asyncpg.Pool, tasks: Tasks, scope: Scope, task_id: int
                   EXISTS (SELECT 1 FROM callback_calls cc WHERE cc.task_id = $1
                           AND cc.call_record_id = c.id) AS attached
              FROM call_records c LEFT JOIN staff s ON s.id = c.answered_by
-            WHERE c.id IN (SELECT call_record_id FROM callback_calls WHERE task_id = $1)
-               OR (c.offered_at >= $2 AND (c.resident_id = $3 OR c.caller_number_hash = $4))
+            -- one indexed branch each (an OR of them reads every call since the task opened)
+            WHERE c.id IN (SELECT call_record_id FROM callback_calls WHERE task_id = $1
+                           UNION SELECT id FROM call_records WHERE resident_id = $3 AND offered_at >= $2
+                           UNION SELECT id FROM call_records WHERE caller_number_hash = $4
+                                                              AND offered_at >= $2)
             ORDER BY c.offered_at DESC, c.id DESC LIMIT $5""",
         task.id, task.opened_at, task.resident_id, task.caller_number_hash, CALLS_SHOWN)
     people = {i for e in events for i in (e.actor_staff_id, e.owner_from, e.owner_to) if i}
