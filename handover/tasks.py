@@ -252,6 +252,14 @@ class Tasks:
                 ORDER BY c.connected_at DESC, c.id DESC LIMIT 1""",
             task.opened_at, task.resident_id, task.caller_number_hash)
 
+    async def staff_id(self, staff_no: str) -> int:
+        """The id of the staff member with this number (工号): unknown_staff when none."""
+        found = await self._pool.fetchval("SELECT id FROM staff WHERE staff_no = $1",
+                                          (staff_no or "").strip()[:32])
+        if found is None:
+            raise TaskError("unknown_staff")
+        return int(found)
+
     # -- changing -------------------------------------------------------------------------------
 
     @asynccontextmanager
@@ -408,8 +416,13 @@ class Tasks:
                 raise TaskError("closed")
             if task.owner_staff_id == to_staff_id:
                 raise TaskError("same_owner")
-            if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM staff WHERE id = $1)",
-                                       to_staff_id):
+            # the new owner must be someone the reassigner may see (a director reassigns within
+            # her center), and still in service; anyone else is as unknown as a wrong number
+            p = Params(to_staff_id, (at or _now()).date())
+            where = f" AND {scope.staff(p, 's')}" if scope else ""
+            if not await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM staff s WHERE s.id = $1"  # noqa: S608 - scope predicate
+                    f" AND (s.left_on IS NULL OR s.left_on > $2){where})", *p.values):
                 raise TaskError("unknown_staff")
             return await change(conn, task, event="reassigned", at=at or _now(),
                                 actor_staff_id=actor_staff_id, reason=reason,

@@ -16,6 +16,7 @@ import structlog
 from hotline import (
     cli_accounts,
     cli_calendar,
+    cli_click_to_call,
     cli_db,
     cli_lines,
     cli_roster,
@@ -416,6 +417,7 @@ _NEEDS_RUNTIME: dict[str, Callable[[Runtime, argparse.Namespace], Awaitable[int]
     "pbx": cli_sip.cmd_pbx,
     "web": cli_web.cmd_web,
     "tasks": cli_tasks.cmd_tasks,
+    "referrals": cli_tasks.cmd_referrals,
 }
 
 
@@ -442,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_run(config, args))
     except (ConfigError, StoreError, PiiKeyError, UsageError, InvalidNumber, SeedError,
             TelephonyError, cli_roster.RosterError, cli_lines.LineError, cli_db.DbShellError,
-            SipAccountError, cli_accounts.PasswordCliError, cli_tasks.CallRequestError) as exc:
+            SipAccountError, cli_accounts.PasswordCliError, cli_click_to_call.CallRequestError) as exc:
         print(f"hotline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except (NotFound, CalendarNotFound) as exc:

@@ -43,7 +43,16 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "admin": frozenset({"district_admin"}),
     "residents": frozenset({"family_doctor", "assistant", "nurse", "night_doctor", "director",
                             "supervisor", "district_admin"}),
+    "tasks": frozenset(ROLES),                      # a task's page: read, note, close (in scope)
+    # reassign a task by hand, with a reason: the supervisor's one write (see READ_ONLY_WRITES)
+    "tasks.reassign": frozenset({"supervisor", "director", "district_admin"}),
+    "referrals": frozenset({"family_doctor", "assistant", "nurse", "night_doctor", "director",
+                            "supervisor", "district_admin"}),
+    "referrals.add": frozenset({"family_doctor", "night_doctor", "director", "district_admin"}),
 }
+# The writes a read-only role (the supervisor) may still make, each audited by its route: a
+# supervisor reassigns a task nobody works (issue 11), and changes nothing else.
+READ_ONLY_WRITES = frozenset({"tasks.reassign"})
 
 
 @dataclass(frozen=True)
@@ -208,6 +217,13 @@ class Scope:
         if not v.team_id:
             return mine
         return f"({mine} OR {owner_in.format(f'ts.team_id = {p.add(v.team_id)}')})"
+
+    def referrals(self, p: Params, rf: str = "rf") -> str:
+        """referrals rows (alias `rf`) the viewer may see: those she recorded, and those of the
+        residents whose record she may open."""
+        me = p.add(self.viewer.staff_id)
+        return (f"({rf}.recorded_by = {me} OR EXISTS (SELECT 1 FROM residents rfr"
+                f" WHERE rfr.id = {rf}.resident_id AND {self.residents(p, 'rfr')}))")
 
     @staticmethod
     def _desk_task(t: str, district: str) -> str:

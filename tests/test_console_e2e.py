@@ -626,6 +626,7 @@ async def test_the_board_says_when_its_feed_is_stale_and_recovers(
 
 SCREENS: tuple[tuple[str, str, str], ...] = (
     ("desk-doctor", "family_doctor", "/desk"),
+    ("referrals", "family_doctor", "/referrals"),
     ("board", "district_admin", "/board"),
     ("calls-admin", "district_admin", "/calls"),
     ("reports", "director", "/reports"),

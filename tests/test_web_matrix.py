@@ -44,7 +44,7 @@ from routing.records import (
     write_shifts,
     write_staff,
 )
-from routing.scope import CAPABILITIES, ROLES
+from routing.scope import CAPABILITIES, READ_ONLY_WRITES, ROLES
 from store.audit import record_read
 from tests.console import PASSWORD, SH, Answer, ConsoleClient, Harness, Login
 from tests.district import id_number
@@ -53,23 +53,34 @@ from web.registry import PUBLIC, SIGNED_IN, Route
 
 # -- the issue's words, as a table (CAPABILITIES must say the same) ---------------------------
 
+# issue 11: everyone works the tasks in her scope; "a supervisor can reassign by hand"; "a doctor
+# records a referral (console form …)", "referrals list per doctor and center"
+TASKS_ALL = {"tasks"}
+REASSIGN = {"tasks.reassign"}
+REFER, REFER_ADD = {"referrals"}, {"referrals.add"}
 ISSUE_CAPABILITIES = {
     # "district administrator: everything, plus directory, roster, lines, prompts, calendar"
     "district_admin": {"desk", "calls", "recordings", "board", "reports", "export", "audit", "admin",
-                       "residents"},
+                       "residents"} | TASKS_ALL | REASSIGN | REFER | REFER_ADD,
     # "district supervisor (质控): every call and recording in the district, read-only, audited";
     # "supervisors search the audit log"
-    "supervisor": {"desk", "calls", "recordings", "board", "reports", "export", "audit", "residents"},
+    "supervisor": {"desk", "calls", "recordings", "board", "reports", "export", "audit", "residents"}
+    | TASKS_ALL | REASSIGN | REFER,
     # "center director: her center's calls, staff, residents, tasks"
-    "director": {"desk", "calls", "recordings", "board", "reports", "export", "residents"},
+    "director": {"desk", "calls", "recordings", "board", "reports", "export", "residents"}
+    | TASKS_ALL | REASSIGN | REFER | REFER_ADD,
     # the roles that answer the hotline: a desk, a presence, the screen-pop; and (issue 11)
     # "click-to-call from the console … rings the staff member's own softphone"
-    "family_doctor": {"desk", "calls", "recordings", "screen_pop", "presence", "residents", "tasks.call"},
-    "assistant": {"desk", "calls", "recordings", "screen_pop", "presence", "residents", "tasks.call"},
-    "nurse": {"desk", "calls", "recordings", "screen_pop", "presence", "residents", "tasks.call"},
+    "family_doctor": {"desk", "calls", "recordings", "screen_pop", "presence", "residents", "tasks.call"}
+    | TASKS_ALL | REFER | REFER_ADD,
+    "assistant": {"desk", "calls", "recordings", "screen_pop", "presence", "residents", "tasks.call"}
+    | TASKS_ALL | REFER,
+    "nurse": {"desk", "calls", "recordings", "screen_pop", "presence", "residents", "tasks.call"}
+    | TASKS_ALL | REFER,
     "night_doctor": {"desk", "calls", "recordings", "screen_pop", "presence", "board", "residents",
-                     "tasks.call"},
-    "agent": {"desk", "calls", "recordings", "screen_pop", "presence", "board", "tasks.call"},
+                     "tasks.call"}
+    | TASKS_ALL | REFER | REFER_ADD,
+    "agent": {"desk", "calls", "recordings", "screen_pop", "presence", "board", "tasks.call"} | TASKS_ALL,
 }
 
 # -- the objects ----------------------------------------------------------------------------------
@@ -119,6 +130,14 @@ DESK_TASKS = {
     "agent": {T_DESK}, "director": set(), "supervisor": set(), "district_admin": set(),
 }
 ALL_TASKS = set(TASK_MASKED)
+# Every open task each role may open (the task pages and /api/v1/tasks): her own, her team's (by
+# owner), a director's center's (by owner or resident), the district's for the district roles.
+SCOPE_TASKS = {
+    "family_doctor": {T_TEAM}, "assistant": {T_TEAM}, "nurse": {T_TEAM}, "night_doctor": {T_NIGHT},
+    "agent": {T_DESK}, "director": {T_TEAM, T_NIGHT},
+    "supervisor": {T_TEAM, T_OTHER, T_DESK, T_NIGHT}, "district_admin": {T_TEAM, T_OTHER, T_DESK, T_NIGHT},
+}
+TASK_OWNERS = {T_TEAM: "MXD1", T_OTHER: "MXD2", T_DESK: None, T_NIGHT: "MXN1", T_Q: "QZ7731", T_QDESK: None}
 
 # Cells where a scope rule of routing/scope.py itself is wrong (not editable here): reported, and
 # expected to fail until it is fixed (a cell listed here that passes fails the test: remove it).
@@ -155,6 +174,7 @@ class World:
     wav: Path | None = None
     prompt_wav: Path | None = None              # not a call's recording: prompts refuse those
     far_day: str = ""                           # a date closures are made for
+    residents: dict[str, int] = field(default_factory=dict)   # name -> id
     offered: dict[int, datetime] = field(default_factory=dict)
 
     def pairs(self, kind: str, role: str) -> list[tuple[str, Any]]:
@@ -173,10 +193,14 @@ class World:
             }
             found["district_admin"] = found["supervisor"]
             return found.get(role, [("in", VM_TEAM), ("out", VM_OTHER)])
-        if kind == "task":  # a task she may call back, and one out of her scope
-            inside, outside = {"night_doctor": (T_NIGHT, T_TEAM), "agent": (T_DESK, T_TEAM)}.get(
-                role, (T_TEAM, T_OTHER))
-            return [("in", inside), ("out", outside)]
+        if kind == "task":
+            found = {
+                "night_doctor": [("in", T_NIGHT), ("out", T_TEAM)],
+                "agent": [("in", T_DESK), ("out", T_TEAM), ("out:other-district-desk", T_QDESK)],
+                "supervisor": [("in", T_OTHER), ("out", T_Q), ("out:other-district-desk", T_QDESK)],
+            }
+            found["district_admin"] = found["supervisor"]
+            return found.get(role, [("in", T_TEAM), ("out", T_OTHER)])
         if kind == "call_request":  # her own request, and another doctor's
             return [("in", REQ + ROLES.index(role)), ("out", REQ_OTHER)]
         if kind == "staff":
@@ -190,11 +214,10 @@ class World:
         raise AssertionError(kind)
 
 
-GHOSTS = {"call": GHOST_ID, "voicemail": GHOST_ID, "staff": GHOST_STAFF, "shift": GHOST_ID,
-          "line": GHOST_LINE, "prompt": None, "task": GHOST_ID, "call_request": GHOST_ID}
-PARAM_KIND = {"call_id": "call", "voicemail_id": "voicemail", "staff_no": "staff",
-              "shift_id": "shift", "number": "line", "name": "prompt", "task_id": "task",
-              "request_id": "call_request"}
+GHOSTS = {"call": GHOST_ID, "voicemail": GHOST_ID, "task": GHOST_ID, "staff": GHOST_STAFF, "shift": GHOST_ID,
+          "line": GHOST_LINE, "prompt": None, "call_request": GHOST_ID}
+PARAM_KIND = {"call_id": "call", "voicemail_id": "voicemail", "task_id": "task", "staff_no": "staff",
+              "shift_id": "shift", "number": "line", "name": "prompt", "request_id": "call_request"}
 
 # What an object out of scope must not show: its words, by object.
 SECRETS: dict[Any, set[str]] = {
@@ -204,6 +227,8 @@ SECRETS: dict[Any, set[str]] = {
     C_Q: {CALL_MASKED[C_Q], RQ, "阵外区医生", "外区中心"},
     VM_TEAM: {TASK_MASKED[T_TEAM]}, VM_OTHER: {TASK_MASKED[T_OTHER], R2},
     VM_Q: {TASK_MASKED[T_Q], RQ}, VM_QDESK: {TASK_MASKED[T_QDESK]},
+    T_TEAM: {TASK_MASKED[T_TEAM], R1}, T_OTHER: {TASK_MASKED[T_OTHER], R2}, T_DESK: {TASK_MASKED[T_DESK]},
+    T_NIGHT: {TASK_MASKED[T_NIGHT]}, T_Q: {TASK_MASKED[T_Q], RQ}, T_QDESK: {TASK_MASKED[T_QDESK]},
     "QZ7731": {"阵外区医生", "sip:7731@"}, S_Q: {"阵外区夜班"}, LINE_Q: {"外区热线"},
 }
 
@@ -336,7 +361,8 @@ async def world(console_server: Harness, tmp_path_factory: pytest.TempPathFactor
                 " VALUES ($1, $2, $3, 'test', $4, $4::timestamptz + interval '1 day')", request_id, T_QDESK, staff[no], now)
     prompt_wav = folder / "prompt.wav"
     tiny_wav(prompt_wav, channels=1, level=300)
-    w = World(h, p, q, c1, c2, cq, staff, wav=wav, prompt_wav=prompt_wav, far_day=far.isoformat(), offered=offered)
+    w = World(h, p, q, c1, c2, cq, staff, wav=wav, prompt_wav=prompt_wav, far_day=far.isoformat(), offered=offered,
+              residents={R1: r1, R2: r2, RQ: rq})
     logins = requesters
     assert set(logins) == set(ROLES)
     for role, no in logins.items():
@@ -463,6 +489,73 @@ async def _pending_again(w: World, request_id: Any) -> None:
         " cancelled_at = NULL, cancelled_by = NULL WHERE id = $1", request_id)
 
 
+async def _task_version(w: World, task_id: Any) -> int:
+    """The version the task's page would show (a task that is not there: 1)."""
+    return await w.h.pool.fetchval("SELECT version FROM tasks WHERE id = $1", task_id) or 1
+
+
+def _task_write(action: str, fields: Callable[[Any], dict[str, str]], *, api: bool
+                ) -> Callable[..., Awaitable[Answer]]:
+    async def send(w: World, client: ConsoleClient, obj: Any) -> Answer:
+        version = await _task_version(w, obj)
+        if api:
+            return await client.request("POST", f"/api/v1/tasks/{obj}/{action}",
+                                        json={"version": version, **fields(obj)})
+        return await client.form(f"/tasks/{obj}/{action}", {"version": str(version), **fields(obj)})
+    return send
+
+
+async def _owner_back(w: World, task_id: Any) -> None:
+    """A reassignment undone: the owner the task was made with, by a change with its event
+    (tasks are never changed without one)."""
+    if task_id not in TASK_OWNERS:
+        return
+    owner = w.staff[TASK_OWNERS[task_id]] if TASK_OWNERS[task_id] else None
+    async with w.h.pool.acquire() as conn, conn.transaction():
+        version = await conn.fetchval(
+            "UPDATE tasks SET owner_staff_id = $2, version = version + 1"
+            " WHERE id = $1 AND owner_staff_id IS DISTINCT FROM $2 RETURNING version", task_id, owner)
+        if version:
+            await conn.execute(
+                "INSERT INTO task_events (task_id, version, at, event, owner_to, reason)"
+                " VALUES ($1, $2, now(), 'reassigned', $3, 'matrix test undone')", task_id, version, owner)
+
+
+def _reassign_to(task_id: Any) -> dict[str, str]:
+    # someone the reassigner may see: the team's assistant for a center-1 task, else center 2's
+    return {"to": "MXA1" if task_id in (T_TEAM, T_NIGHT) else "MXS1", "reason": "矩阵改派"}
+
+
+def _referral(api: bool) -> Callable[..., Awaitable[Answer]]:
+    async def send(w: World, client: ConsoleClient, resident: Any) -> Answer:
+        body = {"resident_id": resident, "hospital": "矩阵医院", "department": "心内科", "reason": "矩阵转诊"}
+        if api:
+            return await client.request("POST", "/api/v1/referrals", json=body)
+        return await client.form("/referrals", {"resident": f"id:{resident}", **{
+            k: str(v) for k, v in body.items() if k != "resident_id"}})
+    return send
+
+
+# A note is a real, harmless write (the snapshot does not see it); a close asks for "unreachable"
+# before any attempt, which every open task refuses (422) — the close itself is tested in
+# tests/test_web_tasks.py; a reassignment is made and undone.
+TASK_WRITES: dict[tuple[str, str], Write] = {
+    ("POST", "/api/v1/tasks/{task_id}/note"): Write(_task_write("note", lambda o: {"text": "矩阵记录"}, api=True)),
+    ("POST", "/tasks/{task_id}/note"): Write(_task_write("note", lambda o: {"text": "矩阵记录"}, api=False)),
+    ("POST", "/api/v1/tasks/{task_id}/close"): Write(_task_write(
+        "close", lambda o: {"status": "unreachable", "note": "矩阵"}, api=True)),
+    ("POST", "/tasks/{task_id}/close"): Write(_task_write(
+        "close", lambda o: {"status": "unreachable", "note": "矩阵"}, api=False)),
+    ("POST", "/api/v1/tasks/{task_id}/reassign"): Write(_task_write("reassign", _reassign_to, api=True),
+                                                        undo=_owner_back),
+    ("POST", "/tasks/{task_id}/reassign"): Write(_task_write("reassign", _reassign_to, api=False),
+                                                 undo=_owner_back),
+    # referrals are never deleted: the allowed ones stay (the snapshot does not see them)
+    ("POST", "/api/v1/referrals"): Write(_referral(api=True)),
+    ("POST", "/referrals"): Write(_referral(api=False)),
+}
+
+
 # For routes naming an object in the body, not the path, `obj` is the center the body names.
 WRITES: dict[tuple[str, str], Write] = {
     ("POST", "/api/v1/tasks/{task_id}/call"): Write(_json("POST", "/api/v1/tasks/{obj}/call"), undo=_no_new_request),
@@ -501,7 +594,11 @@ WRITES: dict[tuple[str, str], Write] = {
         _json("DELETE", "/api/v1/admin/closures?date={w.far_day}&center_id={obj}"), prepare=_closed, undo=_reopened),
     ("POST", "/admin/calendar/reopen"): Write(_form("/admin/calendar/reopen", lambda w, o: {
         "date": w.far_day, "center_id": str(o)}), prepare=_closed, undo=_reopened),
+    **TASK_WRITES,
 }
+# Writes that name a resident in their body: one in the role's scope, one out of it (which must
+# answer as a resident that does not exist: 422 "没有这个居民").
+BODY_RESIDENT = {("POST", "/api/v1/referrals"): 422, ("POST", "/referrals"): 422}
 # Writes that name a center in their body: in scope the district's own, out of scope the other
 # district's (which must answer as a center that does not exist: 422 for a new closure or line,
 # 404 for a closure to reopen).
@@ -510,7 +607,8 @@ BODY_CENTER = {("POST", "/api/v1/admin/lines"): 422, ("POST", "/admin/lines"): 4
                ("DELETE", "/api/v1/admin/closures"): 404, ("POST", "/admin/calendar/reopen"): 404}
 # The normal success of a route when it is not 200.
 SUCCESS = {("GET", "/"): 303, ("GET", "/admin"): 303, ("POST", "/password"): 422,
-           ("POST", "/admin/staff/{staff_no}/password"): 200}
+           ("POST", "/admin/staff/{staff_no}/password"): 200,
+           ("POST", "/api/v1/tasks/{task_id}/close"): 422, ("POST", "/tasks/{task_id}/close"): 422}
 SKIPPED = {("GET", "/login"), ("POST", "/login"), ("POST", "/logout")}
 STREAMS = {"/api/v1/board/events", "/api/v1/me/events"}
 # GET routes whose read needs a parameter to succeed
@@ -524,10 +622,11 @@ def routes() -> list[Route]:
 def expected(role: str, route: Route, case: str) -> int:
     if route.capability != SIGNED_IN and role not in CAPABILITIES[route.capability]:
         return 403
-    if route.writes and role == "supervisor" and route.capability != SIGNED_IN:
+    if route.writes and role == "supervisor" and route.capability not in (SIGNED_IN, *READ_ONLY_WRITES):
         return 403
     if case.startswith("out"):
-        return BODY_CENTER.get((route.method, route.path), 404)
+        key = (route.method, route.path)
+        return BODY_CENTER.get(key, BODY_RESIDENT.get(key, 404))
     if (route.method, route.path) in SUCCESS:
         return SUCCESS[(route.method, route.path)]
     return 303 if route.writes and not route.api else 200
@@ -538,6 +637,10 @@ def cases(w: World, role: str, route: Route) -> list[tuple[str, Any, Any]]:
     names = re.findall(r"{(\w+)}", route.path)
     if (route.method, route.path) in BODY_CENTER:
         return [("in", w.center1, None), ("out", w.center_q, None)]
+    if (route.method, route.path) in BODY_RESIDENT:
+        # (resident ids are small numbers: the answer for a nonexistent one is compared in
+        # tests/test_web_referrals.py, where the ids can be told from the rest of the page)
+        return [("in", w.residents[R1], None), ("out", w.residents[RQ], None)]
     if not names:
         return [("-", None, None)]
     assert len(names) == 1 and names[0] in PARAM_KIND, \
@@ -605,7 +708,9 @@ async def test_matrix(world: World, role: str) -> None:
             if route.path in STREAMS and got.status == 200:
                 if got.content_type != "text/event-stream":
                     problems.append(f"content type {got.content_type}")
-            if got.status >= 400:
+            # (a form refused for an object in scope shows that object again, with the message)
+            shows_it = case == "in" and got.status == want and want in (409, 422)
+            if got.status >= 400 and not shows_it:
                 problems += [f"leaks {s}" for s in leaks(got.text, obj)]
                 if "Traceback" in got.text:
                     problems.append("a stack trace")
@@ -689,6 +794,15 @@ async def test_lists_never_include_what_is_out_of_scope(world: World, role: str)
     desk = (await client.get("/desk")).text
     check("/desk", desk, {TASK_MASKED[t] for t in ALL_TASKS - DESK_TASKS[role] - wrong})
     check("/api/v1/desk/tasks", str(tasks), hidden_tasks - {TASK_MASKED[t] for t in wrong})
+    # every task the role may open, and no other
+    opened = {t["id"] for t in (await client.get_json("/api/v1/tasks"))["tasks"]} & ALL_TASKS
+    if opened != SCOPE_TASKS[role]:
+        problems.append(f"/api/v1/tasks: {sorted(opened)} != {sorted(SCOPE_TASKS[role])}")
+    if role in CAPABILITIES["referrals"]:
+        referrals = await client.get_json("/api/v1/referrals")
+        shown_residents = {r["resident_name"] for r in referrals["referrals"]} & {R1, R2, RQ}
+        if RQ in shown_residents or (role not in ("supervisor", "district_admin") and R2 in shown_residents):
+            problems.append(f"/api/v1/referrals shows {sorted(shown_residents)}")
     # the board and today's figures
     today = datetime.now(SH).date()
     if role in CAPABILITIES["board"]:

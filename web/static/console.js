@@ -272,3 +272,25 @@ Console.pages["admin-prompts"] = () => {
     });
   }
 };
+
+// 任务: "回拨" asks the service to ring the staff member's own phone, then the resident
+// (POST /api/v1/tasks/{id}/call); the page says what happened, and reloads when the call is placed.
+Console.pages.task = () => {
+  const button = document.getElementById("click-to-call");
+  if (!button) return;
+  const status = document.getElementById("call-status");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    status.classList.remove("alert");
+    status.textContent = "正在振铃您的话机……";
+    try {
+      const answer = await Console.send("POST", button.dataset.url, { version: Number(button.dataset.version) });
+      status.textContent = (answer && answer.message) || "已发起回拨";
+    } catch (e) {
+      status.classList.add("alert");
+      status.textContent = `无法回拨：${e.message}`;
+    } finally {
+      button.disabled = false;
+    }
+  });
+};
