@@ -1,0 +1,309 @@
+"""The night handover (handover/night_handover.py) on a real PostgreSQL: the duty doctor's notes,
+the sheet built per team at the end of the night, its tasks due 09:00 of the next working day,
+an idempotent build, and the day doctor's 签收."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import pytest
+
+from handover.callbacks import Callbacks
+from handover.night_handover import ACK_NOTE, HandoverError, NightHandover, masked_name
+from handover.tasks import TaskError, Tasks
+from recordings.call_records import CallerNumber
+from recordings.caller_card import caller_card
+from routing.numbers import parse_id_number
+from routing.records import (
+    NewResident,
+    NewShift,
+    NewStaff,
+    write_residents,
+    write_shifts,
+    write_staff,
+)
+from routing.scope import Scope, Viewer
+from store.pii import PiiVault
+from tests.console_rows import insert_call
+from tests.district import District, build_district, id_number
+
+SH = ZoneInfo("Asia/Shanghai")
+WEEK = date(2026, 11, 22)                                  # a Sunday; night shifts every night
+TUESDAY_NIGHT = datetime(2026, 11, 24, 17, 0, tzinfo=SH)   # until Wednesday 08:00
+WEDNESDAY_8 = datetime(2026, 11, 25, 8, 0, tzinfo=SH)
+
+
+@dataclass(frozen=True)
+class Night:
+    d: District
+    team2_id: int
+    doctor2_id: int
+    resident2_id: int      # 钱秀英, of team 2
+
+
+@pytest.fixture
+async def night(pool: asyncpg.Pool, vault: PiiVault) -> Night:
+    d = await build_district(pool, vault, week_of=WEEK)
+    async with pool.acquire() as conn, conn.transaction():
+        team2 = await conn.fetchval(
+            "INSERT INTO teams (center_id, name) VALUES ($1, '测试二团队') RETURNING id", d.center_id)
+        (doctor2,) = await write_staff(conn, vault, [
+            NewStaff("D003", "周医生", "family_doctor", d.district_id, d.center_id, team2, "sip:1003@127.0.0.1")])
+        contract = (WEEK - timedelta(days=100), WEEK + timedelta(days=265))
+        written = await write_residents(conn, vault, [
+            NewResident("钱秀英", parse_id_number(id_number("19600505", "046")), d.center_id,
+                        ["13800000003"], doctor2, team2, contract)])
+    return Night(d, team2, doctor2, written.ids[0])
+
+
+def scope_of(d: District, staff_id: int, role: str, team_id: int | None) -> Scope:
+    return Scope(Viewer(staff_id, f"S{staff_id}", "某人", role, d.district_id, d.center_id, team_id))
+
+
+async def shift_at(pool: asyncpg.Pool, d: District, starts: datetime) -> int:
+    shift = await pool.fetchval(
+        "SELECT id FROM duty_shifts WHERE doctor_id = $1 AND starts_at = $2", d.night_id, starts)
+    if shift is None:
+        async with pool.acquire() as conn:
+            await write_shifts(conn, [NewShift(d.night_id, d.district_id, d.center_id, starts,
+                                               starts + timedelta(hours=15))])
+        shift = await pool.fetchval(
+            "SELECT id FROM duty_shifts WHERE doctor_id = $1 AND starts_at = $2", d.night_id, starts)
+    return shift
+
+
+async def night_call(pool: asyncpg.Pool, d: District, at: datetime, *, resident: int | None,
+                     team: int | None, answered_by: int | None = None,
+                     disposition: str = "connected") -> int:
+    return await insert_call(pool, offered_at=at, disposition=disposition, district_id=d.district_id,
+                             center_id=d.center_id, team_id=team, answered_by=answered_by,
+                             wait_s=8 if answered_by else None, resident_id=resident)
+
+
+async def counts(pool: asyncpg.Pool) -> tuple[int, ...]:
+    return tuple([await pool.fetchval(f"SELECT count(*) FROM {t}") for t in (  # noqa: S608
+        "night_handover_notes", "handover_sheets", "handover_items", "tasks", "task_events")])
+
+
+async def test_the_duty_doctor_notes_her_answered_night_calls_and_only_hers(
+        pool: asyncpg.Pool, night: Night) -> None:
+    d, handover = night.d, NightHandover(pool)
+    mine = await night_call(pool, d, TUESDAY_NIGHT + timedelta(hours=5), resident=d.resident_id,
+                            team=d.team_id, answered_by=d.night_id)
+    by_day = await night_call(pool, d, TUESDAY_NIGHT - timedelta(hours=3), resident=d.resident_id,
+                              team=d.team_id, answered_by=d.doctor_id)      # the family doctor's
+    missed = await night_call(pool, d, TUESDAY_NIGHT + timedelta(hours=6), resident=d.resident_id,
+                              team=d.team_id, disposition="missed")
+    pending = await handover.pending(d.night_id, now=WEDNESDAY_8)
+    assert [p.call_id for p in pending] == [mine]
+    assert pending[0].resident_masked == "张*兰"
+    before = await counts(pool)
+    for call in (by_day, missed, 1_999_999_999):   # someone else's, nobody's, no call at all
+        with pytest.raises(HandoverError) as refused:
+            await handover.write_note(call, author_staff_id=d.night_id, summary="血压 180/100，已嘱服药",
+                                      follow_up=True, urgency="urgent", now=WEDNESDAY_8)
+        assert refused.value.code == "not_found"
+    with pytest.raises(HandoverError) as refused:   # her call, but the family doctor writing
+        await handover.write_note(mine, author_staff_id=d.doctor_id, summary="x", follow_up=True,
+                                  urgency="normal", now=WEDNESDAY_8)
+    assert refused.value.code == "not_found"
+    bad = [({"summary": "x" * (1024 * 1024)}, "too_long"), ({"summary": "  "}, "summary_required"),
+           ({"summary": "a\x00b"}, "too_long"), ({"urgency": "高"}, "bad_urgency"),
+           ({"follow_up": "yes"}, "bad_follow_up")]
+    for change, code in bad:
+        fields = {"summary": "ok", "follow_up": True, "urgency": "normal", **change}
+        with pytest.raises(HandoverError) as refused:
+            await handover.write_note(mine, author_staff_id=d.night_id, now=WEDNESDAY_8, **fields)
+        assert refused.value.code == code, change
+    assert await counts(pool) == before                # refused whole: nothing written
+
+    note = await handover.write_note(mine, author_staff_id=d.night_id, summary=" 血压 180/100，已嘱服药 ",
+                                     follow_up=True, urgency="urgent", now=WEDNESDAY_8)
+    assert (note.summary, note.resident_id, note.urgency) == ("血压 180/100，已嘱服药", d.resident_id, "urgent")
+    assert await handover.pending(d.night_id, now=WEDNESDAY_8) == []
+    with pytest.raises(HandoverError) as twice:
+        await handover.write_note(mine, author_staff_id=d.night_id, summary="again", follow_up=False,
+                                  urgency="normal", now=WEDNESDAY_8)
+    assert twice.value.code == "note_exists"
+    with pytest.raises(asyncpg.RestrictViolationError):   # kept as written
+        await pool.execute("UPDATE night_handover_notes SET summary = 'x' WHERE id = $1", note.id)
+
+
+async def test_the_sheet_is_built_per_team_with_tasks_due_at_nine_and_a_rebuild_adds_nothing(
+        pool: asyncpg.Pool, vault: PiiVault, night: Night) -> None:
+    d, handover, tasks = night.d, NightHandover(pool), Tasks(pool)
+    shift = await shift_at(pool, d, TUESDAY_NIGHT)
+    # team 1: a noted call asking for a follow-up, and one noted without
+    a = await night_call(pool, d, TUESDAY_NIGHT + timedelta(hours=4), resident=d.resident_id,
+                         team=d.team_id, answered_by=d.night_id)
+    await handover.write_note(a, author_staff_id=d.night_id, summary="胸闷，建议白天复诊",
+                              follow_up=True, urgency="urgent", now=WEDNESDAY_8)
+    b = await night_call(pool, d, TUESDAY_NIGHT + timedelta(hours=5), resident=d.resident_id,
+                         team=d.team_id, answered_by=d.night_id)
+    await handover.write_note(b, author_staff_id=d.night_id, summary="咨询用药，已解答",
+                              follow_up=False, urgency="normal", now=WEDNESDAY_8)
+    # team 2: a missed call with a voicemail (a callback task)
+    caller = CallerNumber.of(vault, "13800000003")
+    missed = await night_call(pool, d, TUESDAY_NIGHT + timedelta(hours=9), resident=night.resident2_id,
+                              team=night.team2_id, disposition="missed")
+    owed = await Callbacks(pool).owe_for_missed_call(
+        call_record_id=missed, resident_id=night.resident2_id, number_hash=caller.hash,
+        number_encrypted=caller.encrypted, number_masked=caller.masked, owner_staff_id=d.night_id,
+        missed_at=TUESDAY_NIGHT + timedelta(hours=9))
+    await Callbacks(pool).attach_voicemail(task_id=owed.task_id, call_record_id=missed, path="/x.wav",
+                                           seconds=3.0, sha256="0" * 64,
+                                           recorded_at=TUESDAY_NIGHT + timedelta(hours=9))
+    # nobody's: an unknown number that hung up
+    unknown = CallerNumber.of(vault, "13900009999")
+    gone = await night_call(pool, d, TUESDAY_NIGHT + timedelta(hours=10), resident=None, team=None,
+                            disposition="abandoned")
+    await pool.execute("UPDATE call_records SET caller_number_hash = $2, caller_number_enc = $3,"
+                       " caller_number_masked = $4 WHERE id = $1", gone, unknown.hash,
+                       unknown.encrypted, unknown.masked)
+    # a call of the day before the night is not the night's
+    await night_call(pool, d, TUESDAY_NIGHT - timedelta(hours=1), resident=d.resident_id,
+                     team=d.team_id, disposition="missed")
+
+    built = await handover.build_sheet(shift, WEDNESDAY_8)
+    assert (len(built.sheet_ids), built.items_added, built.tasks_opened) == (3, 3, 3)
+    nine = datetime(2026, 11, 25, 9, 0, tzinfo=SH)
+    rows = await pool.fetch(
+        """SELECT hs.team_id, i.source, i.urgency, i.voicemails, t.kind, t.owner_staff_id, t.due_at,
+                  t.resident_id FROM handover_items i JOIN handover_sheets hs ON hs.id = i.sheet_id
+             JOIN tasks t ON t.id = i.task_id WHERE i.shift_id = $1 ORDER BY i.id""", shift)
+    got = {(r["team_id"], r["source"], r["urgency"], r["voicemails"], r["kind"], r["owner_staff_id"],
+            r["due_at"]) for r in rows}
+    assert got == {
+        (d.team_id, "note", "urgent", 0, "handover", d.doctor_id, nine),
+        (night.team2_id, "callback", "normal", 1, "handover", night.doctor2_id, nine),
+        (None, "missed_call", "normal", 0, "handover", None, nine),    # the desk's: no doctor
+    }
+    for task_id in await pool.fetch("SELECT task_id FROM handover_items WHERE shift_id = $1", shift):
+        opened = (await tasks.history(task_id["task_id"]))[0]
+        assert (opened.event, opened.reason) == ("opened", "night handover")
+
+    before = await counts(pool)
+    again = await handover.build_sheet(shift, WEDNESDAY_8 + timedelta(minutes=3))
+    assert (again.items_added, again.tasks_opened) == (0, 0)
+    assert sorted(again.sheet_ids) == sorted(built.sheet_ids)
+    assert await counts(pool) == before
+
+    # the team's view: the family doctor sees her team's sheet only
+    doctor = scope_of(d, d.doctor_id, "family_doctor", d.team_id)
+    sheets = await handover.sheets(doctor)
+    assert [(s.team_id, len(s.items)) for s in sheets] == [(d.team_id, 1)]
+    item = sheets[0].items[0]
+    assert (item.resident_masked, item.summary, item.urgency, item.can_acknowledge) == (
+        "张*兰", "胸闷，建议白天复诊", "urgent", True)
+    other = scope_of(d, night.doctor2_id, "family_doctor", night.team2_id)
+    with pytest.raises(HandoverError) as hidden:
+        await handover.sheet(other, sheets[0].id)
+    assert hidden.value.code == "not_found"
+    night_doctor = scope_of(d, d.night_id, "night_doctor", None)
+    assert {s.id for s in await handover.sheets(night_doctor)} == set(built.sheet_ids)
+    assert await handover.sheets(scope_of(d, d.agent_id, "agent", None)) == []
+
+
+@pytest.mark.parametrize(("starts", "due"), [
+    # Friday night → Monday 09:00
+    (datetime(2026, 11, 27, 17, 0, tzinfo=SH), datetime(2026, 11, 30, 9, 0, tzinfo=SH)),
+    # the night before 国庆节 (Oct 1–7 holidays) → Thursday Oct 8, 09:00
+    (datetime(2026, 9, 30, 17, 0, tzinfo=SH), datetime(2026, 10, 8, 9, 0, tzinfo=SH)),
+    # built after 09:00 of the next working day (late): the working day after, never the past
+])
+async def test_an_item_is_due_at_nine_of_the_next_working_day(
+        pool: asyncpg.Pool, night: Night, starts: datetime, due: datetime) -> None:
+    d, handover = night.d, NightHandover(pool)
+    shift = await shift_at(pool, d, starts)
+    call = await night_call(pool, d, starts + timedelta(hours=2), resident=d.resident_id,
+                            team=d.team_id, answered_by=d.night_id)
+    end = starts + timedelta(hours=15)
+    await handover.write_note(call, author_staff_id=d.night_id, summary="夜间发热", follow_up=True,
+                              urgency="normal", now=end)
+    built = await handover.build_sheet(shift, end)
+    assert built.tasks_opened == 1
+    task_due = await pool.fetchval(
+        "SELECT t.due_at FROM handover_items i JOIN tasks t ON t.id = i.task_id WHERE i.shift_id = $1", shift)
+    assert task_due == due
+
+
+async def test_a_sheet_built_late_is_due_on_the_working_day_after(pool: asyncpg.Pool, night: Night) -> None:
+    d, handover = night.d, NightHandover(pool)
+    shift = await shift_at(pool, d, TUESDAY_NIGHT)
+    call = await night_call(pool, d, TUESDAY_NIGHT + timedelta(hours=2), resident=d.resident_id,
+                            team=d.team_id, answered_by=d.night_id)
+    await handover.write_note(call, author_staff_id=d.night_id, summary="夜间发热", follow_up=True,
+                              urgency="normal", now=WEDNESDAY_8)
+    await handover.build_sheet(shift, datetime(2026, 11, 25, 10, 30, tzinfo=SH))
+    assert await pool.fetchval(
+        "SELECT t.due_at FROM handover_items i JOIN tasks t ON t.id = i.task_id WHERE i.shift_id = $1",
+        shift) == datetime(2026, 11, 26, 9, 0, tzinfo=SH)
+
+
+async def test_the_day_doctor_acknowledges_an_item_once_with_the_version_she_saw(
+        pool: asyncpg.Pool, night: Night) -> None:
+    d, handover, tasks = night.d, NightHandover(pool), Tasks(pool)
+    shift = await shift_at(pool, d, TUESDAY_NIGHT)
+    call = await night_call(pool, d, TUESDAY_NIGHT + timedelta(hours=2), resident=d.resident_id,
+                            team=d.team_id, answered_by=d.night_id)
+    await handover.write_note(call, author_staff_id=d.night_id, summary="夜间发热", follow_up=True,
+                              urgency="normal", now=WEDNESDAY_8)
+    await handover.build_sheet(shift, WEDNESDAY_8)
+    doctor = scope_of(d, d.doctor_id, "family_doctor", d.team_id)
+    (sheet,) = await handover.sheets(doctor)
+    (item,) = sheet.items
+    at = WEDNESDAY_8 + timedelta(minutes=40)
+    before = await counts(pool)
+    for who, version, code in [
+            (scope_of(d, night.doctor2_id, "family_doctor", night.team2_id), item.task_version, "not_found"),
+            (scope_of(d, d.night_id, "night_doctor", None), item.task_version, "not_found"),
+            (doctor, item.task_version + 1, "stale"), (doctor, None, "stale"), (doctor, True, "stale")]:
+        with pytest.raises(TaskError) as refused:
+            await handover.acknowledge(item.id, scope=who, version=version, now=at)
+        assert refused.value.code == code
+    assert await counts(pool) == before
+
+    signed = await handover.acknowledge(item.id, scope=doctor, version=item.task_version, now=at)
+    assert (signed.task_status, signed.acknowledged_by, signed.acknowledged_at, signed.can_acknowledge) == (
+        "done", "王医生", at, False)
+    task = await tasks.get(item.task_id)
+    assert (task.close_note, task.closed_by, task.evidence_call_id) == (ACK_NOTE, d.doctor_id, None)
+    last = (await tasks.history(item.task_id))[-1]
+    assert (last.event, last.actor_staff_id, last.at) == ("closed", d.doctor_id, at)
+    with pytest.raises(TaskError) as twice:   # the same click again: the version moved on
+        await handover.acknowledge(item.id, scope=doctor, version=item.task_version, now=at)
+    assert twice.value.code == "stale"
+
+
+async def test_the_caller_card_shows_the_nights_notes_about_the_resident(
+        pool: asyncpg.Pool, vault: PiiVault, night: Night) -> None:
+    d, handover = night.d, NightHandover(pool)
+    call = await night_call(pool, d, TUESDAY_NIGHT + timedelta(hours=2), resident=d.resident_id,
+                            team=d.team_id, answered_by=d.night_id)
+    await handover.write_note(call, author_staff_id=d.night_id, summary="夜间发热 38.5℃",
+                              follow_up=True, urgency="urgent", now=TUESDAY_NIGHT + timedelta(hours=3))
+    morning = await night_call(pool, d, WEDNESDAY_8 + timedelta(hours=1), resident=d.resident_id,
+                               team=d.team_id, answered_by=d.doctor_id)
+    doctor = scope_of(d, d.doctor_id, "family_doctor", d.team_id)
+    card = await caller_card(pool, vault, doctor, morning, now=WEDNESDAY_8 + timedelta(hours=1))
+    assert card is not None
+    assert [(n["summary"], n["urgency"], n["author"]) for n in card.handover_notes] == [
+        ("夜间发热 38.5℃", "urgent", "赵医生")]
+    a_week_later = await night_call(pool, d, WEDNESDAY_8 + timedelta(days=7), resident=d.resident_id,
+                                    team=d.team_id, answered_by=d.doctor_id)
+    card = await caller_card(pool, vault, doctor, a_week_later, now=WEDNESDAY_8 + timedelta(days=7))
+    assert card is not None and card.handover_notes == []
+
+
+def test_names_are_masked_for_the_sheet() -> None:
+    assert [masked_name(n) for n in ("张桂兰", "李明", "欧阳春晓", "王", None)] == [
+        "张*兰", "李*", "欧**晓", "王*", None]
+
+
+async def test_building_an_unknown_shift_is_refused(pool: asyncpg.Pool) -> None:
+    with pytest.raises(HandoverError) as refused:
+        await NightHandover(pool).build_sheet(1_999_999_999, datetime.combine(WEEK, time(8), SH))
+    assert refused.value.code == "no_shift"
