@@ -27,6 +27,7 @@ from routing.records import (
 )
 from routing.scope import Scope, Viewer
 from store.pii import PiiVault
+from tests.conftest import run_cli
 from tests.console_rows import insert_call
 from tests.district import District, build_district, id_number
 
@@ -307,3 +308,25 @@ async def test_building_an_unknown_shift_is_refused(pool: asyncpg.Pool) -> None:
     with pytest.raises(HandoverError) as refused:
         await NightHandover(pool).build_sheet(1_999_999_999, datetime.combine(WEEK, time(8), SH))
     assert refused.value.code == "no_shift"
+
+
+async def test_hotline_handover_build_by_night_and_by_shift(
+        pool: asyncpg.Pool, night: Night, cli_env: dict[str, str]) -> None:
+    d = night.d
+    shift = await shift_at(pool, d, TUESDAY_NIGHT)
+    call = await night_call(pool, d, TUESDAY_NIGHT + timedelta(hours=2), resident=d.resident_id,
+                            team=d.team_id, answered_by=d.night_id)
+    await NightHandover(pool).write_note(call, author_staff_id=d.night_id, summary="夜间发热",
+                                         follow_up=True, urgency="normal", now=WEDNESDAY_8)
+    env = {**cli_env, "HOTLINE_CLOCK_START": WEDNESDAY_8.isoformat()}
+    first = run_cli(env, "handover", "build", "--night", "2026-11-24")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == f"shift {shift}: 1 sheet(s), 1 new item(s), 1 handover task(s) opened"
+    again = run_cli(env, "handover", "build", "--shift", str(shift))
+    assert again.stdout.strip() == f"shift {shift}: 1 sheet(s), 0 new item(s), 0 handover task(s) opened"
+    assert await pool.fetchval(
+        "SELECT t.due_at FROM handover_items i JOIN tasks t ON t.id = i.task_id WHERE i.shift_id = $1",
+        shift) == datetime(2026, 11, 25, 9, 0, tzinfo=SH)
+    assert run_cli(env, "handover", "build", "--shift", "1999999999").returncode == 1
+    assert run_cli(env, "handover", "build", "--night", "2031-01-01").returncode == 1
+    assert run_cli(env, "handover", "build", "--night", "yesterday").returncode == 2
