@@ -62,6 +62,7 @@ class HandoverError(TaskError):
         "no_shift": "没有这个班次",
         "no_task": "此事项仅供知悉，无需签收",
         "no_working_day": "找不到下一个工作日",
+        "bad_text": "内容含有无法保存的字符",
     }
 
 
@@ -92,6 +93,7 @@ class Note:
 @dataclass(frozen=True)
 class SheetItem:
     id: int
+    sheet_id: int
     source: str
     resident_id: int | None
     resident_masked: str | None
@@ -144,12 +146,21 @@ def masked_name(name: str | None) -> str | None:
     return name[0] + "*" * (len(name) - 2) + name[-1]
 
 
+def _storable(text: str) -> None:
+    """PostgreSQL text holds neither NUL nor a lone surrogate (JSON may carry both)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise HandoverError("bad_text", "not UTF-8") from None
+    if "\x00" in text:
+        raise HandoverError("bad_text", "NUL in text")
+
+
 def _summary(text: Any) -> str:
     if not isinstance(text, str):
         raise HandoverError("summary_required")
     text = text.strip()
-    if "\x00" in text:
-        raise HandoverError("too_long", "NUL in text")
+    _storable(text)
     if len(text) > SUMMARY_MAX:
         raise HandoverError("too_long", f"{len(text)} characters, at most {SUMMARY_MAX}")
     if not text:
@@ -454,6 +465,8 @@ class NightHandover:
         her team's sheet (or one she owns) may be; any other is `not_found`."""
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise HandoverError("stale", "a task version is required")
+        if late_reason is not None:
+            _storable(late_reason)
         p = Params(item_id)
         row = await self._pool.fetchrow(
             f"{_ITEM_COLUMNS} WHERE i.id = $1 AND {scope.handover_sheets(p, 'hs')}"  # noqa: S608
@@ -489,7 +502,7 @@ def _item(r: Mapping[str, Any], scope: Scope) -> SheetItem:
         r["owner_staff_id"] == v.staff_id
         or (v.role in TEAM_ROLES and v.team_id is not None and r["team_id"] == v.team_id))
     return SheetItem(
-        id=r["id"], source=r["source"], resident_id=r["resident_id"],
+        id=r["id"], sheet_id=r["sheet_id"], source=r["source"], resident_id=r["resident_id"],
         resident_masked=masked_name(r["resident_name"]), caller_masked=r["caller_masked"],
         call_id=r["call_record_id"], summary=r["summary"], urgency=r["urgency"],
         voicemails=r["voicemails"], task_id=r["task_id"], task_version=r["version"],

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
+from playwright.async_api import Page, expect
 
 from handover.callbacks import Callbacks
 from handover.night_handover import ACK_NOTE, HandoverError, NightHandover, masked_name
@@ -27,7 +28,9 @@ from routing.records import (
 )
 from routing.scope import Scope, Viewer
 from store.pii import PiiVault
+from tests.browser import screenshot, sign_in
 from tests.conftest import run_cli
+from tests.console import Harness, Login, assert_conforms, inline_scripts
 from tests.console_rows import insert_call
 from tests.district import District, build_district, id_number
 
@@ -112,7 +115,7 @@ async def test_the_duty_doctor_notes_her_answered_night_calls_and_only_hers(
                                   urgency="normal", now=WEDNESDAY_8)
     assert refused.value.code == "not_found"
     bad = [({"summary": "x" * (1024 * 1024)}, "too_long"), ({"summary": "  "}, "summary_required"),
-           ({"summary": "a\x00b"}, "too_long"), ({"urgency": "高"}, "bad_urgency"),
+           ({"summary": "a\x00b"}, "bad_text"), ({"summary": "a\ud800b"}, "bad_text"), ({"urgency": "高"}, "bad_urgency"),
            ({"follow_up": "yes"}, "bad_follow_up")]
     for change, code in bad:
         fields = {"summary": "ok", "follow_up": True, "urgency": "normal", **change}
@@ -330,3 +333,120 @@ async def test_hotline_handover_build_by_night_and_by_shift(
     assert run_cli(env, "handover", "build", "--shift", "1999999999").returncode == 1
     assert run_cli(env, "handover", "build", "--night", "2031-01-01").returncode == 1
     assert run_cli(env, "handover", "build", "--night", "yesterday").returncode == 2
+
+
+# -- the console ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WebNight:
+    night_doctor: Login
+    shift_id: int
+    call_id: int          # answered by her during the shift, noted by the test that wants it
+    foreign_call: int     # answered by the family doctor: not hers to note
+
+
+async def web_night(console: Harness) -> WebNight:
+    """A duty doctor of the console's district of this test's own, with a shift that ended an
+    hour ago and a call of 张桂兰 she answered in it (the family doctor's is the shared login)."""
+    d, now = console.district, console.clock()
+    who = await console.new_staff("night_doctor", name="夜班测试")
+    starts = now - timedelta(hours=10)
+    async with console.pool.acquire() as conn:
+        await write_shifts(conn, [NewShift(who.staff_id, d.district_id, d.center_id, starts, now - timedelta(hours=1))])
+    shift = await console.pool.fetchval("SELECT id FROM duty_shifts WHERE doctor_id = $1", who.staff_id)
+    call = await night_call(console.pool, d, now - timedelta(hours=5), resident=d.resident_id, team=d.team_id,
+                            answered_by=who.staff_id)
+    foreign = await night_call(console.pool, d, now - timedelta(hours=4), resident=d.resident_id,
+                               team=d.team_id, answered_by=d.doctor_id)
+    return WebNight(who, shift, call, foreign)
+
+
+async def built_item(console: Harness, night: WebNight) -> tuple[int, int, int]:
+    """The sheet, item and task version the shift's build made of the noted call."""
+    await NightHandover(console.pool).build_sheet(night.shift_id, console.clock())
+    row = await console.pool.fetchrow(
+        """SELECT i.sheet_id, i.id, t.version FROM handover_items i JOIN tasks t ON t.id = i.task_id
+            WHERE i.call_record_id = $1 AND i.source = 'note'""", night.call_id)
+    return row["sheet_id"], row["id"], row["version"]
+
+
+async def test_the_console_notes_sheets_and_acknowledgements(console: Harness) -> None:
+    night = await web_night(console)
+    document = await console.openapi()
+    duty = await console.signed_in(night.night_doctor)
+    pending = await duty.get_json("/api/v1/handover/notes/pending")
+    assert_conforms(document, "GET", "/api/v1/handover/notes/pending", 200, pending)
+    assert [c["call_id"] for c in pending["calls"]] == [night.call_id]
+    desk = await duty.get("/desk")
+    assert "交班记录待填" in desk.text and f'action="/handover/notes/{night.call_id}"' in desk.text
+
+    path = f"/api/v1/handover/notes/{night.call_id}"
+    before = await counts(console.pool)
+    huge = await duty.request("PUT", path, json={"summary": "x" * (1024 * 1024), "follow_up": True,
+                                                 "urgency": "urgent"})
+    assert huge.status == 413
+    assert (await duty.request("PUT", path, json={"summary": "x", "follow_up": True,
+                                                  "urgency": "critical"})).status == 422
+    assert (await duty.request("PUT", f"/api/v1/handover/notes/{night.foreign_call}",
+                               json={"summary": "x", "follow_up": True, "urgency": "normal"})).status == 404
+    assert await counts(console.pool) == before
+    written = await duty.request("PUT", path, json={"summary": "血压高，已嘱服药，请白天随访",
+                                                    "follow_up": True, "urgency": "urgent"})
+    assert written.status == 200, written.text
+    assert_conforms(document, "PUT", "/api/v1/handover/notes/{call_id}", 200, written.json())
+    again = await duty.request("PUT", path, json={"summary": "x", "follow_up": False, "urgency": "normal"})
+    assert (again.status, again.json()["error"]) == (409, "note_exists")
+
+    sheet_id, item_id, version = await built_item(console, night)
+    doctor = await console.signed_in("family_doctor")
+    listed = await doctor.get_json("/api/v1/handover/sheets")
+    assert_conforms(document, "GET", "/api/v1/handover/sheets", 200, listed)
+    assert sheet_id in {s["id"] for s in listed["sheets"]}
+    sheet = await doctor.get_json(f"/api/v1/handover/sheets/{sheet_id}")
+    assert_conforms(document, "GET", "/api/v1/handover/sheets/{sheet_id}", 200, sheet)
+    (item,) = [i for i in sheet["items"] if i["id"] == item_id]
+    assert (item["resident_masked"], item["urgency"], item["can_acknowledge"], item["task_version"]) == (
+        "张*兰", "urgent", True, version)
+    assert "张桂兰" not in str(sheet)
+    ack = f"/api/v1/handover/items/{item_id}/acknowledge"
+    stale = await doctor.request("POST", ack, json={"version": version + 1})
+    assert (stale.status, stale.json()["error"]) == (409, "stale")
+    # the duty doctor reads the sheet of her night, but does not sign for the day team
+    assert (await duty.get(f"/api/v1/handover/sheets/{sheet_id}")).status == 200
+    assert (await duty.request("POST", ack, json={"version": version})).status == 404
+    signed = await doctor.request("POST", ack, json={"version": version})
+    assert signed.status == 200, signed.text
+    assert_conforms(document, "POST", "/api/v1/handover/items/{item_id}/acknowledge", 200, signed.json())
+    assert (signed.json()["task_status"], signed.json()["acknowledged_by"]) == ("done", "王医生")
+    page = await doctor.get(f"/handover/sheets/{sheet_id}")
+    assert page.status == 200 and "王医生 已签收" in page.text
+    assert 'href="/static/print.css" media="print"' in page.text
+    assert not inline_scripts(page.text)
+    audited = await console.pool.fetchval(
+        "SELECT count(*) FROM audit_log WHERE action = 'handover.sheet' AND subject = $1",
+        f"handover_sheet:{sheet_id}")
+    assert audited >= 3
+
+
+async def test_the_day_doctor_opens_the_sheet_and_acknowledges_an_item_in_chromium(
+        console: Harness, page: Page) -> None:
+    night = await web_night(console)
+    await NightHandover(console.pool).write_note(
+        night.call_id, author_staff_id=night.night_doctor.staff_id, summary="夜间胸闷，请白天随访",
+        follow_up=True, urgency="urgent", now=console.clock())
+    sheet_id, item_id, _version = await built_item(console, night)
+    await sign_in(page, console.logins["family_doctor"])
+    await page.goto("/handover")
+    async with page.expect_navigation():
+        await page.locator(f'tr[data-sheet="{sheet_id}"] a').click()
+    row = page.locator(f"#item-{item_id}")
+    await expect(row.locator("td.summary")).to_have_text("夜间胸闷，请白天随访")
+    await expect(row).to_contain_text("紧急")
+    await screenshot(page, "handover-sheet")
+    async with page.expect_navigation():
+        await row.get_by_role("button", name="签收").click()
+    await expect(page.locator(f"#item-{item_id} .acknowledged")).to_contain_text("王医生 已签收")
+    await expect(page.locator(f"#item-{item_id} button")).to_have_count(0)
+    status = await console.pool.fetchval(
+        "SELECT t.status FROM handover_items i JOIN tasks t ON t.id = i.task_id WHERE i.id = $1", item_id)
+    assert status == "done"

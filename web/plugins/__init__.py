@@ -13,7 +13,8 @@ from web.plugins.auth.http import PLUGIN as AUTH
 from web.plugins.board.http import PLUGIN as BOARD
 from web.plugins.calls.http import PLUGIN as CALLS
 from web.plugins.desk.http import PLUGIN as DESK
+from web.plugins.handover.http import PLUGIN as HANDOVER
 from web.plugins.reports.http import PLUGIN as REPORTS
 from web.registry import Plugin
 
-PLUGINS: tuple[Plugin, ...] = (AUTH, DESK, BOARD, CALLS, REPORTS, AUDIT, ADMIN)
+PLUGINS: tuple[Plugin, ...] = (AUTH, DESK, HANDOVER, BOARD, CALLS, REPORTS, AUDIT, ADMIN)
