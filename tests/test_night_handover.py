@@ -4,6 +4,7 @@ an idempotent build, and the day doctor's 签收."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -194,11 +195,20 @@ async def test_the_sheet_is_built_per_team_with_tasks_due_at_nine_and_a_rebuild_
     assert (again.items_added, again.tasks_opened) == (0, 0)
     assert sorted(again.sheet_ids) == sorted(built.sheet_ids)
     assert await counts(pool) == before
+    # the watcher and an operator at once: one of them adds what is new, the other nothing
+    late = await night_call(pool, d, TUESDAY_NIGHT + timedelta(hours=11), resident=d.resident_id,
+                            team=d.team_id, answered_by=d.night_id)
+    await handover.write_note(late, author_staff_id=d.night_id, summary="补记：夜间头晕",
+                              follow_up=True, urgency="normal", now=WEDNESDAY_8 + timedelta(minutes=5))
+    both = await asyncio.gather(*(NightHandover(pool).build_sheet(shift, WEDNESDAY_8 + timedelta(minutes=6))
+                                  for _ in range(2)))
+    assert sorted((b.items_added, b.tasks_opened) for b in both) == [(0, 0), (1, 1)]
+    assert await counts(pool) != before
 
     # the team's view: the family doctor sees her team's sheet only
     doctor = scope_of(d, d.doctor_id, "family_doctor", d.team_id)
     sheets = await handover.sheets(doctor)
-    assert [(s.team_id, len(s.items)) for s in sheets] == [(d.team_id, 1)]
+    assert [(s.team_id, len(s.items)) for s in sheets] == [(d.team_id, 2)]   # urgent first
     item = sheets[0].items[0]
     assert (item.resident_masked, item.summary, item.urgency, item.can_acknowledge) == (
         "张*兰", "胸闷，建议白天复诊", "urgent", True)
@@ -280,6 +290,26 @@ async def test_the_day_doctor_acknowledges_an_item_once_with_the_version_she_saw
     with pytest.raises(TaskError) as twice:   # the same click again: the version moved on
         await handover.acknowledge(item.id, scope=doctor, version=item.task_version, now=at)
     assert twice.value.code == "stale"
+
+
+async def test_an_item_signed_after_its_due_time_says_why(pool: asyncpg.Pool, night: Night) -> None:
+    d, handover = night.d, NightHandover(pool)
+    shift = await shift_at(pool, d, TUESDAY_NIGHT)
+    call = await night_call(pool, d, TUESDAY_NIGHT + timedelta(hours=2), resident=d.resident_id,
+                            team=d.team_id, answered_by=d.night_id)
+    await handover.write_note(call, author_staff_id=d.night_id, summary="夜间发热", follow_up=True,
+                              urgency="normal", now=WEDNESDAY_8)
+    await handover.build_sheet(shift, WEDNESDAY_8)
+    doctor = scope_of(d, d.doctor_id, "family_doctor", d.team_id)
+    (item,) = (await handover.sheets(doctor))[0].items
+    late = item.due_at + timedelta(minutes=1)
+    with pytest.raises(TaskError) as refused:
+        await handover.acknowledge(item.id, scope=doctor, version=item.task_version, now=late)
+    assert refused.value.code == "late_reason_required"
+    signed = await handover.acknowledge(item.id, scope=doctor, version=item.task_version,
+                                        late_reason="上午门诊", now=late)
+    assert signed.acknowledged_at == late
+    assert await pool.fetchval("SELECT late_reason FROM tasks WHERE id = $1", item.task_id) == "上午门诊"
 
 
 async def test_the_caller_card_shows_the_nights_notes_about_the_resident(
