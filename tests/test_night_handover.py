@@ -477,6 +477,12 @@ async def test_the_day_doctor_opens_the_sheet_and_acknowledges_an_item_in_chromi
         await row.get_by_role("button", name="签收").click()
     await expect(page.locator(f"#item-{item_id} .acknowledged")).to_contain_text("王医生 已签收")
     await expect(page.locator(f"#item-{item_id} button")).to_have_count(0)
+    # printed: the sheet and who signed, without the navigation and the buttons
+    await page.emulate_media(media="print")
+    await expect(page.locator("header.top")).to_be_hidden()
+    await expect(page.locator("[data-print]")).to_be_hidden()
+    await expect(page.locator(".print-only")).to_be_visible()
+    await expect(page.locator(f"#item-{item_id} .acknowledged")).to_be_visible()
     status = await console.pool.fetchval(
         "SELECT t.status FROM handover_items i JOIN tasks t ON t.id = i.task_id WHERE i.id = $1", item_id)
     assert status == "done"
