@@ -143,7 +143,8 @@ async def caller_card(pool: asyncpg.Pool, vault: PiiVault, scope: Scope, record_
         if resident is not None:
             at = call["offered_at"]
             notes = [{"note_id": r["id"], "call_id": r["call_record_id"],
-                      "written_at": r["written_at"].isoformat(), "summary": r["summary"],
+                      # in the district's zone: the card shows it as the doctor reads a clock
+                      "written_at": r["written_at"].astimezone(tz).isoformat(), "summary": r["summary"],
                       "follow_up": r["follow_up"], "urgency": r["urgency"], "author": r["author"]}
                      for r in await conn.fetch(_NOTES, resident["id"], at - NOTES_WINDOW, at)]
         if who_calls is not None and who_tasks is not None:

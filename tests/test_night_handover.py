@@ -324,8 +324,8 @@ async def test_the_caller_card_shows_the_nights_notes_about_the_resident(
     doctor = scope_of(d, d.doctor_id, "family_doctor", d.team_id)
     card = await caller_card(pool, vault, doctor, morning, now=WEDNESDAY_8 + timedelta(hours=1))
     assert card is not None
-    assert [(n["summary"], n["urgency"], n["author"]) for n in card.handover_notes] == [
-        ("夜间发热 38.5℃", "urgent", "赵医生")]
+    assert [(n["summary"], n["urgency"], n["author"], n["written_at"]) for n in card.handover_notes] == [
+        ("夜间发热 38.5℃", "urgent", "赵医生", "2026-11-24T20:00:00+08:00")]
     a_week_later = await night_call(pool, d, WEDNESDAY_8 + timedelta(days=7), resident=d.resident_id,
                                     team=d.team_id, answered_by=d.doctor_id)
     card = await caller_card(pool, vault, doctor, a_week_later, now=WEDNESDAY_8 + timedelta(days=7))
@@ -426,9 +426,17 @@ async def test_the_console_notes_sheets_and_acknowledgements(console: Harness) -
     assert_conforms(document, "PUT", "/api/v1/handover/notes/{call_id}", 200, written.json())
     again = await duty.request("PUT", path, json={"summary": "x", "follow_up": False, "urgency": "normal"})
     assert (again.status, again.json()["error"]) == (409, "note_exists")
+    # the resident calls again in the morning: the family doctor's card shows the night's note
+    d = console.district
+    morning = await night_call(console.pool, d, console.clock() + timedelta(seconds=1), resident=d.resident_id,
+                               team=d.team_id, answered_by=d.doctor_id)
+    doctor = await console.signed_in("family_doctor")
+    card = await doctor.get(f"/calls/{morning}/card")
+    assert card.status == 200 and "血压高，已嘱服药，请白天随访" in card.text and "需白天跟进" in card.text
+    card_json = await doctor.get_json(f"/api/v1/calls/{morning}/card")
+    assert_conforms(document, "GET", "/api/v1/calls/{call_id}/card", 200, card_json)
 
     sheet_id, item_id, version = await built_item(console, night)
-    doctor = await console.signed_in("family_doctor")
     listed = await doctor.get_json("/api/v1/handover/sheets")
     assert_conforms(document, "GET", "/api/v1/handover/sheets", 200, listed)
     assert sheet_id in {s["id"] for s in listed["sheets"]}
