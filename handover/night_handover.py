@@ -63,6 +63,7 @@ class HandoverError(TaskError):
         "no_task": "此事项仅供知悉，无需签收",
         "no_working_day": "找不到下一个工作日",
         "bad_text": "内容含有无法保存的字符",
+        "version_required": "请提供页面上看到的任务版本",
     }
 
 
@@ -451,7 +452,7 @@ class NightHandover:
             return {}
         rows = await (conn or self._pool).fetch(
             f"{_ITEM_COLUMNS} WHERE i.sheet_id = ANY($1::bigint[])"  # noqa: S608 - constant
-            " ORDER BY i.sheet_id, i.urgency DESC, i.id", sheet_ids)
+            " ORDER BY i.sheet_id, i.urgency = 'urgent' DESC, i.id", sheet_ids)
         found: dict[int, list[SheetItem]] = {}
         for r in rows:
             found.setdefault(r["sheet_id"], []).append(_item(r, scope))
@@ -464,7 +465,7 @@ class NightHandover:
         """The day doctor's 签收 of an item: its task closed as done with '已签收'. Only an item of
         her team's sheet (or one she owns) may be; any other is `not_found`."""
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-            raise HandoverError("stale", "a task version is required")
+            raise HandoverError("version_required")
         if late_reason is not None:
             _storable(late_reason)
         p = Params(item_id)

@@ -274,7 +274,8 @@ async def test_the_day_doctor_acknowledges_an_item_once_with_the_version_she_saw
     for who, version, code in [
             (scope_of(d, night.doctor2_id, "family_doctor", night.team2_id), item.task_version, "not_found"),
             (scope_of(d, d.night_id, "night_doctor", None), item.task_version, "not_found"),
-            (doctor, item.task_version + 1, "stale"), (doctor, None, "stale"), (doctor, True, "stale")]:
+            (doctor, item.task_version + 1, "stale"), (doctor, None, "version_required"),
+            (doctor, True, "version_required"), (doctor, 2.0, "version_required")]:
         with pytest.raises(TaskError) as refused:
             await handover.acknowledge(item.id, scope=who, version=version, now=at)
         assert refused.value.code == code
