@@ -327,6 +327,28 @@ class Tasks:
                                 detail={"outcome": outcome, "call_record_id": call_record_id},
                                 attempts=task.attempts + 1, last_attempt_at=at)
 
+    async def record_call(self, task_id: int, *, outcome: str, staff_id: int | None,
+                          call_record_id: int | None, at: datetime | None = None) -> Task | None:
+        """What a call placed for the task (click-to-call) came to, in the task's history:
+        the resident not reached is an attempt (counted); answered is the evidence a close will
+        find; a call that never reached the resident (her own phone did not answer, cancelled,
+        failed) is told but not counted. None when the task is closed meanwhile (nothing to add)."""
+        at = at or _now()
+        if outcome in ATTEMPT_OUTCOMES:
+            try:
+                return await self.record_attempt(task_id, outcome=outcome, actor_staff_id=staff_id,
+                                                 call_record_id=call_record_id, at=at)
+            except TaskError as exc:
+                if exc.code == "closed":
+                    return None
+                raise
+        async with self._locked(task_id, version=None, scope=None) as (conn, task):
+            if not task.is_open:
+                return None
+            return await change(conn, task, event="call_answered" if outcome == "answered"
+                                else "call_not_connected", at=at, actor_staff_id=staff_id,
+                                detail={"outcome": outcome, "call_record_id": call_record_id})
+
     async def next_attempt_at(self, task: Task) -> datetime | None:
         """When the next attempt is allowed (None: now)."""
         if task.last_attempt_at is None:

@@ -21,6 +21,7 @@ from hotline import (
     cli_lines,
     cli_roster,
     cli_sip,
+    cli_tasks,
     cli_web,
 )
 from hotline.cli_common import EXIT_ERROR, EXIT_NOT_FOUND, NotFound, print_rejected
@@ -362,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_sip.add_parsers(sub)
     cli_web.add_parsers(sub)
     cli_handover.add_parsers(sub)
+    cli_tasks.add_parsers(sub)
     return p
 
 
@@ -416,6 +418,7 @@ _NEEDS_RUNTIME: dict[str, Callable[[Runtime, argparse.Namespace], Awaitable[int]
     "pbx": cli_sip.cmd_pbx,
     "web": cli_web.cmd_web,
     "handover": cli_handover.cmd_handover,
+    "tasks": cli_tasks.cmd_tasks,
 }
 
 
@@ -442,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_run(config, args))
     except (ConfigError, StoreError, PiiKeyError, UsageError, InvalidNumber, SeedError,
             TelephonyError, cli_roster.RosterError, cli_lines.LineError, cli_db.DbShellError,
-            SipAccountError, cli_accounts.PasswordCliError) as exc:
+            SipAccountError, cli_accounts.PasswordCliError, cli_tasks.CallRequestError) as exc:
         print(f"hotline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except (NotFound, CalendarNotFound) as exc:

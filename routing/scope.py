@@ -35,6 +35,7 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "recordings": frozenset(ROLES),                 # play a recording of a call in scope
     "screen_pop": ANSWERING_ROLES,
     "presence": ANSWERING_ROLES,
+    "tasks.call": ANSWERING_ROLES,                  # click-to-call a task in scope, on her own softphone
     "board": frozenset({"agent", "night_doctor", "supervisor", "director", "district_admin"}),
     "reports": frozenset({"supervisor", "director", "district_admin"}),
     "export": frozenset({"supervisor", "director", "district_admin"}),

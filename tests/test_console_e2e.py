@@ -546,9 +546,16 @@ async def test_do_not_disturb_on_the_desk_makes_the_next_call_skip_the_doctor(
         doctor_phone: Softphone, voice: Path, pages: Pages, tmp_path: Path) -> None:
     doctor = console.logins["family_doctor"]
     assistant = console.logins["assistant"]
+    board = await pages.new(console.logins["district_admin"], "/board")
+    await board_live(board)
+    badge = board.locator(f"#presence [data-staff='{doctor.staff_id}']")
+    await expect(badge).not_to_have_class(re.compile("presence-dnd"))
     page = await pages.new(doctor, "/desk")
     await page.get_by_role("button", name="勿扰").click()
     await expect(page.locator("#presence-label")).to_have_attribute("data-state", "dnd")
+    # the admin's board is told by the presence change itself (its own snapshot is 60 s apart)
+    await expect(badge).to_have_class(re.compile("presence-dnd"))
+    await expect(badge).to_contain_text("勿扰")
     await expect(page.get_by_role("button", name="勿扰")).to_have_attribute("aria-pressed", "true")
     await screenshot(page, "desk")
     rings_before = doctor_phone.incoming_calls
@@ -576,7 +583,7 @@ async def test_do_not_disturb_on_the_desk_makes_the_next_call_skip_the_doctor(
     # the call's page says so: the doctor skipped with the reason, the assistant rung
     detail = await pages.new(console.logins["district_admin"], f"/calls/{record['id']}")
     skipped = detail.locator(f"tr[data-step=own_doctor] [data-skipped='{doctor.staff_id}']")
-    await expect(skipped).to_contain_text("do not disturb")
+    await expect(skipped).to_contain_text("勿扰")  # the console renders the reason in Chinese
     attempts = detail.locator("#attempts tbody tr")
     await expect(attempts).to_have_count(1)
     await expect(attempts).to_contain_text(console.names[assistant.staff_id])

@@ -63,20 +63,26 @@ ISSUE_CAPABILITIES = {
                    "handover"},
     # "center director: her center's calls, staff, residents, tasks"
     "director": {"desk", "calls", "recordings", "board", "reports", "export", "residents", "handover"},
-    # the roles that answer the hotline: a desk, a presence, the screen-pop
+    # the roles that answer the hotline: a desk, a presence, the screen-pop; and (issue 11)
+    # "click-to-call from the console … rings the staff member's own softphone";
     # "the day doctor acknowledges (签收) each item" of the night handover; the duty doctor notes
-    "family_doctor": {"desk", "calls", "recordings", "screen_pop", "presence", "residents", "handover"},
-    "assistant": {"desk", "calls", "recordings", "screen_pop", "presence", "residents", "handover"},
-    "nurse": {"desk", "calls", "recordings", "screen_pop", "presence", "residents", "handover"},
+    "family_doctor": {"desk", "calls", "recordings", "screen_pop", "presence", "residents", "tasks.call",
+                      "handover"},
+    "assistant": {"desk", "calls", "recordings", "screen_pop", "presence", "residents", "tasks.call",
+                  "handover"},
+    "nurse": {"desk", "calls", "recordings", "screen_pop", "presence", "residents", "tasks.call", "handover"},
     "night_doctor": {"desk", "calls", "recordings", "screen_pop", "presence", "board", "residents",
-                     "handover"},
-    "agent": {"desk", "calls", "recordings", "screen_pop", "presence", "board"},
+                     "tasks.call", "handover"},
+    "agent": {"desk", "calls", "recordings", "screen_pop", "presence", "board", "tasks.call"},
 }
 
 # -- the objects ----------------------------------------------------------------------------------
 
 CALL, VM, TASK, SHIFT = 1_900_000_000, 1_910_000_000, 1_920_000_000, 1_930_000_000
-SHEET, ITEM = 1_940_000_000, 1_950_000_000
+# click-to-call requests, pending: one per role that may call (its own), one of another doctor's
+REQ = 1_940_000_000
+REQ_OTHER = REQ + 99
+SHEET, ITEM = 1_960_000_000, 1_970_000_000
 C_TEAM, C_OTHER, C_AGENT, C_NIGHT, C_Q, C_DESK, C_QDESK, C_NOTE = (CALL + i for i in range(1, 9))
 T_TEAM, T_OTHER, T_DESK, T_NIGHT, T_Q, T_QDESK = (TASK + i for i in range(1, 7))
 VM_TEAM, VM_OTHER, VM_DESK, VM_NIGHT, VM_Q, VM_QDESK = (VM + i for i in range(1, 7))
@@ -186,6 +192,12 @@ class World:
             }
             found["district_admin"] = found["supervisor"]
             return found.get(role, [("in", VM_TEAM), ("out", VM_OTHER)])
+        if kind == "task":  # a task she may call back, and one out of her scope
+            inside, outside = {"night_doctor": (T_NIGHT, T_TEAM), "agent": (T_DESK, T_TEAM)}.get(
+                role, (T_TEAM, T_OTHER))
+            return [("in", inside), ("out", outside)]
+        if kind == "call_request":  # her own request, and another doctor's
+            return [("in", REQ + ROLES.index(role)), ("out", REQ_OTHER)]
         if kind == "staff":
             return [("in", "MXS1"), ("out", "QZ7731")]
         if kind == "shift":
@@ -219,11 +231,11 @@ class World:
 
 
 GHOSTS = {"call": GHOST_ID, "voicemail": GHOST_ID, "staff": GHOST_STAFF, "shift": GHOST_ID,
-          "sheet": GHOST_ID, "handover_item": GHOST_ID, "night_call": GHOST_ID,
-          "line": GHOST_LINE, "prompt": None}
+          "line": GHOST_LINE, "prompt": None, "task": GHOST_ID, "call_request": GHOST_ID,
+          "sheet": GHOST_ID, "handover_item": GHOST_ID, "night_call": GHOST_ID}
 PARAM_KIND = {"call_id": "call", "voicemail_id": "voicemail", "staff_no": "staff",
-              "sheet_id": "sheet", "item_id": "handover_item",
-              "shift_id": "shift", "number": "line", "name": "prompt"}
+              "shift_id": "shift", "number": "line", "name": "prompt", "task_id": "task",
+              "request_id": "call_request", "sheet_id": "sheet", "item_id": "handover_item"}
 
 # What an object out of scope must not show: its words, by object.
 SECRETS: dict[Any, set[str]] = {
@@ -383,11 +395,19 @@ async def world(console_server: Harness, tmp_path_factory: pytest.TempPathFactor
         # the other district's activity, in the audit log
         await record_read(conn, actor="staff:QZ7731", action="recording.played",
                           subject=f"recording:{C_Q}", reason="外区复核")
+        # pending click-to-call requests (no service node runs here to take them), each a
+        # login's own, and one of another doctor's; on a task of the other district, so the
+        # matrix's own click-to-call of T_TEAM, T_NIGHT, T_DESK is not "already under way"
+        requesters = {"family_doctor": "MXD1", "assistant": "MXA1", "nurse": "MXU1", "night_doctor": "MXN1",
+                      "agent": "MXG1", "supervisor": "MXQ1", "director": "MXC1", "district_admin": "MXM1"}
+        for request_id, no in [*((REQ + ROLES.index(r), n) for r, n in requesters.items()), (REQ_OTHER, "MXD2")]:
+            await conn.execute(
+                "INSERT INTO click_to_call_requests (id, task_id, staff_id, requested_by, requested_at, pickup_by)"
+                " VALUES ($1, $2, $3, 'test', $4, $4::timestamptz + interval '1 day')", request_id, T_QDESK, staff[no], now)
     prompt_wav = folder / "prompt.wav"
     tiny_wav(prompt_wav, channels=1, level=300)
     w = World(h, p, q, c1, c2, cq, staff, wav=wav, prompt_wav=prompt_wav, far_day=far.isoformat(), offered=offered)
-    logins = {"family_doctor": "MXD1", "assistant": "MXA1", "nurse": "MXU1", "night_doctor": "MXN1",
-              "agent": "MXG1", "supervisor": "MXQ1", "director": "MXC1", "district_admin": "MXM1"}
+    logins = requesters
     assert set(logins) == set(ROLES)
     for role, no in logins.items():
         await h.accounts.set_password(staff[no], PASSWORD, actor="test:matrix")
@@ -401,6 +421,8 @@ async def world(console_server: Harness, tmp_path_factory: pytest.TempPathFactor
 async def snapshot(w: World) -> list[Any]:
     pool = w.h.pool
     return [
+        [tuple(r) for r in await pool.fetch(
+            "SELECT id, task_id, staff_id, state, outcome, cancelled_by FROM click_to_call_requests ORDER BY id")],
         [tuple(r) for r in await pool.fetch(
             "SELECT staff_no, role, sip_uri, center_id, team_id, left_on FROM staff"
             " WHERE district_id = ANY($1::int[]) ORDER BY staff_no", [w.p_district, w.q_district])],
@@ -542,6 +564,16 @@ def _ack(api: bool) -> Callable[..., Awaitable[Answer]]:
     return send
 
 
+async def _no_new_request(w: World, _task: Any) -> None:
+    await w.h.pool.execute("DELETE FROM click_to_call_requests WHERE id < $1", REQ)
+
+
+async def _pending_again(w: World, request_id: Any) -> None:
+    await w.h.pool.execute(
+        "UPDATE click_to_call_requests SET state = 'pending', outcome = NULL, ended_at = NULL, reason = '',"
+        " cancelled_at = NULL, cancelled_by = NULL WHERE id = $1", request_id)
+
+
 _NOTE = {"summary": "矩阵交班", "follow_up": True, "urgency": "normal"}
 
 # For routes naming an object in the body, not the path, `obj` is the center the body names.
@@ -552,6 +584,9 @@ WRITES: dict[tuple[str, str], Write] = {
         "summary": "矩阵交班", "follow_up": "yes", "urgency": "normal"}), undo=_unnoted),
     ("POST", "/api/v1/handover/items/{item_id}/acknowledge"): Write(_ack(api=True), undo=_unsigned),
     ("POST", "/handover/items/{item_id}/acknowledge"): Write(_ack(api=False), undo=_unsigned),
+    ("POST", "/api/v1/tasks/{task_id}/call"): Write(_json("POST", "/api/v1/tasks/{obj}/call"), undo=_no_new_request),
+    ("POST", "/api/v1/call-requests/{request_id}/cancel"):
+        Write(_json("POST", "/api/v1/call-requests/{obj}/cancel"), undo=_pending_again),
     ("PUT", "/api/v1/presence"): Write(_json("PUT", "/api/v1/presence", lambda w, o: {"state": "offline"})),
     ("POST", "/password"): Write(_form("/password", lambda w, o: {
         "old_password": "not-the-password-1", "new_password": "matrix-new-pw-1",

@@ -30,6 +30,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from routing.presence import Presence
+from routing.reason_zh import DIAL_OUTCOMES_ZH, DISPOSITIONS_ZH, STEP_TITLES_ZH, reason_zh
 from routing.scope import Scope, Viewer
 from store.pii import PiiVault
 from web.registry import PUBLIC, SIGNED_IN, Handler, Plugin, Route
@@ -356,6 +357,11 @@ def _templates(plugins: Iterable[Plugin], tz: tzinfo) -> jinja2.Environment:
 
     env.filters["local"] = local
     env.filters["iso"] = iso
+    # routing explains itself in English (logs, CLI); staff read the console in Chinese
+    env.filters["reason_zh"] = reason_zh
+    env.filters["step_zh"] = lambda step: STEP_TITLES_ZH.get(step, step)
+    env.filters["dial_outcome_zh"] = lambda outcome: DIAL_OUTCOMES_ZH.get(outcome, outcome or "")
+    env.filters["disposition_zh"] = lambda d: DISPOSITIONS_ZH.get(d, d or "")
     return env
 
 
