@@ -18,6 +18,7 @@ from hotline import (
     cli_calendar,
     cli_click_to_call,
     cli_db,
+    cli_handover,
     cli_lines,
     cli_roster,
     cli_sip,
@@ -362,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_db.add_parsers(sub)
     cli_sip.add_parsers(sub)
     cli_web.add_parsers(sub)
+    cli_handover.add_parsers(sub)
     cli_tasks.add_parsers(sub)
     return p
 
@@ -416,6 +418,7 @@ _NEEDS_RUNTIME: dict[str, Callable[[Runtime, argparse.Namespace], Awaitable[int]
     "sip-password": cli_sip.cmd_sip_password,
     "pbx": cli_sip.cmd_pbx,
     "web": cli_web.cmd_web,
+    "handover": cli_handover.cmd_handover,
     "tasks": cli_tasks.cmd_tasks,
     "referrals": cli_tasks.cmd_referrals,
 }

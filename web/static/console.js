@@ -294,3 +294,10 @@ Console.pages.task = () => {
     }
   });
 };
+
+// 交班单: the print button prints the sheet (print.css leaves out the navigation and the forms).
+Console.pages["handover-sheet"] = () => {
+  for (const button of document.querySelectorAll("[data-print]")) {
+    button.addEventListener("click", () => window.print());
+  }
+};

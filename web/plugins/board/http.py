@@ -56,7 +56,14 @@ CARD = {"type": "object", "required": ["record_id", "caller", "known"], "propert
     "offered_at": {"type": "string", "format": "date-time"}, "route_reason": {"type": "string"},
     "rung_because": {"type": ["string", "null"]}, "resident": {"type": ["object", "null"]},
     "contract": {"type": ["object", "null"]}, "last_calls": {"type": "array"},
-    "open_tasks": {"type": "array"}}}
+    "open_tasks": {"type": "array"},
+    "handover_notes": {"type": "array", "items": {
+        "type": "object", "required": ["note_id", "written_at", "summary", "follow_up", "urgency", "author"],
+        "properties": {"note_id": {"type": "integer"}, "call_id": {"type": "integer"},
+                       "written_at": {"type": "string", "format": "date-time"},
+                       "summary": {"type": "string"}, "follow_up": {"type": "boolean"},
+                       "urgency": {"type": "string", "enum": ["normal", "urgent"]},
+                       "author": {"type": "string"}}}}}}
 
 
 def feed(request: web.Request) -> LiveFeed:
