@@ -493,3 +493,67 @@ async def test_the_arms_merged_list_count_and_export_exactly_what_the_scopes_or_
     for k, mine in enumerate(arm_ids):
         others = set().union(*(a for j, a in enumerate(arm_ids) if j != k))
         assert mine - others and mine & others, k
+
+
+# -- the staff filter: a person's dial attempts walked newest first -------------------------------
+
+
+async def test_a_persons_calls_are_listed_exactly_however_few_of_hers_are_in_scope(
+        pool: asyncpg.Pool, vault: PiiVault, world: World) -> None:
+    """The staff filter walks the person's attempts newest first and stops (CallSearch._staff_walk):
+    whether the walk finds a page's worth (her calls in the administrator's or her team's scope),
+    runs out of attempts (a person rung for few calls), or gives up and tests them all at once (a
+    center or a desk agent holding few of hers), every page, count and export equals the plain
+    query — with attempts started after later calls were offered, and a call that rang her twice."""
+    d = world.d
+    her = d.assistant_id
+    search = CallSearch(pool, vault)
+    start = T0 - timedelta(hours=2)
+    for k in range(50):
+        base = start + timedelta(minutes=20 * k)  # 08:00 … 00:20: day calls, then her nights'
+        center, team = (world.center2, world.team2) if k in (7, 31) else (d.center_id, d.team_id)
+        common = {"district_id": d.district_id, "center_id": center, "team_id": team}
+        # rung third, 20 s after it was offered: after the next call, offered 5 s later, rang her
+        last = (d.agent_id, "answered") if k % 10 == 0 else (her, "answered")
+        first = (her, "no_answer") if k % 10 == 0 else (d.agent_id, "busy")
+        await add_call(pool, vault, at=base, rung=((d.doctor_id, "no_answer"), first, last), **common)
+        await add_call(pool, vault, at=base + timedelta(seconds=5), disposition="missed",
+                       rung=((her, "no_answer"),), **common)
+    # rung twice for one call
+    await add_call(pool, vault, at=start + timedelta(minutes=3), district_id=d.district_id,
+                   center_id=d.center_id, team_id=d.team_id,
+                   rung=((her, "no_answer"), (d.doctor_id, "busy"), (her, "answered")))
+    # a person rung for a few calls only
+    for k in range(5):
+        await add_call(pool, vault, at=start + timedelta(minutes=20 * k + 7), district_id=d.district_id,
+                       center_id=world.center2, team_id=world.team2, rung=((world.doctor2, "answered"),))
+    director2 = Scope(Viewer(900004, "C002", "director", "director", d.district_id, world.center2, None))
+    scopes = [viewer(world, role) for role in ("district_admin", "director", "family_doctor", "night_doctor",
+                                               "agent")] + [director2]
+    since = start + timedelta(hours=3)
+    filters = [CallFilter(staff_id=her), CallFilter(staff_id=her, since=since),
+               CallFilter(staff_id=her, until=since), CallFilter(staff_id=her, center_id=world.center2),
+               CallFilter(staff_id=her, disposition="missed"), CallFilter(staff_id=world.doctor2),
+               CallFilter(staff_id=d.agent_id, team_id=d.team_id)]
+    seen_sizes = set()
+    for scope in scopes:
+        for filt in filters:
+            p = Params()
+            expected = [r["id"] for r in await pool.fetch(
+                f"SELECT c.id FROM call_records c WHERE {search._where(scope, filt, p)}"  # noqa: S608 (test)
+                " ORDER BY c.offered_at DESC, c.id DESC", *p.values)]
+            seen_sizes.add(min(len(expected), 7))
+            for limit in (3, 50):
+                listed, cursor = [], None
+                while True:
+                    page = await search.page(scope, filt, after=cursor, limit=limit)
+                    listed += [r.id for r in page.rows]
+                    if page.next_cursor is None:
+                        break
+                    cursor = page.next_cursor
+                assert listed == expected, (scope.viewer.role, filt, limit)
+            assert await search.count(scope, filt) == len(expected), (scope.viewer.role, filt)
+            assert [r.id async for r in search.export_rows(scope, filt)] == expected, (scope.viewer.role, filt)
+    # pages of 3 walk 6 of at most 60 attempts: she has 101 — a scope with many of hers (walked to
+    # the floor), with 1–5 (tested all at once), none; and the doctor's 5 (walked to the end)
+    assert {0, 1, 2, 5, 7} <= seen_sizes
