@@ -35,7 +35,7 @@ whose own doctor is extension 1001.
 The database is HOTLINE_BENCH_DATABASE_URL when set, otherwise the database `hotline_bench_calls`
 of the private PostgreSQL in the data dir (started if needed, left running); the schema is
 migrated and the demo district seeded (as of 2026-11-24) when missing. The bench empties
-call_records, dial_attempts, callback_tasks and callback_calls there before every step. Its PII
+call_records, dial_attempts, tasks and callback_calls there before every step. Its PII
 key is <data dir>/bench/pii.key, as bench.route's.
 
 Progress goes to stderr, the tables to stdout; the service's log of every step is kept under the
@@ -94,7 +94,7 @@ SEEDED_AS_OF = date(2026, 11, 24)
 CALLER = "13800000001"  # 张桂兰, 北塘街; her own doctor is extension 1001
 DOCTOR_EXT = "1001"
 DOCTOR_URI = f"sip:{DOCTOR_EXT}@127.0.0.1"
-CALL_TABLES = ("call_records", "dial_attempts", "callback_tasks", "callback_calls")
+CALL_TABLES = ("call_records", "dial_attempts", "tasks", "task_events", "callback_calls")
 
 DEFAULT_RATES = (5, 10, 20, 40, 60)
 DEFAULT_LEVELS = (5, 10, 20, 40, 60, 80, 100, 120, 150)
@@ -451,6 +451,8 @@ class Database:
             # the schema may have moved on since the bench started (the service refuses to run
             # on a schema behind its code)
             await migrate(conn, all_migrations())
+            # tasks are never deleted, except a benchmark's own (migration 0024)
+            await conn.execute("SELECT set_config('hotline.purge_bench', 'yes', false)")
             await conn.execute(f"TRUNCATE {', '.join(CALL_TABLES)} RESTART IDENTITY CASCADE")
 
     def fresh_calls(self) -> None:

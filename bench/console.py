@@ -314,7 +314,7 @@ DETAIL_SQL = (
     ("SELECT a.seq, a.staff_id, s.name, a.sip_uri, a.started_at, a.ended_at, a.outcome"
      " FROM dial_attempts a LEFT JOIN staff s ON s.id = a.staff_id WHERE a.call_record_id = $1 ORDER BY a.seq"),
     ("SELECT t.id, t.status, t.opened_at, t.due_at, t.closed_at, t.owner_staff_id FROM callback_calls cc"
-     " JOIN callback_tasks t ON t.id = cc.task_id WHERE cc.call_record_id = $1"),
+     " JOIN tasks t ON t.id = cc.task_id WHERE cc.call_record_id = $1"),
     ("SELECT v.id, v.seconds, v.recorded_at, v.sha256 FROM voicemails v WHERE v.call_record_id = $1"),
 )
 
@@ -346,7 +346,7 @@ def bench_desk_sql(scope: Scope, now: datetime) -> tuple[str, list[Any]]:
            "   FROM callback_calls cc JOIN call_records c ON c.id = cc.call_record_id WHERE cc.task_id = t.id) AS calls,"
            " (SELECT json_agg(json_build_object('id', v.id, 'seconds', v.seconds) ORDER BY v.recorded_at)"
            "   FROM voicemails v WHERE v.task_id = t.id) AS voicemails"
-           " FROM callback_tasks t LEFT JOIN residents r ON r.id = t.resident_id"
+           " FROM tasks t LEFT JOIN residents r ON r.id = t.resident_id"
            f" WHERE t.status = 'open' AND {pred}"
            " ORDER BY t.due_at, t.id LIMIT 500")
     return sql, p.values
@@ -900,9 +900,9 @@ async def run(args: argparse.Namespace) -> None:
         tables = await pool.fetchval(
             "SELECT string_agg(relname || ' ' || pg_size_pretty(pg_total_relation_size(oid)), ', '"
             " ORDER BY relname) FROM pg_class WHERE relname IN ('call_records', 'dial_attempts',"
-            " 'callback_tasks', 'callback_calls', 'voicemails')")
+            " 'tasks', 'callback_calls', 'voicemails')")
         open_per_doctor = await pool.fetch(
-            "SELECT count(*) AS n FROM callback_tasks t JOIN staff s ON s.id = t.owner_staff_id"
+            "SELECT count(*) AS n FROM tasks t JOIN staff s ON s.id = t.owner_staff_id"
             " WHERE t.status = 'open' AND s.district_id = $1 GROUP BY s.id ORDER BY n", data.district_id)
     finally:
         await pool.close()

@@ -15,7 +15,7 @@ day of generation:
   duty doctor of the center's shift in duty_shifts. Route reason, targets and a whole route
   explanation (~1 kB of jsonb, as routing.chain.ChainDecision.as_json) per call;
 - dial_attempts: 1–3 per call rung (none for ivr_only), the last one answered for connected calls;
-- callback_tasks: one per missed or abandoned call, unless the caller already has a task open at
+- tasks: one per missed or abandoned call, unless the caller already has a task open at
   that moment (then the call joins it, callback_calls); the resident's family doctor owns it, the
   duty desk (NULL) when there is none; ~10 % still open (every task of the last 36 hours and a
   share of older ones, overdue), the rest done (5 % cancelled) hours after they opened; a third
@@ -191,7 +191,7 @@ async def ensure_data(pool: asyncpg.Pool, vault: PiiVault, *, residents: int, se
             seed, district.id, residents, calls, counts["tasks"], counts["open_tasks"], counts["voicemails"],
             counts["dial_attempts"], counts["first_at"], counts["last_at"], seconds)
     log.info("bench.console.vacuum", note="so autovacuum does not run during the measures")
-    await pool.execute("VACUUM (ANALYZE) call_records, dial_attempts, callback_tasks, callback_calls, voicemails")
+    await pool.execute("VACUUM (ANALYZE) call_records, dial_attempts, tasks, callback_calls, voicemails")
     seconds = time.perf_counter() - started
     await pool.execute(f"UPDATE {MARKER_TABLE} SET seconds = $2 WHERE seed = $1", seed, seconds)  # noqa: S608
     return Generated(district.id, seed, residents, calls, counts["tasks"], counts["open_tasks"],
@@ -314,8 +314,10 @@ CALL_COLUMNS = ("id", "call_id", "caller_number_hash", "caller_number_enc", "cal
                 "recording_seconds", "recording_sha256", "voicemail_offset_s", "node", "line",
                 "district_id", "center_id", "team_id", "answered_by")
 ATTEMPT_COLUMNS = ("call_record_id", "seq", "staff_id", "sip_uri", "started_at", "ended_at", "outcome")
-TASK_COLUMNS = ("id", "caller_key", "resident_id", "caller_number_hash", "caller_number_enc",
-                "caller_number_masked", "owner_staff_id", "opened_at", "due_at", "status", "closed_at")
+TASK_COLUMNS = ("id", "kind", "caller_key", "resident_id", "caller_number_hash", "caller_number_enc",
+                "caller_number_masked", "owner_staff_id", "opened_at", "due_at", "status", "closed_at",
+                "close_note")
+EVENT_COLUMNS = ("task_id", "version", "at", "event", "owner_to")
 
 
 async def _clear(conn: asyncpg.Connection, district_id: int, seed: int) -> None:
@@ -326,7 +328,10 @@ async def _clear(conn: asyncpg.Connection, district_id: int, seed: int) -> None:
     tasks = await conn.fetch(f"SELECT DISTINCT task_id FROM callback_calls WHERE call_record_id IN ({calls})",  # noqa: S608
                              district_id)
     await conn.execute(f"DELETE FROM callback_calls WHERE call_record_id IN ({calls})", district_id)  # noqa: S608
-    await conn.execute("DELETE FROM callback_tasks WHERE id = ANY($1::bigint[])", [r[0] for r in tasks])
+    # tasks are never deleted, except a benchmark's own synthetic ones (migration 0024)
+    await conn.execute("SELECT set_config('hotline.purge_bench', 'yes', false)")
+    await conn.execute("DELETE FROM task_events WHERE task_id = ANY($1::bigint[])", [r[0] for r in tasks])
+    await conn.execute("DELETE FROM tasks WHERE id = ANY($1::bigint[])", [r[0] for r in tasks])
     await conn.execute("DELETE FROM call_records WHERE district_id = $1", district_id)
 
 
@@ -335,7 +340,7 @@ async def _write(conn: asyncpg.Connection, rng: random.Random, d: _District,
                  tz: ZoneInfo) -> dict:
     frequent, others, strangers = callers
     first_id = await conn.fetchval("SELECT coalesce(max(id), 0) + 1 FROM call_records")
-    first_task = await conn.fetchval("SELECT coalesce(max(id), 0) + 1 FROM callback_tasks")
+    first_task = await conn.fetchval("SELECT coalesce(max(id), 0) + 1 FROM tasks")
     local_today = now.astimezone(tz).date()
     first = datetime.combine(local_today - timedelta(days=days), datetime.min.time(), tz)
     instants = [at for at in _offered_instants(rng, calls, first, days, tz) if at < now]
@@ -458,11 +463,17 @@ async def _write(conn: asyncpg.Connection, rng: random.Random, d: _District,
         done += len(rows)
         log.info("bench.console.calls", written=done, of=calls, seconds=round(time.perf_counter() - started, 1))
     open_now = OPEN_SHARE * len(tasks)
-    task_rows = [(t.id, t.caller.key, t.caller.resident_id, t.caller.number_hash, t.caller.number_enc,
-                  t.caller.number_masked, t.caller.doctor_id if t.caller.resident_id else None,
-                  t.opened_at, t.due_at, t.status, t.closed_at) for t in tasks]
+    task_rows = [(t.id, "callback", t.caller.key, t.caller.resident_id, t.caller.number_hash,
+                  t.caller.number_enc, t.caller.number_masked,
+                  t.caller.doctor_id if t.caller.resident_id else None,
+                  t.opened_at, t.due_at, t.status, t.closed_at, None if t.status == "open" else "")
+                 for t in tasks]
     for k in range(0, len(task_rows), BATCH):
-        await conn.copy_records_to_table("callback_tasks", records=task_rows[k:k + BATCH], columns=TASK_COLUMNS)
+        await conn.copy_records_to_table("tasks", records=task_rows[k:k + BATCH], columns=TASK_COLUMNS)
+        # each task's history begins with its opening (checked when the transaction commits)
+        await conn.copy_records_to_table(
+            "task_events", records=[(r[0], 1, r[8], "opened", r[7]) for r in task_rows[k:k + BATCH]],
+            columns=EVENT_COLUMNS)
     for k in range(0, len(links), BATCH):
         await conn.copy_records_to_table("callback_calls", records=links[k:k + BATCH],
                                          columns=("task_id", "call_record_id"))
@@ -471,8 +482,8 @@ async def _write(conn: asyncpg.Connection, rng: random.Random, d: _District,
                                               "recorded_at"))
     await conn.execute("SELECT setval(pg_get_serial_sequence('call_records', 'id'),"
                        " (SELECT max(id) FROM call_records))")
-    await conn.execute("SELECT setval(pg_get_serial_sequence('callback_tasks', 'id'),"
-                       " greatest((SELECT max(id) FROM callback_tasks), 1))")
+    await conn.execute("SELECT setval(pg_get_serial_sequence('tasks', 'id'),"
+                       " greatest((SELECT max(id) FROM tasks), 1))")
     log.info("bench.console.tasks", tasks=len(tasks), open=sum(t.status == "open" for t in tasks),
              target_open=round(open_now), seconds=round(time.perf_counter() - started, 1))
     return {"tasks": len(tasks), "open_tasks": sum(t.status == "open" for t in tasks),

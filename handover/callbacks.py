@@ -1,5 +1,8 @@
 """Callbacks owed: a call no human answered becomes one open task, due 8 hours after the call.
 
+A callback is the first kind of task (handover/tasks.py): opening one, and attaching a repeat
+call to it, are events of its history like every other change.
+
 One open task per caller (the resident; the number when the caller is unknown): a repeat missed
 call while it is open attaches to it and keeps the first deadline — the promise runs from the
 first call nobody answered, even when an earlier call is written later (replayed from the call
@@ -15,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
+
+from handover.tasks import write_event
 
 CALLBACK_WINDOW = timedelta(hours=8)
 
@@ -54,20 +59,30 @@ class Callbacks:
         Safe to repeat for the same call (recovery after a crash attaches it once).
         """
         async with self._transaction() as conn:
+            attached = await conn.fetchrow(
+                """SELECT t.id, t.due_at FROM callback_calls cc JOIN tasks t ON t.id = cc.task_id
+                    WHERE cc.call_record_id = $1""", call_record_id)
+            if attached is not None:  # a replay: the call is with its task already
+                return OwedCallback(attached["id"], False, attached["due_at"])
             row = await conn.fetchrow(
-                """INSERT INTO callback_tasks (caller_key, resident_id, caller_number_hash,
+                """INSERT INTO tasks (kind, caller_key, resident_id, caller_number_hash,
                         caller_number_enc, caller_number_masked, owner_staff_id, opened_at, due_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                   ON CONFLICT (caller_key) WHERE status = 'open'
-                   DO UPDATE SET opened_at = LEAST(callback_tasks.opened_at, EXCLUDED.opened_at),
-                                 due_at = LEAST(callback_tasks.due_at, EXCLUDED.due_at)
-                   RETURNING id, due_at, (xmax = 0) AS created""",
+                   VALUES ('callback', $1, $2, $3, $4, $5, $6, $7, $8)
+                   ON CONFLICT (caller_key) WHERE status = 'open' AND kind = 'callback'
+                   DO UPDATE SET opened_at = LEAST(tasks.opened_at, EXCLUDED.opened_at),
+                                 due_at = LEAST(tasks.due_at, EXCLUDED.due_at),
+                                 version = tasks.version + 1
+                   RETURNING id, due_at, version, (xmax = 0) AS created""",
                 caller_key(resident_id, number_hash), resident_id, number_hash, number_encrypted,
                 number_masked, owner_staff_id, missed_at, missed_at + CALLBACK_WINDOW,
             )
+            await write_event(
+                conn, row["id"], row["version"], at=missed_at,
+                event="opened" if row["created"] else "call_attached",
+                owner_to=owner_staff_id if row["created"] else None, reason="missed call",
+                detail={"call_record_id": call_record_id, "due_at": row["due_at"].isoformat()})
             await conn.execute(
-                "INSERT INTO callback_calls (task_id, call_record_id) VALUES ($1, $2)"
-                " ON CONFLICT (call_record_id) DO NOTHING",
+                "INSERT INTO callback_calls (task_id, call_record_id) VALUES ($1, $2)",
                 row["id"], call_record_id,
             )
         return OwedCallback(row["id"], row["created"], row["due_at"])

@@ -2,7 +2,7 @@
 
 Each task comes with what the desk page shows beside it: the time left to its 8-hour deadline and
 how urgent that is, the missed calls behind it and the voicemails left. Two queries whatever the
-number of tasks: the tasks (an index scan of `callback_tasks_owner` from the soonest deadline),
+number of tasks: the tasks (an index scan of `tasks_owner` from the soonest deadline),
 then the calls and voicemails of all of them at once.
 
 The missed calls are shown as part of the task (when, which line, what happened), not as calls in
@@ -83,14 +83,14 @@ def desk_query(scope: Scope, *, owner_only: bool, limit: int) -> tuple[str, list
     """The SQL and parameters of the task list (apart, so a test can EXPLAIN it)."""
     v = scope.viewer
     p = Params()
-    base = (f"SELECT {_TASK_COLUMNS} FROM callback_tasks t"  # noqa: S608 - constant columns
+    base = (f"SELECT {_TASK_COLUMNS} FROM tasks t"  # noqa: S608 - constant columns
             " LEFT JOIN residents r ON r.id = t.resident_id WHERE t.status = 'open'")
     if not owner_only:
         return f"{base} AND {scope.tasks(p, 't')} ORDER BY t.due_at, t.id LIMIT {p.add(limit)}", p.values
     owners = [f"t.owner_staff_id = {p.add(v.staff_id)}"]
     if v.role == "agent":
         owners.append("t.owner_staff_id IS NULL")
-    # One index-ordered branch per owner (callback_tasks_owner is (owner_staff_id, due_at) over
+    # One index-ordered branch per owner (tasks_owner is (owner_staff_id, due_at) over
     # open tasks), each cut at the limit, then merged: an OR of both would read every unowned
     # task of the desk and sort them all.
     lim = p.add(limit)

@@ -13,7 +13,18 @@ from typing import Any
 
 import structlog
 
-from hotline import cli_accounts, cli_calendar, cli_db, cli_lines, cli_roster, cli_sip, cli_web
+from hotline import (
+    cli_accounts,
+    cli_calendar,
+    cli_click_to_call,
+    cli_db,
+    cli_handover,
+    cli_lines,
+    cli_roster,
+    cli_sip,
+    cli_tasks,
+    cli_web,
+)
 from hotline.cli_common import EXIT_ERROR, EXIT_NOT_FOUND, NotFound, print_rejected
 from hotline.config import Config, ConfigError, load_config
 from hotline.logs import configure_logging
@@ -352,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_db.add_parsers(sub)
     cli_sip.add_parsers(sub)
     cli_web.add_parsers(sub)
+    cli_handover.add_parsers(sub)
+    cli_tasks.add_parsers(sub)
     return p
 
 
@@ -405,6 +418,9 @@ _NEEDS_RUNTIME: dict[str, Callable[[Runtime, argparse.Namespace], Awaitable[int]
     "sip-password": cli_sip.cmd_sip_password,
     "pbx": cli_sip.cmd_pbx,
     "web": cli_web.cmd_web,
+    "handover": cli_handover.cmd_handover,
+    "tasks": cli_tasks.cmd_tasks,
+    "referrals": cli_tasks.cmd_referrals,
 }
 
 
@@ -431,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_run(config, args))
     except (ConfigError, StoreError, PiiKeyError, UsageError, InvalidNumber, SeedError,
             TelephonyError, cli_roster.RosterError, cli_lines.LineError, cli_db.DbShellError,
-            SipAccountError, cli_accounts.PasswordCliError) as exc:
+            SipAccountError, cli_accounts.PasswordCliError, cli_click_to_call.CallRequestError) as exc:
         print(f"hotline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except (NotFound, CalendarNotFound) as exc:

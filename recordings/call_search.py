@@ -498,7 +498,7 @@ class CallSearch:
             task = await conn.fetchrow(
                 """SELECT t.id, t.status, t.opened_at, t.due_at, v.id AS voicemail_id,
                           v.seconds::float8 AS voicemail_seconds, v.recorded_at
-                   FROM callback_calls cc JOIN callback_tasks t ON t.id = cc.task_id
+                   FROM callback_calls cc JOIN tasks t ON t.id = cc.task_id
                    LEFT JOIN voicemails v ON v.call_record_id = cc.call_record_id
                    WHERE cc.call_record_id = $1""", record_id)
         row = _row(r)
@@ -540,7 +540,7 @@ class CallSearch:
         calls = scope.calls(p, "c")
         sql = ("SELECT v.path, v.sha256, v.seconds::float8 AS seconds FROM voicemails v"  # noqa: S608
                " WHERE v.id = $1 AND ("
-               f"EXISTS (SELECT 1 FROM callback_tasks t WHERE t.id = v.task_id AND {tasks})"
+               f"EXISTS (SELECT 1 FROM tasks t WHERE t.id = v.task_id AND {tasks})"
                f" OR EXISTS (SELECT 1 FROM call_records c WHERE c.id = v.call_record_id AND {calls}))")
         r = await self._pool.fetchrow(sql, *p.values)
         if r is None:

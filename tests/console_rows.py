@@ -109,10 +109,14 @@ async def insert_task(conn: asyncpg.Pool | asyncpg.Connection, *, opened_at: dat
                                    district_id=district_id, masked=masked),)
     key = f"number:{next(_serial)}"
     task_id = await conn.fetchval(
-        """INSERT INTO callback_tasks (caller_key, resident_id, caller_number_hash,
+        """WITH t AS (INSERT INTO tasks (kind, caller_key, resident_id, caller_number_hash,
                 caller_number_enc, caller_number_masked, owner_staff_id, opened_at, due_at, status,
-                closed_at)
-           VALUES ($1, $2, $3, '\\x00', $4, $5, $6, $7, $8, $9) RETURNING id""",
+                closed_at, close_note)
+           VALUES ('callback', $1, $2, $3, '\\x00', $4, $5, $6, $7, $8, $9,
+                   CASE WHEN $8 = 'open' THEN NULL ELSE '' END)
+           RETURNING id, opened_at, owner_staff_id),
+           e AS (INSERT INTO task_events (task_id, version, at, event, owner_to) SELECT id, 1, opened_at, 'opened', owner_staff_id FROM t)
+           SELECT id FROM t""",
         key, resident_id, hashlib.sha256(key.encode()).digest(), masked, owner, opened_at,
         due_at or opened_at + timedelta(hours=8), status, closed_at)
     for call_id in calls:

@@ -111,7 +111,7 @@ async def assert_connected_call(pool: asyncpg.Pool, heard_by_resident: bytes, do
     left, right = wav.channels[0][talk], wav.channels[1][talk]
     assert has_tone(left, wav.rate, 440), "left (resident): " + describe(left, wav.rate)
     assert has_tone(right, wav.rate, 1000), "right (staff): " + describe(right, wav.rate)
-    assert await pool.fetchval("SELECT count(*) FROM callback_tasks") == 0
+    assert await pool.fetchval("SELECT count(*) FROM tasks") == 0
     return record
 
 
@@ -203,7 +203,7 @@ async def assert_missed_with_one_callback(pool: asyncpg.Pool, heard: bytes, firs
     assert {a["outcome"] for a in attempts[3:]} == {"unreachable"} and len(attempts) >= 4
     steps = [s["step"] for s in json.loads(record["route_explanation"])["steps"]]
     assert steps == ["own_doctor", "assistant", "center_agents", "desk", "voicemail"]
-    tasks = await pool.fetch("SELECT * FROM callback_tasks")
+    tasks = await pool.fetch("SELECT * FROM tasks")
     assert len(tasks) == 1
     task = tasks[0]
     assert task["status"] == "open" and task["resident_id"] == record["resident_id"]
@@ -266,7 +266,7 @@ async def test_caller_hanging_up_mid_greeting_leaves_a_complete_record_and_no_ca
     assert 0.5 < float(record["recording_seconds"]) < 3
     assert record["recording_sha256"] is not None
     assert await pool.fetchval("SELECT count(*) FROM dial_attempts") == 0
-    assert await pool.fetchval("SELECT count(*) FROM callback_tasks") == 0
+    assert await pool.fetchval("SELECT count(*) FROM tasks") == 0
 
 
 async def test_keys_outside_the_menu_replay_it_at_most_three_times_then_the_caller_is_put_through(

@@ -143,9 +143,9 @@ async def assert_one_complete_missed_call(pool: asyncpg.Pool, district: District
     assert explanation["skipped_live"] == [{"staff_id": district.assistant_id, "reason": "busy"}]
     attempts = await pool.fetch("SELECT seq, outcome FROM dial_attempts WHERE call_record_id = $1", record["id"])
     assert [tuple(a) for a in attempts] == [(1, "no_answer")]
-    task = await pool.fetchrow("SELECT * FROM callback_tasks")
+    task = await pool.fetchrow("SELECT * FROM tasks")
     assert task["due_at"] == T0 + timedelta(hours=8) and task["owner_staff_id"] == district.doctor_id
-    assert await pool.fetchval("SELECT count(*) FROM callback_tasks") == 1
+    assert await pool.fetchval("SELECT count(*) FROM tasks") == 1
     assert await pool.fetchval("SELECT count(*) FROM callback_calls") == 1
     voicemail = await pool.fetchrow("SELECT * FROM voicemails")
     assert voicemail["task_id"] == task["id"] and voicemail["call_record_id"] == record["id"]
@@ -248,7 +248,7 @@ async def test_an_earlier_missed_call_replayed_later_keeps_the_first_deadline(
                                     missed_at=T0 + timedelta(minutes=30))
     assert owed is not None and owed.task_id is not None
     await Replayer(call_log, pool).drain()
-    task = await pool.fetchrow("SELECT * FROM callback_tasks")
+    task = await pool.fetchrow("SELECT * FROM tasks")
     assert task["opened_at"] == T0 and task["due_at"] == T0 + timedelta(hours=8)
     assert await pool.fetchval("SELECT count(*) FROM callback_calls WHERE task_id = $1", task["id"]) == 2
 
@@ -302,7 +302,7 @@ async def test_a_call_outliving_postgresql_goes_on_in_the_journal_and_is_written
         assert [(r["call_id"], r["disposition"]) for r in rows] == [("outage@x", "missed"), ("during@x", "abandoned")]
         assert rows[0]["answered_at"] == T0 + timedelta(seconds=1) and rows[0]["resident_id"] == district.resident_id
         assert await pool.fetchval("SELECT count(*) FROM dial_attempts") == 1
-        assert await pool.fetchval("SELECT count(*) FROM callback_tasks") == 2
+        assert await pool.fetchval("SELECT count(*) FROM tasks") == 2
         assert await pool.fetchval("SELECT count(*) FROM callback_calls") == 2
         # back to PostgreSQL for the next call
         after = call_log.open("after@x", CallerNumber.of(vault, "13900000002"), T0 + timedelta(minutes=1))
@@ -336,6 +336,6 @@ async def test_a_call_the_crash_cut_while_journaling_is_recovered_after_the_repl
     assert await flow.recover() == 1
     record = await pool.fetchrow("SELECT * FROM call_records WHERE call_id = 'cut@x'")
     assert record["disposition"] == "failed" and record["node"] == "node-a"
-    task = await pool.fetchrow("SELECT * FROM callback_tasks")
+    task = await pool.fetchrow("SELECT * FROM tasks")
     assert task["owner_staff_id"] == district.agent_id and task["due_at"] == T0 + timedelta(hours=8)
     assert await pool.fetchval("SELECT call_record_id FROM callback_calls") == record["id"]

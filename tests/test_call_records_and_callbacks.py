@@ -97,10 +97,13 @@ async def test_a_missed_call_owes_one_callback_due_in_8_hours_and_repeats_attach
     assert (again.task_id, again.created, again.due_at) == (first.task_id, False, first.due_at)
     calls = await pool.fetchval("SELECT count(*) FROM callback_calls WHERE task_id = $1", first.task_id)
     assert calls == 2
-    assert await pool.fetchval("SELECT count(*) FROM callback_tasks") == 1
+    assert await pool.fetchval("SELECT count(*) FROM tasks") == 1
 
     # once done, the next missed call is a new promise
-    await pool.execute("UPDATE callback_tasks SET status = 'done', closed_at = now()")
+    await pool.execute(
+        """WITH t AS (UPDATE tasks SET status = 'done', closed_at = now(), close_note = 'called back',
+                                      version = version + 1 RETURNING id, version, closed_at)
+           INSERT INTO task_events (task_id, version, at, event) SELECT id, version, closed_at, 'closed' FROM t""")
     _, later = await missed_call(records, callbacks, vault, "m-3", "13800000001",
                                  T0 + timedelta(days=1), district.resident_id, district.doctor_id)
     assert later.created and later.task_id != first.task_id
@@ -132,7 +135,7 @@ async def test_unknown_callers_are_keyed_by_number_and_recovery_is_idempotent(
         number_encrypted=caller.encrypted, number_masked=caller.masked, owner_staff_id=None,
         missed_at=T0)
     assert replay.task_id == owed.task_id and not replay.created
-    row = await pool.fetchrow("SELECT caller_key, owner_staff_id, caller_number_masked FROM callback_tasks")
+    row = await pool.fetchrow("SELECT caller_key, owner_staff_id, caller_number_masked FROM tasks")
     assert row["caller_key"] == "number:" + caller.hash.hex()
     assert row["owner_staff_id"] is None and row["caller_number_masked"] == "139****5678"
     assert await pool.fetchval("SELECT count(*) FROM callback_calls") == 1

@@ -45,9 +45,10 @@ async def test_the_card_of_a_residents_call_in_scope_is_complete_and_audited(
                              team_id=d.team_id)
     n = CallerNumber.of(vault, "13800000001")
     task_id = await pool.fetchval(
-        "INSERT INTO callback_tasks (caller_key, resident_id, caller_number_hash, caller_number_enc,"
-        " caller_number_masked, owner_staff_id, opened_at, due_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        " RETURNING id", f"resident:{d.resident_id}", d.resident_id, n.hash, n.encrypted, n.masked, d.doctor_id,
+        "WITH t AS (INSERT INTO tasks (kind, caller_key, resident_id, caller_number_hash, caller_number_enc,"
+        " caller_number_masked, owner_staff_id, opened_at, due_at)"
+        " VALUES ('callback', $1, $2, $3, $4, $5, $6, $7, $8) RETURNING id, opened_at, owner_staff_id),"
+        " e AS (INSERT INTO task_events (task_id, version, at, event, owner_to) SELECT id, 1, opened_at, 'opened', owner_staff_id FROM t) SELECT id FROM t", f"resident:{d.resident_id}", d.resident_id, n.hash, n.encrypted, n.masked, d.doctor_id,
         NOW - timedelta(days=1), NOW - timedelta(hours=16))
     missed = await pool.fetchval("SELECT id FROM call_records WHERE call_id = 'old-5'")
     await pool.execute("INSERT INTO callback_calls VALUES ($1, $2)", task_id, missed)

@@ -159,7 +159,7 @@ async def test_everyone_busy_queue_with_position_then_voicemail_on_the_callback_
 
     record = await pool.fetchrow("SELECT * FROM call_records")
     assert record["disposition"] == "missed"
-    task = await pool.fetchrow("SELECT * FROM callback_tasks")
+    task = await pool.fetchrow("SELECT * FROM tasks")
     assert task["due_at"] == record["offered_at"] + timedelta(hours=8)
     voicemail = await pool.fetchrow("SELECT * FROM voicemails")
     assert voicemail["task_id"] == task["id"] and voicemail["call_record_id"] == record["id"]
@@ -207,7 +207,7 @@ async def test_a_message_cut_by_a_service_shutdown_is_kept_on_the_callback_task(
         ear.close()
     record = await pool.fetchrow("SELECT * FROM call_records")
     assert record["disposition"] == "failed" and record["ended_at"] is not None
-    task = await pool.fetchrow("SELECT * FROM callback_tasks")
+    task = await pool.fetchrow("SELECT * FROM tasks")
     assert task["status"] == "open" and task["due_at"] == record["offered_at"] + timedelta(hours=8)
     voicemail = await pool.fetchrow("SELECT * FROM voicemails")
     assert voicemail is not None and voicemail["task_id"] == task["id"]

@@ -105,7 +105,7 @@ async def test_postgresql_stopped_during_traffic_every_call_has_its_record_and_t
     async with db.connection(url) as conn:
         records = await conn.fetch("SELECT * FROM call_records ORDER BY offered_at")
         attempts = await conn.fetch("SELECT call_record_id, seq FROM dial_attempts ORDER BY 1, 2")
-        tasks = await conn.fetch("SELECT * FROM callback_tasks")
+        tasks = await conn.fetch("SELECT * FROM tasks")
         attached = await conn.fetch("SELECT * FROM callback_calls")
         voicemails = await conn.fetch("SELECT * FROM voicemails")
         leftover_ids = await conn.fetchval("SELECT count(*) FROM call_journal_applied")

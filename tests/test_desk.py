@@ -171,37 +171,39 @@ async def test_the_desk_reads_the_owner_index_among_200000_tasks(
     # 1 in 999 the agent's own.
     others = [places.other_doctor_id, places.second_team_doctor_id, d.assistant_id]
     await pool.execute(
-        """INSERT INTO callback_tasks (caller_key, caller_number_hash, caller_number_enc,
+        """WITH t AS (INSERT INTO tasks (kind, caller_key, caller_number_hash, caller_number_enc,
                 caller_number_masked, owner_staff_id, opened_at, due_at)
-           SELECT 'bulk:' || i, '\\x00', '\\x00', '138****0000',
+           SELECT 'callback', 'bulk:' || i, '\\x00', '\\x00', '138****0000',
                   CASE WHEN i % 1000 = 0 THEN $1::int WHEN i % 999 = 0 THEN $2::int
                        WHEN i % 50 = 0 THEN NULL ELSE ($3::int[])[1 + i % 3] END,
                   $4::timestamptz - interval '8 hours' + i * interval '1 second',
                   $4::timestamptz + i * interval '1 second'
-             FROM generate_series(1, 200000) i""",
+             FROM generate_series(1, 200000) i
+           RETURNING id, opened_at, owner_staff_id)
+           INSERT INTO task_events (task_id, version, at, event, owner_to) SELECT id, 1, opened_at, 'opened', owner_staff_id FROM t""",
         d.doctor_id, d.agent_id, others, NOW)
     # the desk's tasks come from missed calls in this district (which desk they are for)
     await pool.execute(
-        """WITH desk AS (SELECT id, opened_at FROM callback_tasks WHERE owner_staff_id IS NULL),
+        """WITH desk AS (SELECT id, opened_at FROM tasks WHERE owner_staff_id IS NULL),
                 calls AS (INSERT INTO call_records (call_id, offered_at, disposition, district_id)
                           SELECT 'bulk-desk-' || id, opened_at, 'missed', $1 FROM desk
                           RETURNING id, call_id)
            INSERT INTO callback_calls (task_id, call_record_id)
            SELECT substr(call_id, 11)::bigint, id FROM calls""", d.district_id)
-    await pool.execute("ANALYZE callback_tasks")
+    await pool.execute("ANALYZE tasks")
     await pool.execute("ANALYZE callback_calls")
     await pool.execute("ANALYZE call_records")
     for role, owners in (("family_doctor", {d.doctor_id}), ("agent", {d.agent_id, None})):
         sql, values = desk_query(places.scope(role), owner_only=True, limit=200)
         plan = json.loads(await pool.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *values))[0]["Plan"]
         nodes = plan_nodes(plan)
-        # callback_tasks is reached through the owner index only (an index scan in due order, or
+        # tasks is reached through the owner index only (an index scan in due order, or
         # a bitmap of the owner's few tasks), never read whole, and nothing big is sorted
         assert not [n for n in nodes if n["Node Type"] == "Seq Scan"
-                    and n.get("Relation Name") == "callback_tasks"], plan
+                    and n.get("Relation Name") == "tasks"], plan
         indexes = {n["Index Name"] for n in nodes
-                   if n.get("Index Name", "").startswith("callback_tasks")}
-        assert indexes == {"callback_tasks_owner"}, plan
+                   if n.get("Index Name", "").startswith("tasks")}
+        assert indexes == {"tasks_owner"}, plan
         assert not any(n["Node Type"] == "Sort" and n.get("Plan Rows", 0) > 1000 for n in nodes)
         tasks = await open_tasks(pool, places.scope(role), now=NOW)
         assert len(tasks) == 200

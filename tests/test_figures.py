@@ -33,10 +33,12 @@ async def task(pool: asyncpg.Pool, key: str, due_in: timedelta, *, resident_id: 
                owner: int | None = None, status: str = "open", district_id: int | None = None) -> None:
     """A callback task; one nobody owns is its district's desk's through its missed call."""
     task_id = await pool.fetchval(
-        "INSERT INTO callback_tasks (caller_key, resident_id, caller_number_hash, caller_number_enc,"
-        " caller_number_masked, owner_staff_id, opened_at, due_at, status, closed_at)"
-        " VALUES ($1, $2, '\\x00', '\\x00', '138****0001', $3, $4::timestamptz - interval '8 hours', $4, $5::text,"
-        " CASE WHEN $5::text = 'open' THEN NULL ELSE $4 END) RETURNING id",
+        "WITH t AS (INSERT INTO tasks (kind, caller_key, resident_id, caller_number_hash, caller_number_enc,"
+        " caller_number_masked, owner_staff_id, opened_at, due_at, status, closed_at, close_note)"
+        " VALUES ('callback', $1, $2, '\\x00', '\\x00', '138****0001', $3, $4::timestamptz - interval '8 hours',"
+        " $4, $5::text, CASE WHEN $5::text = 'open' THEN NULL ELSE $4 END,"
+        " CASE WHEN $5::text = 'open' THEN NULL ELSE '' END) RETURNING id, opened_at, owner_staff_id),"
+        " e AS (INSERT INTO task_events (task_id, version, at, event, owner_to) SELECT id, 1, opened_at, 'opened', owner_staff_id FROM t) SELECT id FROM t",
         key, resident_id, owner, NOW + due_in, status)
     if district_id is not None:
         call_id = await pool.fetchval(

@@ -147,7 +147,7 @@ async def test_recovery_after_a_kill(pool: asyncpg.Pool, vault: PiiVault, tmp_pa
     assert float(rows["waiting@x"]["recording_seconds"]) >= 1.0
     # the promise survives the crash: a callback for each caller who was waiting for a human
     # (being rung, or queued), owed by the doctor of the route, none for the one at the greeting
-    tasks = await pool.fetch("SELECT * FROM callback_tasks ORDER BY id")
+    tasks = await pool.fetch("SELECT * FROM tasks ORDER BY id")
     assert len(tasks) == 2
     assert {t["owner_staff_id"] for t in tasks} == {doctor_id}
     assert {t["due_at"] for t in tasks} == {OFFERED + timedelta(hours=8)}
@@ -181,7 +181,7 @@ async def test_a_voicemail_cut_by_a_kill_is_recovered_onto_the_callback_task(
     with structlog.testing.capture_logs() as logs:
         assert await recovering_flow(pool, vault, records, tmp_path / "rec").recover() == 1
 
-    task = await pool.fetchrow("SELECT * FROM callback_tasks")  # owed though nobody was rung
+    task = await pool.fetchrow("SELECT * FROM tasks")  # owed though nobody was rung
     assert task["status"] == "open" and task["due_at"] == OFFERED + timedelta(hours=8)
     voicemail = await pool.fetchrow("SELECT * FROM voicemails")
     assert voicemail["task_id"] == task["id"] and voicemail["call_record_id"] == record
@@ -219,7 +219,7 @@ async def test_a_kill_before_half_a_second_was_said_attaches_no_voicemail_but_ow
 
     assert await pool.fetchval("SELECT count(*) FROM voicemails") == 0
     assert not (tmp_path / "rec" / "vm-voicemail.wav").exists()
-    task = await pool.fetchrow("SELECT * FROM callback_tasks")
+    task = await pool.fetchrow("SELECT * FROM tasks")
     assert task is not None and task["status"] == "open"
     assert await pool.fetchval("SELECT task_id FROM callback_calls WHERE call_record_id = $1", record) == task["id"]
 
@@ -237,7 +237,7 @@ async def test_a_message_written_before_the_kill_is_the_one_attached(
 
     assert await recovering_flow(pool, vault, records, tmp_path / "rec").recover() == 1
 
-    task_id = await pool.fetchval("SELECT id FROM callback_tasks")
+    task_id = await pool.fetchval("SELECT id FROM tasks")
     rows = await pool.fetch("SELECT * FROM voicemails")
     assert [(r["task_id"], r["path"], r["sha256"], float(r["seconds"])) for r in rows] == [
         (task_id, str(live.path), live.sha256, 2.5)]
