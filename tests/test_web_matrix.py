@@ -196,6 +196,7 @@ class World:
     far_day: str = ""                           # a date closures are made for
     residents: dict[str, int] = field(default_factory=dict)   # name -> id
     offered: dict[int, datetime] = field(default_factory=dict)
+    made_requests: list[int] = field(default_factory=list)   # click-to-call requests a cell made
 
     def pairs(self, kind: str, role: str) -> list[tuple[str, Any]]:
         """(case, object) of this kind for the role: in scope first, then out of scope."""
@@ -592,8 +593,18 @@ def _ack(api: bool) -> Callable[..., Awaitable[Answer]]:
     return send
 
 
+async def _call_task(w: World, client: ConsoleClient, task: Any) -> Answer:
+    answer = await client.request("POST", f"/api/v1/tasks/{task}/call")
+    if answer.status == 200:
+        w.made_requests.append(answer.json()["id"])
+    return answer
+
+
 async def _no_new_request(w: World, _task: Any) -> None:
-    await w.h.pool.execute("DELETE FROM click_to_call_requests WHERE id < $1", REQ)
+    """The request the cell made, and only it: other modules share this database and may have
+    left requests of their own (a schemathesis call, a Chromium click)."""
+    made, w.made_requests[:] = list(w.made_requests), []
+    await w.h.pool.execute("DELETE FROM click_to_call_requests WHERE id = ANY($1::bigint[])", made)
 
 
 async def _pending_again(w: World, request_id: Any) -> None:
@@ -678,7 +689,7 @@ WRITES: dict[tuple[str, str], Write] = {
         "summary": "矩阵交班", "follow_up": "yes", "urgency": "normal"}), undo=_unnoted),
     ("POST", "/api/v1/handover/items/{item_id}/acknowledge"): Write(_ack(api=True), undo=_unsigned),
     ("POST", "/handover/items/{item_id}/acknowledge"): Write(_ack(api=False), undo=_unsigned),
-    ("POST", "/api/v1/tasks/{task_id}/call"): Write(_json("POST", "/api/v1/tasks/{obj}/call"), undo=_no_new_request),
+    ("POST", "/api/v1/tasks/{task_id}/call"): Write(_call_task, undo=_no_new_request),
     ("POST", "/api/v1/call-requests/{request_id}/cancel"):
         Write(_json("POST", "/api/v1/call-requests/{obj}/cancel"), undo=_pending_again),
     ("PUT", "/api/v1/presence"): Write(_json("PUT", "/api/v1/presence", lambda w, o: {"state": "offline"})),
