@@ -160,3 +160,32 @@ async def test_one_of_two_watchers_acts_and_the_other_takes_over_when_its_connec
         await b.stop()
     assert await pool.fetchval(
         "SELECT count(*) FROM task_events WHERE task_id = $1 AND event = 'escalated'", task_id) == 1
+
+
+async def test_the_escalated_tasks_are_on_the_team_leads_and_the_directors_desk(
+        pool: asyncpg.Pool, redis, vault: PiiVault, district: District) -> None:
+    from handover.desk import escalated_tasks
+    from routing.scope import Scope, Viewer
+    from tests.console import open_console
+
+    d = district
+    night_call = datetime(2026, 11, 23, 20, 0, tzinfo=SH)   # the duty doctor's, due 04:00
+    task_id = await missed(pool, vault, d, "t-1", night_call, owner=d.night_id)
+    masked = await pool.fetchval("SELECT caller_number_masked FROM tasks WHERE id = $1", task_id)
+    async with open_console(pool, redis, vault, d) as console:
+        lead = await console.new_staff("family_doctor", name="团队长")
+        other = await console.new_staff("family_doctor", name="别的医生")
+        boss = await console.new_staff("director", name="主任")
+        await pool.execute("UPDATE teams SET lead_staff_id = $1 WHERE id = $2", lead.staff_id, d.team_id)
+        async with pool.acquire() as conn:
+            assert await breach_due(conn, night_call + timedelta(hours=8, seconds=30), SH) == (1, 1)
+
+        # the lead sees the duty doctor's task of her team's resident (in her scope now)
+        viewer = Scope(Viewer(lead.staff_id, lead.staff_no, "团队长", "family_doctor", d.district_id,
+                              d.center_id, d.team_id))
+        [seen] = await escalated_tasks(pool, viewer)
+        assert (seen.id, seen.role, seen.owner_name, seen.kind_title) == (task_id, "team_lead", "赵医生", "未接来电回拨")
+        for login, shown in ((lead, True), (boss, True), (other, False)):
+            client = await console.signed_in(login)
+            page = (await client.get("/desk")).text
+            assert ("已超时升级" in page and masked in page) == shown, login.role

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from handover.desk import open_tasks
+from handover.desk import escalated_tasks, open_tasks
 from routing.presence import CONSOLE_KINDS, Kind
 from web.app import (
     console,
@@ -79,6 +79,7 @@ async def _my_presence(request: web.Request) -> dict[str, Any]:
 async def desk_page(request: web.Request) -> web.StreamResponse:
     can_presence = scope(request).can("presence")
     return render(request, "desk/desk.html", tasks=await _my_tasks(request),
+                  escalated=await escalated_tasks(console(request).pool, scope(request)),
                   presence=await _my_presence(request) if can_presence else None,
                   presence_names={k: PRESENCE_NAMES[k.value] for k in
                                   (Kind.AVAILABLE, Kind.DND, Kind.OFFLINE)})
