@@ -13,7 +13,16 @@ from typing import Any
 
 import structlog
 
-from hotline import cli_accounts, cli_calendar, cli_db, cli_lines, cli_roster, cli_sip, cli_web
+from hotline import (
+    cli_accounts,
+    cli_calendar,
+    cli_db,
+    cli_lines,
+    cli_promises,
+    cli_roster,
+    cli_sip,
+    cli_web,
+)
 from hotline.cli_common import EXIT_ERROR, EXIT_NOT_FOUND, NotFound, print_rejected
 from hotline.config import Config, ConfigError, load_config
 from hotline.logs import configure_logging
@@ -352,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_db.add_parsers(sub)
     cli_sip.add_parsers(sub)
     cli_web.add_parsers(sub)
+    cli_promises.add_parsers(sub)
     return p
 
 
@@ -405,6 +415,7 @@ _NEEDS_RUNTIME: dict[str, Callable[[Runtime, argparse.Namespace], Awaitable[int]
     "sip-password": cli_sip.cmd_sip_password,
     "pbx": cli_sip.cmd_pbx,
     "web": cli_web.cmd_web,
+    "promises": cli_promises.cmd_promises,
 }
 
 
@@ -431,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_run(config, args))
     except (ConfigError, StoreError, PiiKeyError, UsageError, InvalidNumber, SeedError,
             TelephonyError, cli_roster.RosterError, cli_lines.LineError, cli_db.DbShellError,
-            SipAccountError, cli_accounts.PasswordCliError) as exc:
+            SipAccountError, cli_accounts.PasswordCliError, cli_promises.PromisesError) as exc:
         print(f"hotline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except (NotFound, CalendarNotFound) as exc:
