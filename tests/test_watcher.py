@@ -189,3 +189,25 @@ async def test_the_escalated_tasks_are_on_the_team_leads_and_the_directors_desk(
             client = await console.signed_in(login)
             page = (await client.get("/desk")).text
             assert ("已超时升级" in page and masked in page) == shown, login.role
+
+
+async def test_the_boards_figures_agree_with_the_watcher_at_the_deadline(
+        pool: asyncpg.Pool, vault: PiiVault, district: District) -> None:
+    from recordings.figures import day_figures
+    from routing.scope import Scope, Viewer
+
+    d = district
+    await missed(pool, vault, d, "t-1", T0, owner=d.doctor_id)
+    admin = Scope(Viewer(1, "X1", "x", "district_admin", d.district_id))
+
+    async def figures(at: datetime) -> tuple[int, int, int]:
+        f = (await day_figures(pool, admin, at.date(), now=at)).district
+        return f.callbacks_open, f.callbacks_due_1h, f.callbacks_overdue
+
+    assert await figures(DUE - timedelta(hours=1, seconds=1)) == (1, 0, 0)
+    assert await figures(DUE - timedelta(hours=1)) == (1, 1, 0)   # the warning's instant
+    assert await figures(DUE) == (1, 1, 0)                        # at the deadline: not late yet
+    async with pool.acquire() as conn:
+        assert await breach_due(conn, DUE, SH) == (0, 0)
+        assert await breach_due(conn, DUE + timedelta(seconds=1), SH) == (1, 1)
+    assert await figures(DUE + timedelta(seconds=1)) == (1, 0, 1)
