@@ -213,3 +213,16 @@ async def test_the_calendar_of_the_database_is_the_one_the_rule_reads(
     rule = center_rule(district.center_id, district.district_id, datetime(2026, 10, 1, 10, tzinfo=SH),
                        RoutingData(calendar=calendar, tz=SH))
     assert not rule.day and "国庆节" in rule.why and rule.night is not None and rule.night.staff_id is None
+
+
+def test_a_new_callback_gets_the_rules_owner_and_without_routing_data_the_first_rung() -> None:
+    from ivr.flow import callback_owner
+    from routing.chain import route_chain
+
+    d = data(shift(NIGHT, 23), shift(NIGHT, 24))
+    assert callback_owner(RESIDENT, d, at(24, 2)) == NIGHT.id      # not the family doctor at 02:00
+    assert callback_owner(RESIDENT, d, at(24, 10)) == DOCTOR.id
+    assert callback_owner(None, d, at(24, 10)) is None             # an unknown caller: the desk
+    decision = route_chain(RESIDENT, at(24, 2), d)
+    assert callback_owner(RESIDENT, None, at(24, 2), decision) == NIGHT.id
+    assert callback_owner(RESIDENT, None, at(24, 2)) is None
