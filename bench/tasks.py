@@ -219,6 +219,10 @@ async def run(args: argparse.Namespace) -> None:
                     lambda conn=conn, now=now: _warn_and_breach(conn, now, tz))
                 results.setdefault("sweep", []).append(ms)
                 counts.setdefault("sweep", []).append(warned + breached)
+        # the state last applied as the acting watcher would have it now (a previous run's shift
+        # changes left it at another instant: the first sweep would move every task back)
+        async with pool.acquire() as conn:
+            await follow_shifts(conn, await responsibility(conn, now, await source(now)), tz)
         watcher = Watcher(pool, url, now=lambda: now, routing=source, tz=tz)
         for _ in range(max(5, args.sweeps // 4)):
             now += timedelta(seconds=30)

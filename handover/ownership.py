@@ -201,21 +201,30 @@ def change_reason(now: CenterRule, before: Sequence[Any] | None) -> str:
 
 
 # Candidates: the open tasks of residents of the centers whose rule changed, and of residents
-# whose family doctor's availability changed. Each gets the owner the rule gives now; only those
-# whose owner differs are written, each with its event, in the same statement. A task changed
-# meanwhile by someone else (its version moved) is left for the next sweep.
+# whose family doctor's availability changed — found resident by resident through the open-task
+# index (OFFSET 0 keeps each lateral subquery apart, so PostgreSQL cannot turn it into a scan of
+# every task: the table keeps every task ever opened). Then, in one statement, each candidate
+# gets the owner the rule gives now; only those whose owner differs are written, each with its
+# event. A task changed meanwhile by someone else (its version moved) is left for the next sweep.
+_CANDIDATES_SQL = """
+SELECT o.id FROM residents r
+ CROSS JOIN LATERAL (SELECT t.id FROM tasks t
+                      WHERE t.resident_id = r.id AND t.status = 'open' OFFSET 0) o
+ WHERE r.center_id = ANY($1::int[])
+UNION
+SELECT o.id FROM contracts k
+ CROSS JOIN LATERAL (SELECT t.id FROM tasks t
+                      WHERE t.resident_id = k.resident_id AND t.status = 'open' OFFSET 0) o
+ WHERE k.doctor_id = ANY($2::int[]) AND $3::date BETWEEN k.starts_on AND k.ends_on
+"""
+
 _FOLLOW_SQL = """
 WITH rule(center_id, day, night_owner, why, night_title) AS (
     SELECT * FROM unnest($1::int[], $2::bool[], $3::int[], $4::text[], $5::text[])
 ), doc(staff_id, is_away, why) AS (
     SELECT * FROM unnest($6::int[], $7::bool[], $8::text[])
 ), candidate AS (
-    SELECT t.id FROM tasks t JOIN residents r ON r.id = t.resident_id
-     WHERE t.status = 'open' AND r.center_id = ANY($9::int[])
-    UNION
-    SELECT t.id FROM contracts k JOIN tasks t ON t.resident_id = k.resident_id
-     WHERE k.doctor_id = ANY($10::int[]) AND $11::date BETWEEN k.starts_on AND k.ends_on
-       AND t.status = 'open'
+    SELECT unnest($9::bigint[]) AS id
 ), wanted AS (
     SELECT t.id, t.version, t.owner_staff_id AS owner_from,
            CASE WHEN NOT rule.day THEN rule.night_owner
@@ -230,7 +239,7 @@ WITH rule(center_id, day, night_owner, why, night_title) AS (
       JOIN residents r ON r.id = t.resident_id
       JOIN rule ON rule.center_id = r.center_id
       LEFT JOIN contracts k ON k.resident_id = t.resident_id
-                           AND $11::date BETWEEN k.starts_on AND k.ends_on
+                           AND $10::date BETWEEN k.starts_on AND k.ends_on
       LEFT JOIN staff fd ON fd.id = k.doctor_id
       LEFT JOIN doc ON doc.staff_id = k.doctor_id
 ), moved AS (
@@ -241,7 +250,7 @@ WITH rule(center_id, day, night_owner, why, night_title) AS (
     RETURNING t.id, t.version, w.owner_from, w.owner_to, w.reason
 )
 INSERT INTO task_events (task_id, version, at, event, owner_from, owner_to, reason)
-SELECT id, version, $12, 'owner_changed', owner_from, owner_to, left(reason, 2000) FROM moved
+SELECT id, version, $11, 'owner_changed', owner_from, owner_to, left(reason, 2000) FROM moved
 """
 
 
@@ -272,6 +281,7 @@ async def follow_shifts(conn: asyncpg.Connection, now: Responsibility, tz: Any =
         whys = [change_reason(r, None if full else before_centers.get(str(r.center_id))) for r in rules]
         doc_ids = sorted(set(now.away) | set(doctors))
         on = (now.at.astimezone(tz) if tz else now.at).date()
+        candidates = [r["id"] for r in await conn.fetch(_CANDIDATES_SQL, centers, doctors, on)]
         status = await conn.execute(
             _FOLLOW_SQL,
             [r.center_id for r in rules], [r.day for r in rules],
@@ -279,7 +289,7 @@ async def follow_shifts(conn: asyncpg.Connection, now: Responsibility, tz: Any =
             [r.night.title if r.night else "" for r in rules],
             doc_ids, [d in now.away for d in doc_ids],
             [now.away.get(d, _back(d, before_away)) for d in doc_ids],
-            centers, doctors, on, now.at)
+            candidates, on, now.at) if candidates else "INSERT 0 0"
         await conn.execute(
             """INSERT INTO task_watch_state (id, state, applied_at) VALUES (1, $1::jsonb, $2)
                ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, applied_at = EXCLUDED.applied_at""",
