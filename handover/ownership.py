@@ -205,7 +205,7 @@ def change_reason(now: CenterRule, before: Sequence[Any] | None) -> str:
 # index (OFFSET 0 keeps each lateral subquery apart, so PostgreSQL cannot turn it into a scan of
 # every task: the table keeps every task ever opened). Then, in one statement, each candidate
 # gets the owner the rule gives now; only those whose owner differs are written, each with its
-# event. A task changed meanwhile by someone else (its version moved) is left for the next sweep.
+# event.
 _CANDIDATES_SQL = """
 SELECT o.id FROM residents r
  CROSS JOIN LATERAL (SELECT t.id FROM tasks t
@@ -282,6 +282,10 @@ async def follow_shifts(conn: asyncpg.Connection, now: Responsibility, tz: Any =
         doc_ids = sorted(set(now.away) | set(doctors))
         on = (now.at.astimezone(tz) if tz else now.at).date()
         candidates = [r["id"] for r in await conn.fetch(_CANDIDATES_SQL, centers, doctors, on)]
+        # Locked first (in id order), so the move below reads each at its latest version and none
+        # is skipped for a note written meanwhile: the state saved with it says they all moved.
+        await conn.execute("SELECT 1 FROM tasks WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
+                           candidates)
         status = await conn.execute(
             _FOLLOW_SQL,
             [r.center_id for r in rules], [r.day for r in rules],

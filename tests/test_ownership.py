@@ -226,3 +226,29 @@ def test_a_new_callback_gets_the_rules_owner_and_without_routing_data_the_first_
     decision = route_chain(RESIDENT, at(24, 2), d)
     assert callback_owner(RESIDENT, None, at(24, 2), decision) == NIGHT.id
     assert callback_owner(RESIDENT, None, at(24, 2)) is None
+
+
+async def test_a_task_being_written_at_the_shift_change_still_moves_after_the_write(
+        pool: asyncpg.Pool, vault: PiiVault, district: District) -> None:
+    import asyncio
+
+    from handover.tasks import Task, change
+    d = district
+    task_id = await missed(pool, vault, d, "t-1", T0, owner=d.night_id)
+    await shift_change(pool, T0 + timedelta(seconds=5))
+    eight = datetime(2026, 11, 24, 8, 0, 20, tzinfo=SH)
+    async with pool.acquire() as conn:
+        tr = conn.transaction()
+        await tr.start()
+        row = await conn.fetchrow("SELECT * FROM tasks WHERE id = $1 FOR UPDATE", task_id)
+        task = Task.from_row(row)
+        await change(conn, task, event="note", at=eight, actor_staff_id=d.night_id, detail={"text": "交班前已联系"})
+        moving = asyncio.create_task(shift_change(pool, eight))
+        await asyncio.sleep(0.3)
+        assert not moving.done()    # waits for the note's transaction
+        await tr.commit()
+    assert (await moving).moved == 1
+    events = [r["event"] for r in await pool.fetch(
+        "SELECT event FROM task_events WHERE task_id = $1 ORDER BY version", task_id)]
+    assert events == ["opened", "note", "owner_changed"]
+    assert await pool.fetchval("SELECT owner_staff_id FROM tasks WHERE id = $1", task_id) == d.doctor_id
