@@ -252,6 +252,14 @@ class Tasks:
                 ORDER BY c.connected_at DESC, c.id DESC LIMIT 1""",
             task.opened_at, task.resident_id, task.caller_number_hash)
 
+    async def staff_id(self, staff_no: str) -> int:
+        """The id of the staff member with this number (工号): unknown_staff when none."""
+        found = await self._pool.fetchval("SELECT id FROM staff WHERE staff_no = $1",
+                                          (staff_no or "").strip()[:32])
+        if found is None:
+            raise TaskError("unknown_staff")
+        return int(found)
+
     # -- changing -------------------------------------------------------------------------------
 
     @asynccontextmanager
@@ -327,6 +335,28 @@ class Tasks:
                                 detail={"outcome": outcome, "call_record_id": call_record_id},
                                 attempts=task.attempts + 1, last_attempt_at=at)
 
+    async def record_call(self, task_id: int, *, outcome: str, staff_id: int | None,
+                          call_record_id: int | None, at: datetime | None = None) -> Task | None:
+        """What a call placed for the task (click-to-call) came to, in the task's history:
+        the resident not reached is an attempt (counted); answered is the evidence a close will
+        find; a call that never reached the resident (her own phone did not answer, cancelled,
+        failed) is told but not counted. None when the task is closed meanwhile (nothing to add)."""
+        at = at or _now()
+        if outcome in ATTEMPT_OUTCOMES:
+            try:
+                return await self.record_attempt(task_id, outcome=outcome, actor_staff_id=staff_id,
+                                                 call_record_id=call_record_id, at=at)
+            except TaskError as exc:
+                if exc.code == "closed":
+                    return None
+                raise
+        async with self._locked(task_id, version=None, scope=None) as (conn, task):
+            if not task.is_open:
+                return None
+            return await change(conn, task, event="call_answered" if outcome == "answered"
+                                else "call_not_connected", at=at, actor_staff_id=staff_id,
+                                detail={"outcome": outcome, "call_record_id": call_record_id})
+
     async def next_attempt_at(self, task: Task) -> datetime | None:
         """When the next attempt is allowed (None: now)."""
         if task.last_attempt_at is None:
@@ -386,8 +416,13 @@ class Tasks:
                 raise TaskError("closed")
             if task.owner_staff_id == to_staff_id:
                 raise TaskError("same_owner")
-            if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM staff WHERE id = $1)",
-                                       to_staff_id):
+            # the new owner must be someone the reassigner may see (a director reassigns within
+            # her center), and still in service; anyone else is as unknown as a wrong number
+            p = Params(to_staff_id, (at or _now()).date())
+            where = f" AND {scope.staff(p, 's')}" if scope else ""
+            if not await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM staff s WHERE s.id = $1"  # noqa: S608 - scope predicate
+                    f" AND (s.left_on IS NULL OR s.left_on > $2){where})", *p.values):
                 raise TaskError("unknown_staff")
             return await change(conn, task, event="reassigned", at=at or _now(),
                                 actor_staff_id=actor_staff_id, reason=reason,

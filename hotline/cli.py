@@ -16,11 +16,14 @@ import structlog
 from hotline import (
     cli_accounts,
     cli_calendar,
+    cli_click_to_call,
     cli_db,
+    cli_handover,
     cli_lines,
     cli_promises,
     cli_roster,
     cli_sip,
+    cli_tasks,
     cli_web,
 )
 from hotline.cli_common import EXIT_ERROR, EXIT_NOT_FOUND, NotFound, print_rejected
@@ -361,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_db.add_parsers(sub)
     cli_sip.add_parsers(sub)
     cli_web.add_parsers(sub)
+    cli_handover.add_parsers(sub)
+    cli_tasks.add_parsers(sub)
     cli_promises.add_parsers(sub)
     return p
 
@@ -415,6 +420,9 @@ _NEEDS_RUNTIME: dict[str, Callable[[Runtime, argparse.Namespace], Awaitable[int]
     "sip-password": cli_sip.cmd_sip_password,
     "pbx": cli_sip.cmd_pbx,
     "web": cli_web.cmd_web,
+    "handover": cli_handover.cmd_handover,
+    "tasks": cli_tasks.cmd_tasks,
+    "referrals": cli_tasks.cmd_referrals,
     "promises": cli_promises.cmd_promises,
 }
 
@@ -442,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_run(config, args))
     except (ConfigError, StoreError, PiiKeyError, UsageError, InvalidNumber, SeedError,
             TelephonyError, cli_roster.RosterError, cli_lines.LineError, cli_db.DbShellError,
-            SipAccountError, cli_accounts.PasswordCliError, cli_promises.PromisesError) as exc:
+            SipAccountError, cli_accounts.PasswordCliError, cli_click_to_call.CallRequestError,
+            cli_promises.PromisesError) as exc:
         print(f"hotline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except (NotFound, CalendarNotFound) as exc:

@@ -104,6 +104,16 @@ class Config:
     # outside office hours). Unset: the wall clock.
     clock_start: str = ""
 
+    # --- click-to-call: a staff member calls a task's resident back through the hotline ---
+    # The number residents are shown (P-Asserted-Identity and display name towards the PSTN
+    # trunk): the hotline's public number, digits only. Unset: whatever the trunk presents.
+    callback_caller_id: str = ""
+    # How long her own softphone rings, then the resident's phone.
+    click_to_call_staff_ring_s: float = 30.0
+    click_to_call_ring_s: float = 45.0
+    # A request no service node takes within this long is dropped, never placed late.
+    click_to_call_pickup_s: float = 30.0
+
     # --- the console (`hotline serve` beside SIP, or `hotline web` alone) ---
     # Loopback unless configured: the console shows medical data, so it is exposed on purpose
     # (behind the district's TLS proxy), never by default.
@@ -278,9 +288,16 @@ def _validate(config: Config) -> None:
         except ValueError:
             raise ConfigError(f"sip_trusted: not an IP address: {address!r}") from None
     for name in ("ring_timeout_s", "menu_timeout_s", "queue_announce_every_s", "voicemail_max_s",
-                 "rtp_timeout_s", "max_call_s", "web_idle_timeout_s"):
+                 "rtp_timeout_s", "max_call_s", "web_idle_timeout_s", "click_to_call_staff_ring_s",
+                 "click_to_call_ring_s", "click_to_call_pickup_s"):
         if not 0 < getattr(config, name) < math.inf:  # nan and inf are no durations either
             raise ConfigError(f"{name} must be positive")
+    if config.callback_caller_id and not (config.callback_caller_id.isascii()
+                                          and config.callback_caller_id.isdigit()
+                                          and len(config.callback_caller_id) <= 20):
+        raise ConfigError("callback_caller_id: the hotline's number, digits only (e.g. 02225300000)")
+    if config.click_to_call_pickup_s > 3600:
+        raise ConfigError("click_to_call_pickup_s: at most 3600 seconds")
     if not 0 < config.watch_sweep_s <= 30:
         raise ConfigError("watch_sweep_s must be more than 0 and at most 30 (a breach seen within a minute)")
     if not 0 < config.watch_poll_s <= 9:

@@ -28,14 +28,17 @@ import asyncpg
 import structlog
 
 from handover.callbacks import Callbacks
+from handover.tasks import Tasks
 from handover.watcher import Watcher
 from hotline.clock import Clock
 from hotline.runtime import Runtime, checked_pool
+from ivr.click_to_call import ClickToCall, ClickToCallSettings
 from ivr.flow import CallFlow, FlowSettings
 from ivr.prompt_overrides import LivePrompts
 from ivr.queue import CallQueue
 from recordings.call_log import CallLog, Replayer
 from recordings.call_records import CallRecords
+from recordings.call_requests import CallRequests
 from recordings.journal import Journal
 from recordings.live import SEND_TIMEOUT_S, LiveCalls
 from routing.calendar_store import calendar_loader
@@ -79,6 +82,7 @@ class RunningService:
     watcher: Watcher | None = None
     pool: asyncpg.Pool | None = None   # shared with the console served beside SIP
     redis_url: str = ""
+    click_to_call: ClickToCall | None = None  # calls placed for staff (issue 11)
 
     async def serve_forever(self) -> None:
         while True:
@@ -95,6 +99,8 @@ class RunningService:
         """Take no new calls and wait for the calls in progress to end by themselves, for at most
         `within_s` or until `cut` is set; returns how many are still going (drain hangs them up)."""
         self.winding_down = True
+        if self.click_to_call is not None:
+            self.click_to_call.taking = False  # another node takes the new requests
         unregistered = await self.agent.withdraw()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + within_s
@@ -184,13 +190,32 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
         # failed dial marked offline stays skipped until the mark expires.
         registrations = RegistrationListener(pool, rt.database_url, presence)
         await registrations.start()
+        # Calls staff ask for (console, `hotline tasks call`): one node takes each request; what
+        # each came to goes into its task's history (an unanswered one is a counted attempt).
+        tasks = Tasks(pool)
+
+        async def task_call_outcome(task_id: int, staff_id: int, call_record_id: int | None,
+                                    outcome: str) -> None:
+            await tasks.record_call(task_id, outcome=outcome, staff_id=staff_id,
+                                    call_record_id=call_record_id, at=clock.now())
+
+        click_to_call = ClickToCall(
+            requests=CallRequests(pool), records=records, pool=pool, database_url=rt.database_url,
+            vault=rt.vault, clock=clock, dial=agent.dial, node=config.node, presence=presence,
+            on_outcome=task_call_outcome, settings=ClickToCallSettings(recordings_dir=config.recordings_path, registrar_host=config.registrar[0],
+                                         caller_id=config.callback_caller_id,
+                                         staff_ring_s=config.click_to_call_staff_ring_s,
+                                         resident_ring_s=config.click_to_call_ring_s,
+                                         rtp_timeout_s=config.rtp_timeout_s, max_call_s=config.max_call_s))
+        await click_to_call.start()
         # The deadline watcher runs on every node; the one holding its lock acts (same clock as
         # the calls, so a moved clock moves the deadlines too).
         watcher = Watcher(pool, rt.database_url, now=clock.now, routing=routing.data, tz=config.tz,
                           sweep_s=config.watch_sweep_s, poll_s=config.watch_poll_s, node=config.node)
         watcher.start()
         service = RunningService(agent, flow, clock, set(), registrations, replayer=replayer,
-                                 pool=pool, redis_url=redis_url, watcher=watcher)
+                                 pool=pool, redis_url=redis_url, click_to_call=click_to_call,
+                                 watcher=watcher)
         serving = asyncio.create_task(service.serve_forever(), name="take calls")
         replaying = asyncio.create_task(replayer.run(), name="replay the call journal")
         log.info("service.started", sip=f"sip:{config.sip_user}@{config.sip_registrar}",
@@ -202,6 +227,7 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
             with contextlib.suppress(asyncio.CancelledError):
                 await serving
             await service.drain()
+            await click_to_call.stop(DRAIN_S)
             replaying.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await replaying

@@ -101,7 +101,7 @@ class FlowSettings:
     max_call_s: float = 4 * 3600.0
 
 
-class _Recording:
+class CallRecording:
     """The call's stereo recording: caller left, what the caller heard right."""
 
     def __init__(self, leg: MediaLeg, path: Path):
@@ -409,7 +409,7 @@ class _Call:
         self.log = log
         self.caller: Caller | None = None
         self.decision: ChainDecision | None = None
-        self.recording: _Recording | None = None
+        self.recording: CallRecording | None = None
         self.connected = False
         self.line: HotlineLine | None = None  # the number dialled, as the routing data has it
         self.place: CallPlace | None = None
@@ -821,7 +821,7 @@ class _Call:
         path = recording_path(self.flow.settings.recordings_dir, self.offered_at, self.entry.record_id,
                               self.leg.call_id)
         await self.entry.recording_started(str(path))
-        self.recording = _Recording(self.leg, path)
+        self.recording = CallRecording(self.leg, path)
 
     async def _routing_data(self) -> RoutingData | None:
         """The routing data of the call's instant (cached in memory: no round trip), or None."""

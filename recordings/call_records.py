@@ -110,6 +110,27 @@ class CallRecords:
         )
         return row["id"]
 
+    async def open_outbound(self, call_id: str, called: CallerNumber, offered_at: datetime, *,
+                            task_id: int, resident_id: int | None, place: CallPlace) -> int:
+        """The record of a call the service places for a task (click-to-call), written before the
+        staff member's phone rings. The number columns hold the number called (the resident's),
+        so the call is found by it like the calls the resident made."""
+        return await self._pool.fetchval(
+            """INSERT INTO call_records (call_id, caller_number_hash, caller_number_enc,
+                                         caller_number_masked, offered_at, node, direction, task_id,
+                                         resident_id, line, district_id, center_id, team_id)
+               VALUES ($1, $2, $3, $4, $5, $6, 'outbound', $7, $8, $9, $10, $11, $12)
+               RETURNING id""",
+            call_id, called.hash, called.encrypted, called.masked, offered_at, self.node, task_id,
+            resident_id, place.line, place.district_id, place.center_id, place.team_id)
+
+    async def outbound_connected(self, record_id: int, at: datetime, staff_id: int) -> None:
+        """The resident answered the call a staff member placed: a human conversation from now,
+        hers (the console's "calls she took")."""
+        await self._pool.execute(
+            "UPDATE call_records SET connected_at = $2, answered_by = $3 WHERE id = $1 AND connected_at IS NULL",
+            record_id, at, staff_id)
+
     async def identified(self, record_id: int, resident_id: int) -> None:
         await self._pool.execute(
             "UPDATE call_records SET resident_id = $2 WHERE id = $1", record_id, resident_id)
@@ -169,11 +190,12 @@ class CallRecords:
             "UPDATE dial_attempts SET outcome = $3, ended_at = $4 WHERE call_record_id = $1 AND seq = $2",
             record_id, seq, outcome, at)
         if outcome == "answered":
-            # who answered: the console's "calls she took" (routing/scope.py)
+            # who answered: the console's "calls she took" (routing/scope.py); an outbound call
+            # is connected when the resident answers (outbound_connected), not her own phone
             await self._pool.execute(
                 "UPDATE call_records SET connected_at = $2, answered_by = (SELECT a.staff_id FROM"
                 " dial_attempts a WHERE a.call_record_id = $1 AND a.seq = $3)"
-                " WHERE id = $1 AND connected_at IS NULL", record_id, at, seq)
+                " WHERE id = $1 AND connected_at IS NULL AND direction = 'inbound'", record_id, at, seq)
 
     async def ended(self, record_id: int, at: datetime, disposition: str, reason: str | None = None) -> None:
         """Close the record; `reason` when the parties did not end the call (END_REASONS)."""

@@ -5,7 +5,8 @@ Given a call record and the viewer's scope (routing.scope `screen_pop`: the call
 and the calls she is rung for), the card has the resident — name, masked ID number, age, sex,
 conditions, the contract in force with its doctor and team — the route reason of this call (and
 why she in particular was rung), the last calls of that resident (or of that number, for an
-unknown caller) with their dispositions, and the open callback tasks with their voicemails.
+unknown caller) with their dispositions, the open callback tasks with their voicemails, and the
+night duty doctor's handover notes about the resident written in the day before the call.
 
 The age comes from the birth date inside the encrypted ID number: decrypting it is a read of
 clear personal data, so the card writes an audit row ('resident.card') in the same transaction.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -32,6 +33,8 @@ from store.pii import PiiVault
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 LAST_CALLS = 5
+# The night's handover notes: those written this long before the call (handover/night_handover.py).
+NOTES_WINDOW = timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class CallerCard:
     contract: dict[str, Any] | None   # doctor_id, doctor, team_id, team, starts_on, ends_on
     last_calls: list[dict[str, Any]] = field(default_factory=list)
     open_tasks: list[dict[str, Any]] = field(default_factory=list)
+    handover_notes: list[dict[str, Any]] = field(default_factory=list)   # the night's, about her
 
     def as_json(self) -> dict[str, Any]:
         doc = dict(self.__dict__)
@@ -96,6 +100,13 @@ WHERE t.status = 'open' AND {who} AND {scope}
 ORDER BY t.due_at
 """
 
+_NOTES = """
+SELECT n.id, n.call_record_id, n.written_at, n.summary, n.follow_up, n.urgency, s.name AS author
+FROM night_handover_notes n JOIN staff s ON s.id = n.author_staff_id
+WHERE n.resident_id = $1 AND n.written_at > $2 AND n.written_at <= $3
+ORDER BY n.written_at DESC LIMIT 10
+"""
+
 
 async def caller_card(pool: asyncpg.Pool, vault: PiiVault, scope: Scope, record_id: int, *,
                       now: datetime, tz: ZoneInfo = SHANGHAI) -> CallerCard | None:
@@ -128,6 +139,14 @@ async def caller_card(pool: asyncpg.Pool, vault: PiiVault, scope: Scope, record_
             who_calls = who_tasks = None
         last_calls: list[dict[str, Any]] = []
         tasks: list[dict[str, Any]] = []
+        notes: list[dict[str, Any]] = []
+        if resident is not None:
+            at = call["offered_at"]
+            notes = [{"note_id": r["id"], "call_id": r["call_record_id"],
+                      # in the district's zone: the card shows it as the doctor reads a clock
+                      "written_at": r["written_at"].astimezone(tz).isoformat(), "summary": r["summary"],
+                      "follow_up": r["follow_up"], "urgency": r["urgency"], "author": r["author"]}
+                     for r in await conn.fetch(_NOTES, resident["id"], at - NOTES_WINDOW, at)]
         if who_calls is not None and who_tasks is not None:
             q = Params(record_id, call["offered_at"])
             who = who_calls[0].format(q.add(who_calls[1]))
@@ -145,7 +164,7 @@ async def caller_card(pool: asyncpg.Pool, vault: PiiVault, scope: Scope, record_
     return CallerCard(record_id=record_id, caller=call["caller_number_masked"], known=resident is not None,
                       offered_at=call["offered_at"], route_reason=call["route_reason"],
                       rung_because=rung_because, resident=resident, contract=contract,
-                      last_calls=last_calls, open_tasks=tasks)
+                      last_calls=last_calls, open_tasks=tasks, handover_notes=notes)
 
 
 def _resident(vault: PiiVault, row: Any, today: date) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -2,7 +2,8 @@
 
 Calls (one query over call_records, the day's range of offered_at, indexed by district/center
 and offered_at):
-- offered: every call that reached the service that day (in progress ones included);
+- offered: every call that reached the service that day (in progress ones included; the calls
+  the service placed for staff, direction 'outbound', are not offered calls and are left out);
 - answered %: calls a human answered (connected_at set) / offered;
 - abandoned %: disposition 'abandoned' (the caller hung up while a human was rung) / offered;
 - time to answer: connected_at - offered_at of the answered calls, its mean and its 90th
@@ -82,7 +83,7 @@ SELECT c.center_id, GROUPING(c.center_id) AS total,
        percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM c.connected_at - c.offered_at))
            FILTER (WHERE c.connected_at IS NOT NULL) AS p90_s
 FROM call_records c
-WHERE c.offered_at >= $1 AND c.offered_at < $2 AND {scope}
+WHERE c.offered_at >= $1 AND c.offered_at < $2 AND c.direction = 'inbound' AND {scope}
 GROUP BY GROUPING SETS ((c.center_id), ())
 """
 

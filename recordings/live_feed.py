@@ -147,6 +147,8 @@ class LiveFeed:
         self.url = url
         self.now = now or (lambda: datetime.now(UTC))
         self.channel = channel
+        # presence changes (routing.presence): the channel of the Presence given, if any
+        self.presence_channel = presence.changes_channel if presence is not None else None
         self.ttl_s = ttl_s
         self.queue_size = queue_size
         self._snapshot = client.register_script(SNAPSHOT_SCRIPT)
@@ -323,7 +325,7 @@ class LiveFeed:
             client = aioredis.Redis.from_url(self.url) if self.url else self.client
             pubsub = client.pubsub()
             try:
-                await pubsub.subscribe(self.channel)
+                await pubsub.subscribe(*filter(None, (self.channel, self.presence_channel)))
                 self.subscriptions_opened += 1
                 self._listening.set()
                 if not first:  # whatever was published while we were away is lost
@@ -334,7 +336,10 @@ class LiveFeed:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=30.0)
                     if message is None or message.get("type") != "message":
                         continue
-                    self._deliver(message["data"])
+                    if self._channel_of(message) == self.presence_channel:
+                        self._deliver_presence(message["data"])
+                    else:
+                        self._deliver(message["data"])
             except asyncio.CancelledError:
                 raise
             except REDIS_DOWN as exc:
@@ -348,6 +353,28 @@ class LiveFeed:
                 if client is not self.client:
                     with contextlib.suppress(Exception):
                         await client.aclose()
+
+    @staticmethod
+    def _channel_of(message: dict[str, Any]) -> str:
+        channel = message.get("channel")
+        return channel.decode() if isinstance(channel, bytes) else str(channel)
+
+    def _deliver_presence(self, data: bytes | str) -> None:
+        """{"type": "presence", "staff_id": N}: who changed, not what to (readers ask presence,
+        within their scope). Presence changes carry no seq: a lost one is fixed by the next
+        snapshot, as before."""
+        try:
+            staff_id = int(data)
+        except ValueError:
+            log.warning("live_feed.bad_presence_change")
+            return
+        self._fan_out({"type": "presence", "staff_id": staff_id})
+
+    async def presence_of(self, staff_id: int) -> str:
+        """The state a board shows for `staff_id` (routing.presence.Kind value)."""
+        if self.presence is None:
+            return "unknown"
+        return (await self.presence.state(staff_id)).kind.value
 
     def _deliver(self, data: bytes | str) -> None:
         try:

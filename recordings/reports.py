@@ -1,8 +1,8 @@
 """报表: the hotline's figures per doctor, team, center or district and per day, week or month.
 
 Per group and period bucket:
-- calls: offered (every call record), answered (a human took it: disposition 'connected'), the
-  answered rate, the time to answer (offered_at → connected_at, the caller's wait) as average
+- calls: offered (every inbound call record: click-to-call's outbound calls are not offered),
+  answered (a human took it: disposition 'connected'), the answered rate, the time to answer (offered_at → connected_at, the caller's wait) as average
   and 90th percentile (linear interpolation, PostgreSQL's percentile_cont), abandoned (the caller
   hung up while waiting for a human);
 - callbacks: the tasks *opened* in the bucket (a cohort), and what became of them: closed on time
@@ -126,7 +126,7 @@ def _calls_sql(scope: Scope, p: Params, level: str) -> str:
                    FILTER (WHERE {answered_wait}) AS p90_answer_s,
                count(*) FILTER (WHERE c.disposition = 'abandoned') AS abandoned
           FROM call_records c{group_from}
-         WHERE c.offered_at >= $3 AND c.offered_at < $4 AND {scope.calls(p, "c")}
+         WHERE c.offered_at >= $3 AND c.offered_at < $4 AND c.direction = 'inbound' AND {scope.calls(p, "c")}
          GROUP BY 1, 2"""  # noqa: S608 - constant SQL, the level's column and the scope's predicate
 
 
@@ -233,6 +233,34 @@ FIGURES: tuple[Figure, ...] = (
     Figure("callbacks_late", "超时回拨", "个"),
     Figure("callbacks_open_overdue", "逾期未回拨", "个"),
 )
+
+
+def combined(rows: list[ReportRow]) -> list[ReportRow]:
+    """The groups of a report added up per bucket (group_id None), for a chart of the whole.
+
+    Counts add; the answered rate and the average wait are recomputed from the sums (the wait
+    weighted by the calls answered); a 90th percentile cannot be added up, so it is kept only
+    where the bucket has one group. At the doctor level a call rung to two doctors counts for
+    both, as in their rows."""
+    by_bucket: dict[date, list[ReportRow]] = {}
+    for r in rows:
+        by_bucket.setdefault(r.bucket, []).append(r)
+    out = []
+    for bucket, group in sorted(by_bucket.items()):
+        offered = sum(r.offered for r in group)
+        answered = sum(r.answered for r in group)
+        waited = sum((r.avg_answer_s or 0.0) * r.answered for r in group)
+        out.append(ReportRow(
+            level=group[0].level, group_id=None, group_name="", bucket=bucket, offered=offered,
+            answered=answered, answered_rate=answered / offered if offered else None,
+            avg_answer_s=waited / answered if answered else None,
+            p90_answer_s=group[0].p90_answer_s if len(group) == 1 else None,
+            abandoned=sum(r.abandoned for r in group),
+            callbacks_opened=sum(r.callbacks_opened for r in group),
+            callbacks_on_time=sum(r.callbacks_on_time for r in group),
+            callbacks_late=sum(r.callbacks_late for r in group),
+            callbacks_open_overdue=sum(r.callbacks_open_overdue for r in group)))
+    return out
 
 
 def series(rows: list[ReportRow], figure: Figure, buckets: list[date], *,

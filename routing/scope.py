@@ -35,6 +35,7 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "recordings": frozenset(ROLES),                 # play a recording of a call in scope
     "screen_pop": ANSWERING_ROLES,
     "presence": ANSWERING_ROLES,
+    "tasks.call": ANSWERING_ROLES,                  # click-to-call a task in scope, on her own softphone
     "board": frozenset({"agent", "night_doctor", "supervisor", "director", "district_admin"}),
     "reports": frozenset({"supervisor", "director", "district_admin"}),
     "export": frozenset({"supervisor", "director", "district_admin"}),
@@ -42,7 +43,19 @@ CAPABILITIES: dict[str, frozenset[str]] = {
     "admin": frozenset({"district_admin"}),
     "residents": frozenset({"family_doctor", "assistant", "nurse", "night_doctor", "director",
                             "supervisor", "district_admin"}),
+    "tasks": frozenset(ROLES),                      # a task's page: read, note, close (in scope)
+    # reassign a task by hand, with a reason: the supervisor's one write (see READ_ONLY_WRITES)
+    "tasks.reassign": frozenset({"supervisor", "director", "district_admin"}),
+    "referrals": frozenset({"family_doctor", "assistant", "nurse", "night_doctor", "director",
+                            "supervisor", "district_admin"}),
+    "referrals.add": frozenset({"family_doctor", "night_doctor", "director", "district_admin"}),
+    # the night handover: the duty doctor's notes, the sheets, the day team's 签收
+    "handover": frozenset({"family_doctor", "assistant", "nurse", "night_doctor", "director",
+                           "supervisor", "district_admin"}),
 }
+# The writes a read-only role (the supervisor) may still make, each audited by its route: a
+# supervisor reassigns a task nobody works (issue 11), and changes nothing else.
+READ_ONLY_WRITES = frozenset({"tasks.reassign"})
 
 
 @dataclass(frozen=True)
@@ -210,6 +223,30 @@ class Scope:
         if not v.team_id:
             return f"({mine} OR {escalated})"
         return f"({mine} OR {owner_in.format(f'ts.team_id = {p.add(v.team_id)}')} OR {escalated})"
+
+    def referrals(self, p: Params, rf: str = "rf") -> str:
+        """referrals rows (alias `rf`) the viewer may see: those she recorded, and those of the
+        residents whose record she may open."""
+        me = p.add(self.viewer.staff_id)
+        return (f"({rf}.recorded_by = {me} OR EXISTS (SELECT 1 FROM residents rfr"
+                f" WHERE rfr.id = {rf}.resident_id AND {self.residents(p, 'rfr')}))")
+
+    def handover_sheets(self, p: Params, hs: str = "hs") -> str:
+        """handover_sheets rows (alias `hs`) the viewer may read: a team's sheets to the team,
+        a center's to its director, the district's to its supervisors and administrators, and to
+        a duty doctor the sheets holding an item of one of her shifts."""
+        v = self.viewer
+        if v.role in DISTRICT_ROLES:
+            return f"{hs}.district_id = {p.add(v.district_id)}"
+        if v.role == "director":
+            return f"{hs}.center_id = {p.add(v.center_id)}" if v.center_id else "false"
+        if v.role in TEAM_ROLES:
+            return f"{hs}.team_id = {p.add(v.team_id)}" if v.team_id else "false"
+        if v.role == "night_doctor":
+            return (f"EXISTS (SELECT 1 FROM handover_items hsi JOIN duty_shifts hss"
+                    f" ON hss.id = hsi.shift_id WHERE hsi.sheet_id = {hs}.id"
+                    f" AND hss.doctor_id = {p.add(v.staff_id)})")
+        return "false"
 
     @staticmethod
     def _desk_task(t: str, district: str) -> str:

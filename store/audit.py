@@ -11,8 +11,10 @@ call:<id>           a call's detail with clear data — call_records.id
 recording:<id>      a call recording played or downloaded — the call's call_records.id
 voicemail:<id>      a voicemail played — voicemails.id
 export:calls        a CSV export of the call list (the filters go in `reason`)
-center:<id|*>       a resident listing of a center (`*`: every center) — CLI
+center:<id|*>       a resident or referral listing of a center (`*`: every center) — CLI
 sip:<username>      a SIP password set or removed — CLI
+task:<id|*>         a task reassigned by hand (the reason in `reason`), or read by the CLI
+                    (`*`: a task listing) — tasks.id
 ==================  ======================================================================
 
 Build them with `subject(kind, id)` so a page and the search agree on the spelling.
@@ -25,7 +27,7 @@ from datetime import datetime
 
 import asyncpg
 
-SUBJECT_KINDS = frozenset({"resident", "call", "recording", "voicemail", "export", "center", "sip"})
+SUBJECT_KINDS = frozenset({"resident", "call", "recording", "voicemail", "export", "center", "sip", "task"})
 
 
 def subject(kind: str, ident: int | str) -> str:

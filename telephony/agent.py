@@ -308,15 +308,16 @@ class SipAgent:
 
     async def dial(self, uri: str, ring_timeout_s: float, *, caller_display: str = "",
                    codecs: tuple[str, ...] = ("PCMA", "PCMU"),
-                   on_ringing: Callable[[], None] | None = None) -> Dialed:
+                   on_ringing: Callable[[], None] | None = None, asserted_identity: str = "") -> Dialed:
         """Ring a SIP URI through the registrar for at most `ring_timeout_s`: an answered leg, or
         the outcome (busy, no answer, rejected, unreachable) and why. Offer `codecs` in that order
         (the inbound leg's codec first spares the bridge a transcode). `on_ringing` is called on
-        the event loop when the far end first says it rings (180/183)."""
+        the event loop when the far end first says it rings (180/183). `asserted_identity`: the
+        number the called party is shown (P-Asserted-Identity; a call out to the PSTN trunk)."""
         if self._dialer is None:
             raise TelephonyError("the SIP agent is not started")
         return await self._dialer.dial(uri, ring_timeout_s, caller_display=caller_display, codecs=codecs,
-                                       on_ringing=on_ringing)
+                                       on_ringing=on_ringing, asserted_identity=asserted_identity)
 
     def send_bye(self, state: DialogState) -> None:
         """End a dialog this process knows only from its stored state (a call a crashed run left

@@ -104,7 +104,8 @@ class OutboundLeg(SipLeg):
 class _Dialog:
     """One INVITE client transaction and, once answered, the dialog it made."""
 
-    def __init__(self, dialer: Dialer, uri: str, caller_display: str, codecs: tuple[str, ...]):
+    def __init__(self, dialer: Dialer, uri: str, caller_display: str, codecs: tuple[str, ...],
+                 asserted_identity: str = ""):
         self.dialer = dialer
         ua = dialer.ua
         self.uri = uri
@@ -120,6 +121,10 @@ class _Dialog:
         display = caller_display.replace('"', "").replace("\\", "")
         self.from_value = (f'"{display}" ' if display else "") + self.local
         self.contact = ua.contact
+        # The number a PSTN trunk shows the called party (RFC 3325): the PBX lets it through
+        # for the hotline's own account only.
+        self.asserted = (f"<sip:{asserted_identity}@{ua.registrar[0]}>"
+                         if asserted_identity.isdigit() else "")
         self.codecs = codecs
         self.session_id = secrets.randbelow(2**31)
         self.responses: asyncio.Queue[SipMessage] = asyncio.Queue()
@@ -155,6 +160,8 @@ class _Dialog:
             lines.append(f"{self.credentials[0]}: {self.credentials[1]}")
         if method in ("INVITE", "BYE"):
             lines.append(f"Contact: {self.contact}")
+        if method == "INVITE" and self.asserted:
+            lines.append(f"P-Asserted-Identity: {self.asserted}")
         if content_type:
             lines.append(f"Content-Type: {content_type}")
         lines.append(f"Content-Length: {len(body.encode())}")
@@ -287,10 +294,10 @@ class Dialer:
 
     async def dial(self, uri: str, ring_timeout_s: float, *, caller_display: str = "",
                    codecs: tuple[str, ...] = ("PCMA", "PCMU"),
-                   on_ringing: Callable[[], None] | None = None) -> Dialed:
+                   on_ringing: Callable[[], None] | None = None, asserted_identity: str = "") -> Dialed:
         """Ring `uri` for at most `ring_timeout_s`; the answered leg, or why not."""
         started = time.monotonic()
-        dialog = _Dialog(self, uri, caller_display, codecs)
+        dialog = _Dialog(self, uri, caller_display, codecs, asserted_identity)
         if dialog.rtp_port is None:
             return Dialed(uri, DialOutcome.REJECTED, "no RTP port free on this node")
         self.ua.outbound[dialog.call_id] = dialog.on_response

@@ -647,18 +647,21 @@ class SippDoctor:
 
 async def start_sipp_doctor(scenario: str, kamailio_port: int, ext: str, *,
                             workdir: Path | None = None, timeout_s: float = 30,
-                            tone_hz: int = 1000) -> SippDoctor:
+                            tone_hz: int = 1000, port: int | None = None,
+                            register: bool = True) -> SippDoctor:
     """Start tests/sipp/<scenario> (doctor_busy.xml, doctor_rings_forever.xml,
-    doctor_answers.xml) as a UAS for one call on a free port, then register sip:EXT@127.0.0.1
-    at the proxy with that port as Contact; returns once INVITEs for EXT reach it. sipp gives
-    up (non-zero exit) after timeout_s. doctor_answers.xml plays a tone_hz μ-law tone."""
+    doctor_answers.xml) as a UAS for one call on a free port (or `port`), then register
+    sip:EXT@127.0.0.1 at the proxy with that port as Contact (unless not `register`: a PSTN
+    trunk's stand-in, which the proxy reaches by its address); returns once INVITEs for EXT
+    reach it. sipp gives up (non-zero exit) after timeout_s. doctor_answers.xml plays a
+    tone_hz μ-law tone."""
     workdir = Path(workdir or tempfile.mkdtemp(prefix=f"sipp-doctor-{ext}-"))
     workdir.mkdir(parents=True, exist_ok=True)
     # rtp_stream plays a raw payload file named in the scenario, relative to sipp's cwd.
     # One second of an integer-Hz tone loops without a click.
     (workdir / "doctor_tone.pcmu").write_bytes(ulaw_tone(tone_hz, 1.0))
     name = Path(scenario).stem
-    port = free_udp_port()
+    port = port or free_udp_port()
     # sipp's screen goes to a file, not a pipe: nobody reads a pipe while the doctor waits,
     # and a full pipe would stall sipp mid-call.
     with (workdir / "sipp.log").open("wb") as log:
@@ -674,7 +677,7 @@ async def start_sipp_doctor(scenario: str, kamailio_port: int, ext: str, *,
     doctor = SippDoctor(ext, scenario, port, kamailio_port, workdir, process)
     try:
         await _until_bound(doctor, deadline=time.monotonic() + 5)
-        code = await asyncio.to_thread(sip_register, kamailio_port, ext, port)
+        code = await asyncio.to_thread(sip_register, kamailio_port, ext, port) if register else 200
         if code != 200:
             raise RuntimeError(f"registering {ext} -> 127.0.0.1:{port} at the proxy: {code}")
     except BaseException:

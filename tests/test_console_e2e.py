@@ -63,13 +63,13 @@ ROLES = ("family_doctor", "assistant", "night_doctor", "agent", "director", "sup
 # What each role's navigation shows (routing/scope.py CAPABILITIES, written out on purpose: the
 # test states the expectation, it does not recompute it from the code under test).
 NAVIGATION = {
-    "family_doctor": ["工作台", "通话记录"],
-    "assistant": ["工作台", "通话记录"],
-    "night_doctor": ["工作台", "实时监控", "通话记录"],
+    "family_doctor": ["工作台", "交班", "通话记录"],
+    "assistant": ["工作台", "交班", "通话记录"],
+    "night_doctor": ["工作台", "交班", "实时监控", "通话记录"],
     "agent": ["工作台", "实时监控", "通话记录"],
-    "director": ["工作台", "实时监控", "通话记录", "报表"],
-    "supervisor": ["工作台", "实时监控", "通话记录", "报表", "审计"],
-    "district_admin": ["工作台", "实时监控", "通话记录", "报表", "审计", "管理"],
+    "director": ["工作台", "交班", "实时监控", "通话记录", "报表"],
+    "supervisor": ["工作台", "交班", "实时监控", "通话记录", "报表", "审计"],
+    "district_admin": ["工作台", "交班", "实时监控", "通话记录", "报表", "审计", "管理"],
 }
 ANSWERS_CALLS = {"family_doctor", "assistant", "night_doctor", "agent"}
 MASKED_ID = re.compile(r"\b\d{4}\*{13}[\dX]\b")
@@ -546,9 +546,16 @@ async def test_do_not_disturb_on_the_desk_makes_the_next_call_skip_the_doctor(
         doctor_phone: Softphone, voice: Path, pages: Pages, tmp_path: Path) -> None:
     doctor = console.logins["family_doctor"]
     assistant = console.logins["assistant"]
+    board = await pages.new(console.logins["district_admin"], "/board")
+    await board_live(board)
+    badge = board.locator(f"#presence [data-staff='{doctor.staff_id}']")
+    await expect(badge).not_to_have_class(re.compile("presence-dnd"))
     page = await pages.new(doctor, "/desk")
     await page.get_by_role("button", name="勿扰").click()
     await expect(page.locator("#presence-label")).to_have_attribute("data-state", "dnd")
+    # the admin's board is told by the presence change itself (its own snapshot is 60 s apart)
+    await expect(badge).to_have_class(re.compile("presence-dnd"))
+    await expect(badge).to_contain_text("勿扰")
     await expect(page.get_by_role("button", name="勿扰")).to_have_attribute("aria-pressed", "true")
     await screenshot(page, "desk")
     rings_before = doctor_phone.incoming_calls
@@ -576,7 +583,7 @@ async def test_do_not_disturb_on_the_desk_makes_the_next_call_skip_the_doctor(
     # the call's page says so: the doctor skipped with the reason, the assistant rung
     detail = await pages.new(console.logins["district_admin"], f"/calls/{record['id']}")
     skipped = detail.locator(f"tr[data-step=own_doctor] [data-skipped='{doctor.staff_id}']")
-    await expect(skipped).to_contain_text("do not disturb")
+    await expect(skipped).to_contain_text("勿扰")  # the console renders the reason in Chinese
     attempts = detail.locator("#attempts tbody tr")
     await expect(attempts).to_have_count(1)
     await expect(attempts).to_contain_text(console.names[assistant.staff_id])
@@ -590,7 +597,7 @@ async def test_each_role_sees_exactly_the_navigation_its_capabilities_allow(
     await expect(page.locator("header.top nav a")).to_have_text(NAVIGATION[role])
     # a page out of the navigation is refused, not merely unlinked
     for path, title in (("/board", "实时监控"), ("/reports", "报表"), ("/audit", "审计"),
-                        ("/admin/staff", "管理")):
+                        ("/admin/staff", "管理"), ("/handover", "交班")):
         if title not in NAVIGATION[role]:
             answer = await page.goto(path)
             assert answer is not None and answer.status == 403, (role, path, answer and answer.status)
@@ -619,6 +626,7 @@ async def test_the_board_says_when_its_feed_is_stale_and_recovers(
 
 SCREENS: tuple[tuple[str, str, str], ...] = (
     ("desk-doctor", "family_doctor", "/desk"),
+    ("referrals", "family_doctor", "/referrals"),
     ("board", "district_admin", "/board"),
     ("calls-admin", "district_admin", "/calls"),
     ("reports", "director", "/reports"),

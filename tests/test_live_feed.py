@@ -167,3 +167,26 @@ async def test_viewers_with_one_scope_share_one_visibility_query_per_event(
     assert len(asked) == 3
     await pool.execute("UPDATE call_records SET center_id = $2 WHERE id = $1", theirs, d.center_id)
     assert await feed.sees(director, theirs, 5)  # placed in her center since
+
+
+async def test_a_presence_change_reaches_the_subscribers_as_who_changed(
+        pool: asyncpg.Pool, redis: aioredis.Redis, vault: PiiVault) -> None:
+    d = await build_district(pool, vault, week_of=date(2026, 11, 22))
+    # a channel of this test's own: pub/sub is server-wide, other tests' changes stay out
+    presence = Presence(redis, now=lambda: NOW, changes_channel=f"test:presence:{id(pool)}")
+    feed = LiveFeed(redis, pool, presence=presence, now=lambda: NOW)
+    try:
+        async with feed.subscribe() as events:
+            await feed.wait_listening()
+            assert await presence.set_state(d.doctor_id, Kind.DND)
+            assert await events.next(5) == {"type": "presence", "staff_id": d.doctor_id}
+            assert await feed.presence_of(d.doctor_id) == "dnd"
+            # not a change: nothing told
+            assert not await presence.registered(d.doctor_id)
+            assert await presence.set_state(d.doctor_id, Kind.AVAILABLE)
+            assert await events.next(5) == {"type": "presence", "staff_id": d.doctor_id}
+            await redis.publish(presence.changes_channel, "not a staff id")
+            assert await presence.set_state(d.assistant_id, Kind.OFFLINE)
+            assert await events.next(5) == {"type": "presence", "staff_id": d.assistant_id}
+    finally:
+        await feed.aclose()

@@ -39,7 +39,15 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from recordings.reports import FIGURES, ReportRow, bucket_of, bucket_starts, report, series
+from recordings.reports import (
+    FIGURES,
+    ReportRow,
+    bucket_of,
+    bucket_starts,
+    combined,
+    report,
+    series,
+)
 from store.pii import PiiVault
 from tests.console_rows import Places, build_places, insert_call, insert_task
 
@@ -279,3 +287,19 @@ async def test_series_for_a_chart_fill_the_empty_buckets(pool: asyncpg.Pool, wee
     assert {f.field for f in FIGURES} == {
         f for f in ReportRow.__dataclass_fields__ if f not in ("level", "group_id", "group_name",
                                                                "bucket")}
+
+
+def test_combined_adds_the_groups_up_per_bucket() -> None:
+    a = ReportRow("team", 1, "一队", MON, offered=4, answered=2, answered_rate=0.5, avg_answer_s=10.0,
+                  p90_answer_s=12.0, abandoned=1, callbacks_opened=2, callbacks_on_time=1)
+    b = ReportRow("team", 2, "二队", MON, offered=6, answered=6, answered_rate=1.0, avg_answer_s=20.0,
+                  p90_answer_s=30.0, callbacks_opened=1, callbacks_late=1)
+    c = ReportRow("team", 2, "二队", SUN, offered=1, answered=1, answered_rate=1.0, avg_answer_s=7.0,
+                  p90_answer_s=7.0)
+    whole = combined([c, a, b])
+    assert [(r.bucket, r.group_id, r.offered, r.answered, r.answered_rate, r.avg_answer_s,
+             r.p90_answer_s, r.abandoned, r.callbacks_opened, r.callbacks_on_time, r.callbacks_late)
+            for r in whole] == [
+        (MON, None, 10, 8, 0.8, 17.5, None, 1, 3, 1, 1),   # 2×10 s + 6×20 s over 8 answered
+        (SUN, None, 1, 1, 1.0, 7.0, 7.0, 0, 0, 0, 0)]       # one group: its percentile stands
+    assert combined([]) == []

@@ -114,7 +114,8 @@ async def phones(kamailio: Kamailio, tmp_path: Path) -> AsyncIterator[Any]:
 
 # --- what a call must show ---------------------------------------------------------------------
 
-async def until_talking(pool: asyncpg.Pool, timeout_s: float = 10.0) -> None:
+async def until_talking(pool: asyncpg.Pool, timeout_s: float = 10.0,
+                        query: str = "SELECT recording_path FROM call_records") -> None:
     """Until the service's recording of the call (written as the call goes) has, in its last
     1.5 s, the resident's 440 Hz on the left and the doctor's 1000 Hz on the right: the bridge
     carries both voices. (Whether each phone heard the other is checked on the phones' own
@@ -122,7 +123,7 @@ async def until_talking(pool: asyncpg.Pool, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     summary = "no recording yet"
     while time.monotonic() < deadline:
-        path = await pool.fetchval("SELECT recording_path FROM call_records")
+        path = await pool.fetchval(query)
         try:
             wav = await asyncio.to_thread(read_wav, path) if path else None
         except (FileNotFoundError, ValueError):  # not created or no header yet

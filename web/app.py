@@ -30,7 +30,8 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from routing.presence import Presence
-from routing.scope import Scope, Viewer
+from routing.reason_zh import DIAL_OUTCOMES_ZH, DISPOSITIONS_ZH, STEP_TITLES_ZH, reason_zh
+from routing.scope import READ_ONLY_WRITES, Scope, Viewer
 from store.pii import PiiVault
 from web.registry import PUBLIC, SIGNED_IN, Handler, Plugin, Route
 from web.sessions import Session, SessionStore
@@ -313,7 +314,8 @@ def guard(route: Route) -> Handler:
             expected = current.csrf if current else request.cookies.get(LOGIN_CSRF_COOKIE, "")
             if not await _csrf_ok(request, expected, read_form=route.max_body is None):
                 raise problem(403, "csrf", "页面已过期，请刷新后重试")
-            if who is not None and Scope(who).read_only and route.capability != SIGNED_IN:
+            if who is not None and Scope(who).read_only and route.capability != SIGNED_IN \
+                    and route.capability not in READ_ONLY_WRITES:
                 raise problem(403, "read_only", "只读账号不能修改数据")
         return await route.handler(request)
     guarded.__name__ = route.handler.__name__
@@ -356,6 +358,11 @@ def _templates(plugins: Iterable[Plugin], tz: tzinfo) -> jinja2.Environment:
 
     env.filters["local"] = local
     env.filters["iso"] = iso
+    # routing explains itself in English (logs, CLI); staff read the console in Chinese
+    env.filters["reason_zh"] = reason_zh
+    env.filters["step_zh"] = lambda step: STEP_TITLES_ZH.get(step, step)
+    env.filters["dial_outcome_zh"] = lambda outcome: DIAL_OUTCOMES_ZH.get(outcome, outcome or "")
+    env.filters["disposition_zh"] = lambda d: DISPOSITIONS_ZH.get(d, d or "")
     return env
 
 

@@ -106,8 +106,9 @@ function el(tag, text, attrs) {
   return node;
 }
 
-// 实时监控: a snapshot, then the events of the calls in scope; the snapshot again on resync and
-// every 15 s (presence and figures); "stale" when nothing arrived for 12 s.
+// 实时监控: a snapshot, then the events of the calls in scope and of the staff's presence; the
+// snapshot again on resync, after a call is answered or ends (figures), and every 60 s as a safety
+// net; "stale" when nothing arrived for 12 s.
 Console.pages.board = () => {
   const STATES = { ivr: "语音导航", ringing: "振铃中", queued: "排队中", talking: "通话中" };
   const calls = new Map();
@@ -205,9 +206,15 @@ Console.pages.board = () => {
     render();
     if (["offered", "answered", "ended"].includes(event.type)) refreshSoon();
   });
+  events.addEventListener("presence", (message) => {
+    fresh();
+    const change = JSON.parse(message.data);
+    const name = names.get(change.staff_id) || `#${change.staff_id}`;
+    renderPresence([{ teams: [{ staff: [{ staff_id: change.staff_id, name, state: change.state }] }] }]);
+  });
   events.onerror = () => { status.textContent = "重新连接中"; status.dataset.state = "reconnecting"; };
   setInterval(() => { if (Date.now() - lastMessage > 12000) { stale.classList.remove("hidden"); status.dataset.state = "stale"; } }, 1000);
-  setInterval(() => { load().catch(() => {}); }, 15000);
+  setInterval(() => { load().catch(() => {}); }, 60000);
 };
 
 // 来电弹屏: on every page of a staff member who answers calls, the caller's card appears when her
@@ -219,6 +226,12 @@ document.addEventListener("DOMContentLoaded", () => {
   // Whether the page listens now (the first event of a stream is `hello`): a ring before that
   // cannot pop, and the panel says which it is (tests wait for it before they call).
   events.addEventListener("hello", () => { panel.dataset.feed = "live"; });
+  events.addEventListener("presence", (message) => {
+    fresh();
+    const change = JSON.parse(message.data);
+    const name = names.get(change.staff_id) || `#${change.staff_id}`;
+    renderPresence([{ teams: [{ staff: [{ staff_id: change.staff_id, name, state: change.state }] }] }]);
+  });
   events.onerror = () => { panel.dataset.feed = "reconnecting"; };
   events.addEventListener("ringing", async (message) => {
     const { record_id: recordId } = JSON.parse(message.data);
@@ -257,5 +270,34 @@ Console.pages["admin-prompts"] = () => {
         button.disabled = false;
       }
     });
+  }
+};
+
+// 任务: "回拨" asks the service to ring the staff member's own phone, then the resident
+// (POST /api/v1/tasks/{id}/call); the page says what happened, and reloads when the call is placed.
+Console.pages.task = () => {
+  const button = document.getElementById("click-to-call");
+  if (!button) return;
+  const status = document.getElementById("call-status");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    status.classList.remove("alert");
+    status.textContent = "正在振铃您的话机……";
+    try {
+      const answer = await Console.send("POST", button.dataset.url, { version: Number(button.dataset.version) });
+      status.textContent = (answer && answer.message) || "已发起回拨";
+    } catch (e) {
+      status.classList.add("alert");
+      status.textContent = `无法回拨：${e.message}`;
+    } finally {
+      button.disabled = false;
+    }
+  });
+};
+
+// 交班单: the print button prints the sheet (print.css leaves out the navigation and the forms).
+Console.pages["handover-sheet"] = () => {
+  for (const button of document.querySelectorAll("[data-print]")) {
+    button.addEventListener("click", () => window.print());
   }
 };

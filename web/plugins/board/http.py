@@ -56,7 +56,14 @@ CARD = {"type": "object", "required": ["record_id", "caller", "known"], "propert
     "offered_at": {"type": "string", "format": "date-time"}, "route_reason": {"type": "string"},
     "rung_because": {"type": ["string", "null"]}, "resident": {"type": ["object", "null"]},
     "contract": {"type": ["object", "null"]}, "last_calls": {"type": "array"},
-    "open_tasks": {"type": "array"}}}
+    "open_tasks": {"type": "array"},
+    "handover_notes": {"type": "array", "items": {
+        "type": "object", "required": ["note_id", "written_at", "summary", "follow_up", "urgency", "author"],
+        "properties": {"note_id": {"type": "integer"}, "call_id": {"type": "integer"},
+                       "written_at": {"type": "string", "format": "date-time"},
+                       "summary": {"type": "string"}, "follow_up": {"type": "boolean"},
+                       "urgency": {"type": "string", "enum": ["normal", "urgent"]},
+                       "author": {"type": "string"}}}}}}
 
 
 def feed(request: web.Request) -> LiveFeed:
@@ -160,14 +167,23 @@ async def _stream(request: web.Request, pick: Any) -> web.StreamResponse:
 
 
 @PLUGIN.api("GET", "/api/v1/board/events", capability="board", content_type="text/event-stream",
-            summary="server-sent events of the calls in my scope (call, resync, ping)",
+            summary="server-sent events of the calls in my scope and of my staff's presence (call, presence, resync, ping)",
             response={"type": "string"})
 async def board_events(request: web.Request) -> web.StreamResponse:
     visibility = _Visibility(request)
+    live = feed(request)
+    # the staff whose presence this board shows (a change of anyone else is not told)
+    shown = {s.staff_id for center in await live.staff_presence(scope=scope(request))
+             for team in center.teams for s in team.staff}
 
     async def pick(event: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
         if event.get("type") == "resync":
             return "resync", {}
+        if event.get("type") == "presence":
+            staff_id = event.get("staff_id")
+            if staff_id not in shown:
+                return None
+            return "presence", {"staff_id": staff_id, "state": await live.presence_of(staff_id)}
         if not await visibility.allows(event):
             return None
         return "call", {k: event.get(k) for k in ("seq", "type", "call_id", "at", "call")}

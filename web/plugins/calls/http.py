@@ -18,6 +18,7 @@ from recordings.call_search import (
     export_values,
     verify_checksum,
 )
+from routing.reason_zh import DISPOSITIONS_ZH
 from routing.staff_admin import list_staff
 from store.audit import record_read
 from web.app import console, int_param, json_response, problem, render, scope, viewer
@@ -28,8 +29,7 @@ from web.registry import NavItem, Plugin, path_param, query_param
 PLUGIN = Plugin("calls", nav=(NavItem("/calls", "通话记录", "calls", order=30),),
                 templates=str(Path(__file__).parent / "templates"))
 
-DISPOSITION_NAMES = {"connected": "已接通", "missed": "未接", "abandoned": "放弃", "ivr_only": "仅语音导航",
-                     "failed": "失败", "in_progress": "进行中"}
+DISPOSITION_NAMES = DISPOSITIONS_ZH
 PAGE_SIZE = 50
 EXPORT_LIMIT = 100_000
 CHOICES_LIMIT = 500  # staff offered in the filter's list (the viewer's scope only)

@@ -21,6 +21,7 @@ from web.app import (
     viewer,
 )
 from web.media import stream_audio
+from web.plugins.handover.http import pending_calls
 from web.registry import NavItem, Plugin, path_param
 
 PLUGIN = Plugin("desk", nav=(NavItem("/desk", "工作台", "desk", order=10),),
@@ -78,7 +79,11 @@ async def _my_presence(request: web.Request) -> dict[str, Any]:
 @PLUGIN.page("GET", "/desk", capability="desk")
 async def desk_page(request: web.Request) -> web.StreamResponse:
     can_presence = scope(request).can("presence")
+    # the duty doctor's night calls still asking for a note (the section is hers; others see it
+    # only when they have answered a call on night duty)
+    pending = await pending_calls(request) if scope(request).can("handover") else []
     return render(request, "desk/desk.html", tasks=await _my_tasks(request),
+                  handover_pending=pending if pending or viewer(request).role == "night_doctor" else None,
                   escalated=await escalated_tasks(console(request).pool, scope(request)),
                   presence=await _my_presence(request) if can_presence else None,
                   presence_names={k: PRESENCE_NAMES[k.value] for k in

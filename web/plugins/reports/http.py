@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 from markupsafe import Markup
 
-from recordings.reports import ReportRow, report
+from recordings.reports import FIGURES, ReportRow, bucket_starts, combined, report, series
 from store.audit import record_read
 from web.app import console, json_response, problem, render, scope, viewer
 from web.charts import svg_chart
@@ -77,41 +77,20 @@ async def _report(request: web.Request) -> tuple[dict[str, Any], list[ReportRow]
     return {"level": level, "period": period, "since": since, "until": until}, rows
 
 
-def _charts(rows: list[ReportRow]) -> list[Markup]:
-    """One chart per figure over the buckets, every group of the report summed."""
-    buckets: dict[date, dict[str, float]] = {}
-    for r in rows:
-        b = buckets.setdefault(r.bucket, {"offered": 0, "answered": 0, "abandoned": 0, "wait": 0.0,
-                                          "opened": 0, "on_time": 0})
-        b["offered"] += r.offered
-        b["answered"] += r.answered
-        b["abandoned"] += r.abandoned
-        b["wait"] += (r.avg_answer_s or 0.0) * r.answered
-        b["opened"] += r.callbacks_opened
-        b["on_time"] += r.callbacks_on_time
-    ordered = sorted(buckets.items())
-    label = [d.strftime("%m-%d") for d, _ in ordered]
-
-    def series(f: Any) -> list[tuple[str, float | None]]:
-        return [(lbl, f(b)) for lbl, (_, b) in zip(label, ordered, strict=True)]
-
-    figures = [
-        ("来电量", "通", series(lambda b: b["offered"])),
-        ("接通率", "%", series(lambda b: round(100 * b["answered"] / b["offered"], 1) if b["offered"] else None)),
-        ("平均应答时间", "秒", series(lambda b: round(b["wait"] / b["answered"], 1) if b["answered"] else None)),
-        ("放弃数", "通", series(lambda b: b["abandoned"])),
-        ("回拨任务", "个", series(lambda b: b["opened"])),
-        ("按时回拨", "个", series(lambda b: b["on_time"])),
-    ]
+def _charts(rows: list[ReportRow], chosen: dict[str, Any]) -> list[Markup]:
+    """One chart per figure over every bucket of the range, the report's groups added up."""
+    whole = combined(rows)
+    buckets = bucket_starts(chosen["period"], chosen["since"], chosen["until"])
     # svg_chart escapes every label it writes: its output is markup we made
-    return [Markup(svg_chart(title, data, unit=unit)) for title, unit, data in figures]  # noqa: S704
+    return [Markup(svg_chart(f.title, series(whole, f, buckets, group_id=None), unit=f.unit))  # noqa: S704
+            for f in FIGURES]
 
 
 @PLUGIN.page("GET", "/reports", capability="reports")
 async def reports_page(request: web.Request) -> web.StreamResponse:
     chosen, rows = await _report(request)
     return render(request, "reports/reports.html", rows=rows, chosen=chosen, levels=LEVELS,
-                  periods=PERIODS, charts=_charts(rows), can_export=scope(request).can("export"))
+                  periods=PERIODS, charts=_charts(rows, chosen), can_export=scope(request).can("export"))
 
 
 @PLUGIN.api("GET", "/api/v1/reports", capability="reports", summary="call and callback figures per group and period",
