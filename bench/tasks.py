@@ -170,8 +170,10 @@ async def ensure_tasks(pool: asyncpg.Pool, district: int, args: argparse.Namespa
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute("SET LOCAL hotline.purge_bench = 'yes'")
         await conn.execute(f"DELETE FROM {MARKER}")  # noqa: S608
+        # (CASCADE: the tables that refer to tasks — referrals, handover items, call requests —
+        # hold only this bench's rows here)
         await conn.execute("TRUNCATE task_escalations, task_events, callback_calls, voicemails, tasks,"
-                           " task_watch_state")
+                           " task_watch_state CASCADE")
     info = await generate(pool, district, tasks=args.tasks, moving=args.moving, at=at, tz=tz, seed_no=args.seed)
     info.update(tasks=args.tasks, moving=args.moving, at=at.isoformat(), reused=False)
     await pool.execute(f"INSERT INTO {MARKER} (seed, info) VALUES ($1, $2::jsonb)", args.seed,  # noqa: S608
