@@ -35,7 +35,7 @@ measured beside the console's search for the administrator and the family doctor
 and agent unfiltered and by date): it checks the indexes at size. Not for the duty doctor: her
 scope as one OR with EXISTS per call takes seconds at size, which is why CallSearch merges the
 scope's arms (routing/scope.py `calls_arms`). --explain prints EXPLAIN (ANALYZE, BUFFERS) of one
-case of each bench-sql measure on stderr. Prints a table; asserts nothing (tests/test_bench_smoke.py
+case of each bench-sql measure, and of the console's own search query, on stderr. Prints a table; asserts nothing (tests/test_bench_smoke.py
 runs --smoke). The last full run's table is in bench/README.md.
 """
 
@@ -479,6 +479,12 @@ async def measure_search(pool: asyncpg.Pool, vault: PiiVault, dist: District, tz
                     return len(page.rows)
                 return run
             results.append(await measure(f"search: {kind}", role, "console", "search", console_case))
+            if do_explain:  # the console's own query of the first case, as CallSearch.page sends it
+                viewer, f = picks[0]
+                p = Params()
+                sql = search._rows_sql(Scope(viewer), console_filter(f), p, after=console_cursors.get(0),
+                                       limit=PAGE + 1)
+                await explain(pool, f"search: {kind} — {role} (console)", sql, p.values)
     return results
 
 
@@ -930,7 +936,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=None, help="default 1 (--smoke: 9002)")
     p.add_argument("--samples", type=int, default=None, help=f"cases per measure (default {SAMPLES})")
     p.add_argument("--regenerate", action="store_true", help="write the calls and callbacks again")
-    p.add_argument("--explain", action="store_true", help="EXPLAIN ANALYZE of each bench-sql measure, on stderr")
+    p.add_argument("--explain", action="store_true",
+                   help="EXPLAIN ANALYZE of each bench-sql measure and console search, on stderr")
     p.add_argument("--only", help="only the measures whose 'measure role' matches this regular expression")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.add_argument("--smoke", action="store_true", help="a run of seconds on small data of its own")

@@ -1,4 +1,4 @@
-"""工作台 (my desk): the open callback tasks a staff member owes, due-soonest first.
+"""工作台 (my desk): the open tasks a staff member owes (every kind), due-soonest first.
 
 Each task comes with what the desk page shows beside it: the time left to its 8-hour deadline and
 how urgent that is, the missed calls behind it and the voicemails left. Two queries whatever the
@@ -43,6 +43,8 @@ class TaskVoicemail:
 @dataclass(frozen=True)
 class DeskTask:
     id: int
+    kind: str                    # task_kinds.kind: callback, referral_followup, handover …
+    kind_title: str              # as the console names it (未接来电回拨, 转诊回访 …)
     caller_masked: str
     resident_id: int | None
     resident_name: str | None
@@ -75,15 +77,15 @@ def urgency(left: int) -> str:
     return "ok"
 
 
-_TASK_COLUMNS = """t.id, t.caller_number_masked, t.resident_id, r.name AS resident_name,
-       t.owner_staff_id, t.opened_at, t.due_at"""
+_TASK_COLUMNS = """t.id, t.kind, k.title AS kind_title, t.caller_number_masked, t.resident_id,
+       r.name AS resident_name, t.owner_staff_id, t.opened_at, t.due_at"""
 
 
 def desk_query(scope: Scope, *, owner_only: bool, limit: int) -> tuple[str, list[object]]:
     """The SQL and parameters of the task list (apart, so a test can EXPLAIN it)."""
     v = scope.viewer
     p = Params()
-    base = (f"SELECT {_TASK_COLUMNS} FROM tasks t"  # noqa: S608 - constant columns
+    base = (f"SELECT {_TASK_COLUMNS} FROM tasks t JOIN task_kinds k ON k.kind = t.kind"  # noqa: S608 - constant columns
             " LEFT JOIN residents r ON r.id = t.resident_id WHERE t.status = 'open'")
     if not owner_only:
         return f"{base} AND {scope.tasks(p, 't')} ORDER BY t.due_at, t.id LIMIT {p.add(limit)}", p.values
@@ -139,7 +141,8 @@ async def open_tasks(pool: asyncpg.Pool | asyncpg.Connection, scope: Scope, *,
     for t in tasks:
         left = seconds_left(t["due_at"], now)
         result.append(DeskTask(
-            id=t["id"], caller_masked=t["caller_number_masked"], resident_id=t["resident_id"],
+            id=t["id"], kind=t["kind"], kind_title=t["kind_title"],
+            caller_masked=t["caller_number_masked"], resident_id=t["resident_id"],
             resident_name=t["resident_name"], owner_staff_id=t["owner_staff_id"],
             opened_at=t["opened_at"], due_at=t["due_at"], seconds_left=left,
             urgency=urgency(left), calls=tuple(calls[t["id"]]),

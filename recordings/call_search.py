@@ -37,6 +37,9 @@ SEARCH_DISPOSITIONS = ("connected", "missed", "abandoned", "ivr_only", "failed",
 MAX_PAGE = 500
 MAX_TEXT = 64  # a name or a line longer than this matches nothing we store: refused
 EXPORT_LIMIT = 100_000
+# A person's newest attempts walked one by one, per call asked for, before her calls are tested
+# all at once instead (CallSearch._staff_walk).
+WALK_SPAN = 20
 _CHUNK = 1 << 20
 
 
@@ -299,8 +302,9 @@ class CallSearch:
         """The scope's predicate and the filter's, ANDed; values bound in `p`."""
         return " AND ".join([f"({scope.calls(p, 'c')})", *self._filters(filt, p)])
 
-    def _filters(self, filt: CallFilter, p: Params) -> list[str]:
-        """The filter's predicates over `c`; values bound in `p`."""
+    def _filters(self, filt: CallFilter, p: Params, *, staff: bool = True) -> list[str]:
+        """The filter's predicates over `c`; values bound in `p`. Without `staff`, the person's
+        predicate is left out (the query walks her dial attempts instead: `_staff_walk`)."""
         parts: list[str] = []
         if filt.since is not None:
             parts.append(f"c.offered_at >= {p.add(filt.since)}")
@@ -316,7 +320,7 @@ class CallSearch:
             parts.append(f"c.line = {p.add(filt.line.strip())}")
         if filt.resident_id is not None:
             parts.append(f"c.resident_id = {p.add(filt.resident_id)}")
-        if filt.staff_id is not None:
+        if staff and filt.staff_id is not None:
             # answered_by is always one of the call's dial attempts: the attempts say it all.
             # An attempt starts after its call was offered: `since` prunes them too.
             since = f" AND a.started_at >= {p.add(filt.since)}" if filt.since is not None else ""
@@ -340,6 +344,14 @@ class CallSearch:
                          f" WHERE rn.name ~>=~ {p.add(low)}{upper}))")
         return parts
 
+    @staticmethod
+    def _after(after: str | None, p: Params) -> list[str]:
+        """The keyset cursor as a predicate (none on the first page)."""
+        if after is None:
+            return []
+        at, record_id = decode_cursor(after)
+        return [f"(c.offered_at, c.id) < ({p.add(at)}::timestamptz, {p.add(record_id)}::bigint)"]
+
     def _matching(self, scope: Scope, filt: CallFilter, p: Params, *, after: str | None,
                   limit: int | None, ordered: bool = True) -> str:
         """A query of the ids of the calls in scope that match: the newest `limit` of them
@@ -347,31 +359,89 @@ class CallSearch:
 
         A scope of several arms (a doctor's team's calls OR the calls she took OR her shifts')
         is queried arm by arm, each arm's newest `limit` by its own index, and merged: the
-        newest `limit` of the OR are among them. The keyset cursor goes inside each arm."""
+        newest `limit` of the OR are among them. The keyset cursor goes inside each arm.
+        A filter naming a person walks her dial attempts instead (`_staff_walk`)."""
+        if filt.staff_id is not None:
+            return self._staff_walk(scope, filt, p, after=after, limit=limit, ordered=ordered)
         arms = scope.calls_arms(p, "c")
-        filters = self._filters(filt, p)
-        if after is not None:
-            at, record_id = decode_cursor(after)
-            filters.append(f"(c.offered_at, c.id) < ({p.add(at)}::timestamptz, {p.add(record_id)}::bigint)")
+        filters = self._filters(filt, p) + self._after(after, p)
         tail = (f" {_ORDER}" if ordered else "") + (f" LIMIT {int(limit)}" if limit is not None else "")
         if len(arms) == 1 and arms[0].source is None and arms[0].walk is None:
             where = " AND ".join([f"({arms[0].where})", *filters])
             return f"SELECT c.id, c.offered_at FROM call_records c WHERE {where}{tail}"  # noqa: S608 (constant + scope)
         return " UNION ".join(f"({_arm_query(arm, filters, tail)})" for arm in arms)
 
+    def _staff_walk(self, scope: Scope, filt: CallFilter, p: Params, *, after: str | None,
+                    limit: int | None, ordered: bool) -> str:
+        """The ids of the matching calls in scope that rang the filter's person (or that she
+        answered: answered_by is always one of the call's dial attempts), newest first.
+
+        Her attempts are few beside a district's or a center's calls, yet a desk agent or a
+        district's duty doctor has tens of thousands: reading them all, with their calls, and
+        then sorting took up to 1.8 s at a million calls. So her newest attempts are walked
+        first (the index (staff_id, started_at)), each one's call tested against the scope (the
+        OR of its arms) and the other filters, until 2 × `limit` are found. Calls are ordered
+        by offered_at, the walk by the attempt's start, and an attempt starts after its call
+        was offered, so:
+        - when the walk found them, the `limit`-th newest of the distinct calls it found is a
+          floor: the newest `limit` matching calls are all offered at or after it (a subset of
+          `limit` calls has its `limit`-th no newer than the whole set's), and every attempt of
+          a call offered at or after it started at or after it. The calls of her attempts
+          started since the floor (the walked ones again, and those rung minutes after being
+          offered) are tested again, and the caller sorts them. (Twice `limit`: the floor needs
+          `limit` distinct calls, and she may have been rung twice for one.)
+        - when her attempts ran out first, what the walk found is all;
+        - when her newest WALK_SPAN × `limit` attempts held fewer (a director asking for a person
+          of another center: her calls are rarely in scope), walking on would test her calls
+          one by one: her attempts' calls are tested all at once instead (by id, in index order).
+        Unordered or unlimited (a count, every row): her attempts' calls, tested."""
+        staff = p.add(filt.staff_id)
+        # an attempt starts after its call was offered: `since` prunes her attempts too
+        since = f" AND a.started_at >= {p.add(filt.since)}" if filt.since is not None else ""
+        where = " AND ".join([f"({scope.calls(p, 'c')})", *self._filters(filt, p, staff=False),
+                              *self._after(after, p)])
+        attempts = f"SELECT a.call_record_id FROM dial_attempts a WHERE a.staff_id = {staff}{since}"  # noqa: S608 (placeholders)
+        # her attempts' calls, tested: by id (ANY(ARRAY(…)): her attempts first, one index range)
+        def calls(of_attempts: str = "") -> str:
+            return f"SELECT c.id, c.offered_at FROM call_records c WHERE c.id = ANY(ARRAY({attempts}{of_attempts})) AND {where}"  # noqa: S608 (constant + scope)
+
+        if not ordered or limit is None:
+            return calls() + (f" LIMIT {int(limit)}" if limit is not None else "")
+        n = int(limit)
+        walk, span = 2 * n, WALK_SPAN * n
+        # The call of an attempt when it is in scope and matches: its offered_at, else NULL. A
+        # scalar subquery, not a join: PostgreSQL cannot tell how many of her calls the scope
+        # keeps (a doctor's team: nearly all, it guesses a few) and, expecting to read them all,
+        # read and sorted them all; as a filter of the attempts, they are tested in turn and the
+        # walk stops at the limit.
+        call = f"(SELECT c.offered_at FROM call_records c WHERE c.id = r.call_record_id AND {where})"  # noqa: S608 (constant + scope)
+        # constant fragments, the scope's predicate and $n placeholders only
+        return (
+            f"WITH recent AS MATERIALIZED (SELECT a.call_record_id, a.started_at FROM dial_attempts a"  # noqa: S608
+            f" WHERE a.staff_id = {staff}{since} ORDER BY a.started_at DESC LIMIT {span}),"
+            f" walked AS MATERIALIZED (SELECT r.call_record_id AS id, {call} AS offered_at FROM recent r"
+            f" WHERE {call} IS NOT NULL ORDER BY r.started_at DESC LIMIT {walk}),"
+            f" found AS MATERIALIZED (SELECT (SELECT count(*) FROM walked) = {walk} AS enough,"
+            f" (SELECT count(*) FROM recent) < {span} AS all_walked,"
+            " coalesce((SELECT d.offered_at FROM (SELECT DISTINCT w.id, w.offered_at FROM walked w) d"
+            f" ORDER BY d.offered_at DESC OFFSET {n - 1} LIMIT 1), '-infinity') AS floor_at)"
+            " SELECT DISTINCT w.id, w.offered_at FROM walked w"
+            " WHERE (SELECT NOT enough AND all_walked FROM found)"
+            " UNION ALL " + calls(" AND a.started_at >= (SELECT floor_at FROM found)")
+            + " AND (SELECT enough FROM found) AND c.offered_at >= (SELECT floor_at FROM found)"
+            " UNION ALL " + calls() + " AND (SELECT NOT enough AND NOT all_walked FROM found)")
+
     def _rows_sql(self, scope: Scope, filt: CallFilter, p: Params, *, after: str | None, limit: int) -> str:
         """The newest `limit` matching calls as the list shows them."""
         arms = scope.calls_arms(Params(), "c")  # (only counted: the placeholders are _matching's)
-        if len(arms) == 1 and arms[0].source is None and arms[0].walk is None:
+        if filt.staff_id is None and len(arms) == 1 and arms[0].source is None and arms[0].walk is None:
             # one index walk: the rows themselves, no merge
-            where = self._where(scope, filt, p)
-            if after is not None:
-                at, record_id = decode_cursor(after)
-                where += f" AND (c.offered_at, c.id) < ({p.add(at)}::timestamptz, {p.add(record_id)}::bigint)"
+            where = " AND ".join([self._where(scope, filt, p), *self._after(after, p)])
             # constant fragments and the scope's predicate only; every value is a parameter
             return f"SELECT {_ROW_COLUMNS} {_ROW_JOINS} WHERE {where} {_ORDER} LIMIT {int(limit)}"  # noqa: S608
-        # the newest `limit` of the arms' merged ids first, then those rows' names: joining every
-        # arm's rows to their names before the limit would read them all
+        # the newest `limit` of the matching ids first (the arms' merged, or the person's walk),
+        # then those rows' names: joining every arm's rows to their names before the limit would
+        # read them all
         matching = self._matching(scope, filt, p, after=after, limit=limit)
         newest = f"SELECT m.id FROM ({matching}) m ORDER BY m.offered_at DESC, m.id DESC LIMIT {int(limit)}"  # noqa: S608 (constant + scope)
         joins = _ROW_JOINS.replace("FROM call_records c", f"FROM ({newest}) n JOIN call_records c ON c.id = n.id", 1)

@@ -102,13 +102,23 @@ class CallsArm:
     # walked whatever the filters: the calls a person answered are few, but PostgreSQL, asked for
     # them newest first within a center, walks the center's calls instead and may read them all.
     walk: str | None = None
+    # A cheap condition every call of a `source` arm meets, over the call alias and constants
+    # only (PostgreSQL computes its subqueries once per query): tested before the EXISTS, it
+    # spares the per-call lookup of the rows for the many calls tested that are not the arm's
+    # (a person's calls searched within a duty doctor's scope: most were not during her shifts).
+    necessary: str | None = None
+    # For a `source` arm tested call by call, what lets the EXISTS find the call's row by an
+    # index: added there only (in the walk of each row's calls it is a needless test per call).
+    lookup: str | None = None
 
     @property
     def predicate(self) -> str:
         """The arm as a boolean expression over the call alias alone."""
         if self.source is None:
             return self.where
-        return f"EXISTS (SELECT 1 FROM {self.source} WHERE {self.source_where} AND {self.where})"
+        lookup = f" AND {self.lookup}" if self.lookup else ""
+        exists = f"EXISTS (SELECT 1 FROM {self.source} WHERE {self.source_where} AND {self.where}{lookup})"
+        return exists if self.necessary is None else f"({self.necessary} AND {exists})"
 
 
 class Scope:
@@ -153,11 +163,20 @@ class Scope:
         # night_doctor: also every call offered during one of her shifts, in the shift's area: a
         # district-wide shift's calls by the district's index, a center's shift's by the center's.
         during = f"{c}.offered_at >= sh.starts_at AND {c}.offered_at < sh.ends_at"
+
+        def shifts(where: str, source_where: str) -> CallsArm:
+            # during one of these shifts at all: her shifts' ranges, merged once per query (none:
+            # the empty multirange, false, not NULL, which would still ask the EXISTS)
+            necessary = (f"{c}.offered_at <@ (SELECT coalesce(range_agg(tstzrange(sh.starts_at, sh.ends_at)),"
+                         f" '{{}}'::tstzmultirange) FROM duty_shifts sh WHERE {source_where})")
+            # the shift by the (doctor, range) index of duty_shifts, not each of hers read
+            lookup = f"tstzrange(sh.starts_at, sh.ends_at) @> {c}.offered_at"
+            return CallsArm(f"{where} AND {during}", "duty_shifts sh", source_where, necessary=necessary,
+                            lookup=lookup)
         return [*team, took,
-                CallsArm(f"{c}.district_id = sh.district_id AND {during}", "duty_shifts sh",
-                         f"sh.doctor_id = {me} AND sh.center_id IS NULL"),
-                CallsArm(f"{c}.center_id = sh.center_id AND {c}.district_id = sh.district_id AND {during}",
-                         "duty_shifts sh", f"sh.doctor_id = {me} AND sh.center_id IS NOT NULL")]
+                shifts(f"{c}.district_id = sh.district_id", f"sh.doctor_id = {me} AND sh.center_id IS NULL"),
+                shifts(f"{c}.center_id = sh.center_id AND {c}.district_id = sh.district_id",
+                       f"sh.doctor_id = {me} AND sh.center_id IS NOT NULL")]
 
     def screen_pop(self, p: Params, c: str = "c") -> str:
         """call_records rows whose caller card the viewer may open: the calls in her scope, and

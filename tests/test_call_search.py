@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -493,3 +494,145 @@ async def test_the_arms_merged_list_count_and_export_exactly_what_the_scopes_or_
     for k, mine in enumerate(arm_ids):
         others = set().union(*(a for j, a in enumerate(arm_ids) if j != k))
         assert mine - others and mine & others, k
+
+
+# -- the staff filter: a person's dial attempts walked newest first -------------------------------
+
+
+async def test_a_persons_calls_are_listed_exactly_however_few_of_hers_are_in_scope(
+        pool: asyncpg.Pool, vault: PiiVault, world: World) -> None:
+    """The staff filter walks the person's attempts newest first and stops (CallSearch._staff_walk):
+    whether the walk finds a page's worth (her calls in the administrator's or her team's scope),
+    runs out of attempts (a person rung for few calls), or gives up and tests them all at once (a
+    center or a desk agent holding few of hers), every page, count and export equals the plain
+    query — with attempts started after later calls were offered, and a call that rang her twice."""
+    d = world.d
+    her = d.assistant_id
+    search = CallSearch(pool, vault)
+    start = T0 - timedelta(hours=2)
+    for k in range(50):
+        base = start + timedelta(minutes=20 * k)  # 08:00 … 00:20: day calls, then her nights'
+        center, team = (world.center2, world.team2) if k in (7, 31) else (d.center_id, d.team_id)
+        common = {"district_id": d.district_id, "center_id": center, "team_id": team}
+        # rung third, 20 s after it was offered: after the next call, offered 5 s later, rang her
+        last = (d.agent_id, "answered") if k % 10 == 0 else (her, "answered")
+        first = (her, "no_answer") if k % 10 == 0 else (d.agent_id, "busy")
+        await add_call(pool, vault, at=base, rung=((d.doctor_id, "no_answer"), first, last), **common)
+        await add_call(pool, vault, at=base + timedelta(seconds=5), disposition="missed",
+                       rung=((her, "no_answer"),), **common)
+    # rung twice for one call
+    await add_call(pool, vault, at=start + timedelta(minutes=3), district_id=d.district_id,
+                   center_id=d.center_id, team_id=d.team_id,
+                   rung=((her, "no_answer"), (d.doctor_id, "busy"), (her, "answered")))
+    # a person rung for a few calls only
+    for k in range(5):
+        await add_call(pool, vault, at=start + timedelta(minutes=20 * k + 7), district_id=d.district_id,
+                       center_id=world.center2, team_id=world.team2, rung=((world.doctor2, "answered"),))
+    director2 = Scope(Viewer(900004, "C002", "director", "director", d.district_id, world.center2, None))
+    scopes = [viewer(world, role) for role in ("district_admin", "director", "family_doctor", "night_doctor",
+                                               "agent")] + [director2]
+    since = start + timedelta(hours=3)
+    filters = [CallFilter(staff_id=her), CallFilter(staff_id=her, since=since),
+               CallFilter(staff_id=her, until=since), CallFilter(staff_id=her, center_id=world.center2),
+               CallFilter(staff_id=her, disposition="missed"), CallFilter(staff_id=world.doctor2),
+               CallFilter(staff_id=d.agent_id, team_id=d.team_id)]
+    seen_sizes = set()
+    for scope in scopes:
+        for filt in filters:
+            p = Params()
+            expected = [r["id"] for r in await pool.fetch(
+                f"SELECT c.id FROM call_records c WHERE {search._where(scope, filt, p)}"  # noqa: S608 (test)
+                " ORDER BY c.offered_at DESC, c.id DESC", *p.values)]
+            seen_sizes.add(min(len(expected), 7))
+            for limit in (3, 50):
+                listed, cursor = [], None
+                while True:
+                    page = await search.page(scope, filt, after=cursor, limit=limit)
+                    listed += [r.id for r in page.rows]
+                    if page.next_cursor is None:
+                        break
+                    cursor = page.next_cursor
+                assert listed == expected, (scope.viewer.role, filt, limit)
+            assert await search.count(scope, filt) == len(expected), (scope.viewer.role, filt)
+            assert [r.id async for r in search.export_rows(scope, filt)] == expected, (scope.viewer.role, filt)
+    # pages of 3 walk 6 of at most 60 attempts: she has 101 — a scope with many of hers (walked to
+    # the floor), with 1–5 (tested all at once), none; and the doctor's 5 (walked to the end)
+    assert {0, 1, 2, 5, 7} <= seen_sizes
+
+
+def plan_nodes(plan: dict) -> list[dict]:
+    nodes = [plan]
+    for child in plan.get("Plans", []):
+        nodes.extend(plan_nodes(child))
+    return nodes
+
+
+async def test_a_person_and_an_agents_filters_read_their_indexes_among_40000_calls(
+        pool: asyncpg.Pool, vault: PiiVault, world: World) -> None:
+    """The plans at size: the staff filter walks the person's attempts by their index (never a
+    table read whole, nothing big sorted); an agent's calls by center, line or disposition are
+    tested in the index of the calls she answered."""
+    d = world.d
+    # 40 000 calls a minute apart, half of them the center's: a quarter missed; the agent answered
+    # 1 in 4, the doctor half. Each rang one of five others first, 1 in 10 the doctor, and 1 in 7
+    # the assistant after that.
+    await pool.execute(
+        """INSERT INTO call_records (call_id, offered_at, disposition, district_id, center_id, team_id,
+                                     answered_by, line)
+           SELECT 'bulk-' || i, $1::timestamptz + i * interval '1 minute',
+                  CASE WHEN i % 4 = 0 THEN 'missed' ELSE 'connected' END, $2,
+                  CASE WHEN i % 2 = 0 THEN $3::int ELSE $4::int END, CASE WHEN i % 2 = 0 THEN $5::int END,
+                  CASE WHEN i % 4 = 0 THEN NULL WHEN i % 4 = 1 THEN $6::int ELSE $7::int END,
+                  CASE WHEN i % 10 = 0 THEN '8001' ELSE 'hotline' END
+             FROM generate_series(1, 40000) i""",
+        T0 - timedelta(days=40), d.district_id, d.center_id, world.center2, d.team_id, d.agent_id, d.doctor_id)
+    others = [d.night_id, d.departed_doctor_id, world.doctor2, d.agent_id, d.assistant_id]
+    await pool.execute(
+        """INSERT INTO dial_attempts (call_record_id, seq, staff_id, sip_uri, started_at, outcome)
+           SELECT id, 1, CASE WHEN id % 10 = 0 THEN $1::int ELSE ($3::int[])[1 + id % 5] END,
+                  'sip:x@127.0.0.1', offered_at + interval '5 seconds', 'no_answer'
+             FROM call_records WHERE call_id LIKE 'bulk-%'
+           UNION ALL
+           SELECT id, 2, $2::int, 'sip:x@127.0.0.1', offered_at + interval '25 seconds', 'no_answer'
+             FROM call_records WHERE call_id LIKE 'bulk-%' AND id % 7 = 0""",
+        d.doctor_id, d.assistant_id, others)
+    await pool.execute("VACUUM ANALYZE call_records")
+    await pool.execute("VACUUM ANALYZE dial_attempts")
+    search = CallSearch(pool, vault)
+    cases = [(viewer(world, "district_admin"), CallFilter(staff_id=d.assistant_id)),
+             (viewer(world, "director"), CallFilter(staff_id=d.doctor_id)),
+             (viewer(world, "family_doctor"), CallFilter(staff_id=d.assistant_id, disposition="missed")),
+             (viewer(world, "night_doctor"), CallFilter(staff_id=d.doctor_id)),
+             (viewer(world, "agent"), CallFilter(center_id=world.center2)),
+             (viewer(world, "agent"), CallFilter(line="8001")),
+             (viewer(world, "agent"), CallFilter(disposition="missed"))]
+    for scope, filt in cases:
+        p = Params()
+        sql = search._rows_sql(scope, filt, p, after=None, limit=51)
+        plan = json.loads(await pool.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *p.values))[0]["Plan"]
+        nodes = plan_nodes(plan)
+        what = (scope.viewer.role, filt)
+        assert not [n for n in nodes if n["Node Type"] == "Seq Scan"
+                    and n.get("Relation Name") in ("call_records", "dial_attempts")], (what, plan)
+        assert not any(n["Node Type"] == "Sort" and n.get("Plan Rows", 0) > 1000 for n in nodes), (what, plan)
+        used = {n["Index Name"] for n in nodes if n.get("Relation Name") in ("call_records", "dial_attempts")}
+        if filt.staff_id is not None:
+            # her attempts by their index, newest first, a limited walk (not all of them sorted),
+            # and their calls by id; neither table read, only the indexes
+            attempts = [n for n in nodes if n.get("Relation Name") == "dial_attempts"]
+            assert {(n["Node Type"], n["Index Name"]) for n in attempts} \
+                == {("Index Only Scan", "dial_attempts_staff")}, (what, plan)
+            assert any(n["Node Type"] == "Limit" and [c.get("Index Name") for c in n["Plans"]] == ["dial_attempts_staff"]
+                       for n in nodes), (what, plan)
+            assert used <= {"dial_attempts_staff", "call_records_scope_by_id", "call_records_pkey"}, (what, plan)
+        else:
+            # the agent's own calls, the filter tested in the index: nothing else of call_records
+            assert used == {"call_records_answered_by", "call_records_pkey"}, (what, plan)
+            walk = [n for n in nodes if n.get("Index Name") == "call_records_answered_by"]
+            assert [n["Node Type"] for n in walk] == ["Index Only Scan"], (what, plan)
+        # and finds what the plain query finds (the agent's: none of hers on that line or missed)
+        q = Params()
+        expected = [r["id"] for r in await pool.fetch(
+            f"SELECT c.id FROM call_records c WHERE {search._where(scope, filt, q)}"  # noqa: S608 (test)
+            " ORDER BY c.offered_at DESC, c.id DESC LIMIT 50", *q.values)]
+        assert [r.id for r in (await search.page(scope, filt, limit=50)).rows] == expected, what

@@ -12,8 +12,11 @@ import pytest
 
 from handover.callbacks import Callbacks
 from handover.tasks import NOTE_MAX, Task, TaskError, Tasks
+from hotline.runtime import all_migrations
 from recordings.call_records import CallerNumber, CallRecords
 from routing.scope import Scope, Viewer
+from store import db
+from store.migrate import migrate
 from store.pii import PiiVault
 from tests.console_rows import insert_call
 from tests.district import District, build_district
@@ -259,3 +262,27 @@ async def test_a_kind_with_outcomes_needs_one_and_unknown_kinds_or_residents_are
     closed = await tasks.close(task.id, version=1, actor_staff_id=d.doctor_id, status="done",
                                note="已回访，已就诊", outcome="seen", at=T0 + timedelta(hours=31))
     assert closed.close_outcome == "seen"
+
+
+async def test_the_task_model_migrates_a_database_that_holds_callbacks(empty_database_url: str) -> None:
+    """Migration 0024 on a hotline that has been taking calls: open and done callbacks become
+    tasks with their history (opened; closed), and the rules hold for them from then on."""
+    before = [m for m in all_migrations() if m.version < 24]
+    async with db.connection(empty_database_url) as conn:
+        await migrate(conn, before)
+        await conn.execute(
+            """INSERT INTO callback_tasks (caller_key, caller_number_hash, caller_number_enc,
+                    caller_number_masked, opened_at, due_at, status, closed_at)
+               VALUES ('number:aa', '\\xaa', '\\x00', '138****0001', $1, $1::timestamptz + interval '8 hours', 'open', NULL),
+                      ('number:bb', '\\xbb', '\\x00', '138****0002', $1::timestamptz, $1::timestamptz + interval '8 hours', 'done',
+                       $1::timestamptz + interval '1 hour')""", T0)
+        await migrate(conn, all_migrations())
+        rows = await conn.fetch("SELECT caller_key, kind, status, version, close_note FROM tasks ORDER BY caller_key")
+        assert [tuple(r.values()) for r in rows] == [("number:aa", "callback", "open", 1, None),
+                                                     ("number:bb", "callback", "done", 2, "")]
+        events = await conn.fetch("SELECT t.caller_key, e.version, e.event FROM task_events e"
+                                  " JOIN tasks t ON t.id = e.task_id ORDER BY t.caller_key, e.version")
+        assert [tuple(r.values()) for r in events] == [("number:aa", 1, "opened"), ("number:bb", 1, "opened"),
+                                                       ("number:bb", 2, "closed")]
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute("UPDATE tasks SET summary = 'x' WHERE caller_key = 'number:aa'")

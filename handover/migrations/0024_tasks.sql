@@ -58,6 +58,8 @@ ALTER TABLE tasks ADD CONSTRAINT tasks_callback_has_number
     CHECK (kind <> 'callback' OR caller_number_hash IS NOT NULL);
 ALTER TABLE tasks ADD CONSTRAINT tasks_has_subject
     CHECK (resident_id IS NOT NULL OR caller_number_hash IS NOT NULL);
+-- (tasks closed before the model have no note: an empty one, so the rule below holds for them)
+UPDATE tasks SET close_note = '' WHERE status <> 'open';
 ALTER TABLE tasks ADD CONSTRAINT tasks_done_has_note
     CHECK (status NOT IN ('done', 'unreachable') OR close_note IS NOT NULL);
 -- One open callback per caller (later missed calls attach to it). Other kinds may be many.
@@ -82,7 +84,7 @@ CREATE TABLE task_events (
 -- The tasks there were get the event that opened them (and closed them, if they were closed).
 INSERT INTO task_events (task_id, version, at, event, owner_to, reason)
 SELECT id, 1, opened_at, 'opened', owner_staff_id, 'missed call' FROM tasks;
-UPDATE tasks SET version = 2, close_note = '' WHERE status <> 'open';
+UPDATE tasks SET version = 2 WHERE status <> 'open';
 INSERT INTO task_events (task_id, version, at, event, reason, detail)
 SELECT id, 2, closed_at, 'closed', 'before the task model', jsonb_build_object('status', status)
   FROM tasks WHERE status <> 'open';

@@ -37,10 +37,12 @@ _VOICEMAIL = {"type": "object", "required": ["id", "seconds", "recorded_at", "au
     "id": {"type": "integer"}, "seconds": {"type": "number"},
     "recorded_at": {"type": "string", "format": "date-time"}, "audio_url": {"type": "string"}}}
 TASK = {"type": "object",
-        "required": ["id", "caller_masked", "opened_at", "due_at", "seconds_left", "urgency",
+        "required": ["id", "kind", "kind_title", "caller_masked", "opened_at", "due_at", "seconds_left", "urgency",
                      "calls", "voicemails"],
         "properties": {
             "id": {"type": "integer"},
+            "kind": {"type": "string"},
+            "kind_title": {"type": "string"},
             "caller_masked": {"type": "string"},
             "resident_id": {"type": ["integer", "null"]},
             "resident_name": {"type": ["string", "null"]},

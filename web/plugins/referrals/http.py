@@ -22,7 +22,7 @@ from routing.numbers import InvalidNumber
 from web.app import console, json_response, problem, render, request_json, scope
 from web.registry import NavItem, Plugin, query_param
 
-PLUGIN = Plugin("referrals", nav=(NavItem("/referrals", "转诊", "referrals", order=20),),
+PLUGIN = Plugin("referrals", nav=(NavItem("/referrals", "转诊", "referrals", order=25),),
                 templates=str(Path(__file__).parent / "templates"))
 
 _TIME = {"type": "string", "format": "date-time"}
