@@ -29,6 +29,10 @@ bench-calls: setup
 bench-console: setup
 	.venv/bin/python -m bench.console
 
+.PHONY: bench-tasks
+bench-tasks: setup
+	.venv/bin/python -m bench.tasks
+
 # Stop the embedded PostgreSQL and Redis that `make demo` started in .hotline/.
 stop:
 	@$(HOTLINE) services stop

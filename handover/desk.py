@@ -148,3 +148,39 @@ async def open_tasks(pool: asyncpg.Pool | asyncpg.Connection, scope: Scope, *,
             urgency=urgency(left), calls=tuple(calls[t["id"]]),
             voicemails=tuple(voicemails[t["id"]])))
     return result
+
+
+@dataclass(frozen=True)
+class EscalatedTask:
+    """An overdue task escalated to the viewer (her team's, or her center's as director)."""
+
+    id: int
+    kind_title: str
+    caller_masked: str
+    resident_name: str | None
+    owner_name: str | None       # None: the duty desk's
+    due_at: datetime
+    overdue_at: datetime
+    escalated_at: datetime
+    role: str                    # 'team_lead' | 'director': why it is on this desk
+
+
+async def escalated_tasks(pool: asyncpg.Pool | asyncpg.Connection, scope: Scope, *,
+                          limit: int = 200) -> list[EscalatedTask]:
+    """The open tasks escalated to the viewer (task_escalations), longest overdue first, within
+    her scope (an escalation makes the task part of it: routing.scope.Scope.tasks)."""
+    p = Params(scope.viewer.staff_id)
+    rows = await pool.fetch(
+        f"""SELECT t.id, k.title, t.caller_number_masked, r.name AS resident_name,
+                   o.name AS owner_name, t.due_at, t.overdue_at, e.at, e.role
+              FROM task_escalations e
+              JOIN tasks t ON t.id = e.task_id
+              JOIN task_kinds k ON k.kind = t.kind
+              LEFT JOIN residents r ON r.id = t.resident_id
+              LEFT JOIN staff o ON o.id = t.owner_staff_id
+             WHERE e.staff_id = $1 AND t.status = 'open' AND {scope.tasks(p, 't')}
+             ORDER BY t.due_at, t.id LIMIT {p.add(max(1, min(int(limit), MAX_TASKS)))}""",  # noqa: S608
+        *p.values)
+    return [EscalatedTask(r["id"], r["title"], r["caller_number_masked"], r["resident_name"],
+                          r["owner_name"], r["due_at"], r["overdue_at"], r["at"], r["role"])
+            for r in rows]

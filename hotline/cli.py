@@ -20,6 +20,7 @@ from hotline import (
     cli_db,
     cli_handover,
     cli_lines,
+    cli_promises,
     cli_roster,
     cli_sip,
     cli_tasks,
@@ -365,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_web.add_parsers(sub)
     cli_handover.add_parsers(sub)
     cli_tasks.add_parsers(sub)
+    cli_promises.add_parsers(sub)
     return p
 
 
@@ -421,6 +423,7 @@ _NEEDS_RUNTIME: dict[str, Callable[[Runtime, argparse.Namespace], Awaitable[int]
     "handover": cli_handover.cmd_handover,
     "tasks": cli_tasks.cmd_tasks,
     "referrals": cli_tasks.cmd_referrals,
+    "promises": cli_promises.cmd_promises,
 }
 
 
@@ -447,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_run(config, args))
     except (ConfigError, StoreError, PiiKeyError, UsageError, InvalidNumber, SeedError,
             TelephonyError, cli_roster.RosterError, cli_lines.LineError, cli_db.DbShellError,
-            SipAccountError, cli_accounts.PasswordCliError, cli_click_to_call.CallRequestError) as exc:
+            SipAccountError, cli_accounts.PasswordCliError, cli_click_to_call.CallRequestError,
+            cli_promises.PromisesError) as exc:
         print(f"hotline: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except (NotFound, CalendarNotFound) as exc:

@@ -90,6 +90,11 @@ class Config:
     # than max_call_s ('max call length').
     rtp_timeout_s: float = 60.0
     max_call_s: float = 4 * 3600.0
+    # The deadline watcher (handover/watcher.py): the acting node sweeps this often (at most 30 s,
+    # so a breach is seen within a minute), the others try for its lock this often (a node that
+    # dies is replaced within about this, and at most 10 s).
+    watch_sweep_s: float = 20.0
+    watch_poll_s: float = 3.0
     # This service node's name in call records (several nodes may share one database).
     # Unset: <host name>:<sip_port>.
     node_name: str = ""
@@ -293,6 +298,10 @@ def _validate(config: Config) -> None:
         raise ConfigError("callback_caller_id: the hotline's number, digits only (e.g. 02225300000)")
     if config.click_to_call_pickup_s > 3600:
         raise ConfigError("click_to_call_pickup_s: at most 3600 seconds")
+    if not 0 < config.watch_sweep_s <= 30:
+        raise ConfigError("watch_sweep_s must be more than 0 and at most 30 (a breach seen within a minute)")
+    if not 0 < config.watch_poll_s <= 9:
+        raise ConfigError("watch_poll_s must be more than 0 and at most 9 (a dead node replaced within 10 s)")
     if config.queue_wait_s < 0:
         raise ConfigError("queue_wait_s cannot be negative (0: no queue, straight to voicemail)")
     if config.drain_s < 0:

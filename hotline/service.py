@@ -29,6 +29,7 @@ import structlog
 
 from handover.callbacks import Callbacks
 from handover.tasks import Tasks
+from handover.watcher import Watcher
 from hotline.clock import Clock
 from hotline.runtime import Runtime, checked_pool
 from ivr.click_to_call import ClickToCall, ClickToCallSettings
@@ -78,6 +79,7 @@ class RunningService:
     registrations: RegistrationListener | None = None
     winding_down: bool = False
     replayer: Replayer | None = None
+    watcher: Watcher | None = None
     pool: asyncpg.Pool | None = None   # shared with the console served beside SIP
     redis_url: str = ""
     click_to_call: ClickToCall | None = None  # calls placed for staff (issue 11)
@@ -206,8 +208,14 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
                                          resident_ring_s=config.click_to_call_ring_s,
                                          rtp_timeout_s=config.rtp_timeout_s, max_call_s=config.max_call_s))
         await click_to_call.start()
+        # The deadline watcher runs on every node; the one holding its lock acts (same clock as
+        # the calls, so a moved clock moves the deadlines too).
+        watcher = Watcher(pool, rt.database_url, now=clock.now, routing=routing.data, tz=config.tz,
+                          sweep_s=config.watch_sweep_s, poll_s=config.watch_poll_s, node=config.node)
+        watcher.start()
         service = RunningService(agent, flow, clock, set(), registrations, replayer=replayer,
-                                 pool=pool, redis_url=redis_url, click_to_call=click_to_call)
+                                 pool=pool, redis_url=redis_url, click_to_call=click_to_call,
+                                 watcher=watcher)
         serving = asyncio.create_task(service.serve_forever(), name="take calls")
         replaying = asyncio.create_task(replayer.run(), name="replay the call journal")
         log.info("service.started", sip=f"sip:{config.sip_user}@{config.sip_registrar}",
@@ -230,6 +238,7 @@ async def running(rt: Runtime) -> AsyncIterator[RunningService]:
                 except Exception as exc:
                     log.warning("journal.left_for_next_start", why=str(exc) or type(exc).__name__,
                                 path=str(journal.directory))
+            await watcher.stop()
             await agent.stop()
             await registrations.stop()
             await live_prompts.stop()

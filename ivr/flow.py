@@ -46,6 +46,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from handover.callbacks import CALLBACK_WINDOW, Callbacks
+from handover.ownership import responsible
 from hotline.clock import Clock
 from ivr.hunt import Answered, Dial, Hunt, NoPresence, keep_on_call
 from ivr.prompts import prompt, prompt_file, queue_position
@@ -187,13 +188,14 @@ def chain_district(decision: ChainDecision) -> int | None:
     return next((t.staff.district_id for t in decision.targets if t.staff.district_id is not None), None)
 
 
-def callback_owner(caller: Caller | None, decision: ChainDecision | None, on: Any) -> int | None:
-    """Who owes the callback: the caller's family doctor under a contract in force; otherwise
-    the first person the call was routed to (the duty doctor, the desk)."""
-    if caller is not None:
-        contract = next((c for c in caller.contracts if c.in_force(on)), None)
-        if contract is not None:
-            return contract.doctor.id
+def callback_owner(caller: Caller | None, data: RoutingData | None, at: datetime,
+                   decision: ChainDecision | None = None) -> int | None:
+    """Who owes the callback: whoever is responsible for the caller at the missed call's instant
+    (handover.ownership: the family doctor by day, the night duty doctor by night, the desk when
+    neither exists), so the task starts with the owner the shift change would give it. Without
+    routing data (PostgreSQL away at the start): the first person the call was routed to."""
+    if data is not None:
+        return responsible(caller, at, data).staff_id
     if decision is not None and decision.targets:
         return decision.targets[0].staff.id
     return None
@@ -821,14 +823,22 @@ class _Call:
         await self.entry.recording_started(str(path))
         self.recording = CallRecording(self.leg, path)
 
+    async def _routing_data(self) -> RoutingData | None:
+        """The routing data of the call's instant (cached in memory: no round trip), or None."""
+        try:
+            return await self.flow.routing(self.offered_at)
+        except Exception as exc:
+            self.log.warning("callback.owner_from_route", why=reason_of(exc))
+            return None
+
     async def owe_callback(self) -> Owed | None:
         if self.number.hash is None:
             self.log.warning("callback.no_number", why="withheld or not a phone number; nobody to call back")
             return None
         owed = await self.entry.owe_callback(
             resident_id=self.caller.resident_id if self.caller else None,
-            owner_staff_id=callback_owner(self.caller, self.decision,
-                                          self.offered_at.astimezone(self.flow.settings.tz).date()),
+            owner_staff_id=callback_owner(self.caller, await self._routing_data(), self.offered_at,
+                                          self.decision),
             missed_at=self.offered_at)
         if owed is not None:
             self.log.info("callback.owed", task_id=owed.task_id, new=owed.created,

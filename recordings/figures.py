@@ -87,12 +87,15 @@ WHERE c.offered_at >= $1 AND c.offered_at < $2 AND c.direction = 'inbound' AND {
 GROUP BY GROUPING SETS ((c.center_id), ())
 """
 
+# Overdue as the watcher breaches (handover/watcher.py) and the desk counts (handover/desk.py
+# urgency): past the deadline, not at it — a task closed at its due time is on time. Read from
+# due_at, not overdue_at, so the board is right even in the seconds before the watcher's sweep.
 _CALLBACKS = """
 SELECT COALESCE(tr.center_id, ts.center_id) AS center_id,
        GROUPING(COALESCE(tr.center_id, ts.center_id)) AS total,
        count(*) AS open,
-       count(*) FILTER (WHERE t.due_at > $1 AND t.due_at <= $2) AS due_soon,
-       count(*) FILTER (WHERE t.due_at <= $1) AS overdue
+       count(*) FILTER (WHERE t.due_at >= $1 AND t.due_at <= $2) AS due_soon,
+       count(*) FILTER (WHERE t.due_at < $1) AS overdue
 FROM tasks t
 LEFT JOIN residents tr ON tr.id = t.resident_id
 LEFT JOIN staff ts ON ts.id = t.owner_staff_id

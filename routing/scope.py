@@ -235,10 +235,13 @@ class Scope:
             ce = p.add(v.center_id)
             return (f"({mine} OR {owner_in.format(f'ts.center_id = {ce}')}"
                     f" OR {resident_in.format(f'tr.center_id = {ce}')})")
-        # team roles: their own tasks and their team's
+        # team roles: their own tasks, their team's, and the overdue tasks escalated to them as
+        # team lead (the duty doctor's task of a team resident: handover/watcher.py)
+        escalated = (f"EXISTS (SELECT 1 FROM task_escalations te WHERE te.task_id = {t}.id"
+                     f" AND te.staff_id = {p.add(v.staff_id)})")
         if not v.team_id:
-            return mine
-        return f"({mine} OR {owner_in.format(f'ts.team_id = {p.add(v.team_id)}')})"
+            return f"({mine} OR {escalated})"
+        return f"({mine} OR {owner_in.format(f'ts.team_id = {p.add(v.team_id)}')} OR {escalated})"
 
     def referrals(self, p: Params, rf: str = "rf") -> str:
         """referrals rows (alias `rf`) the viewer may see: those she recorded, and those of the

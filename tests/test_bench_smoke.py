@@ -71,3 +71,10 @@ def test_calls_bench_smoke(database_url: str, tmp_path: Path) -> None:
     result = run_bench("bench.calls", bench_env(tmp_path, HOTLINE_BENCH_DATABASE_URL=database_url), timeout=110)
     assert_printed_table(result, "Jiayi Hotline — calls benchmark", "calls/s offered ok")
     assert "2. Simultaneous bridged, recorded calls" in result.stdout  # both tables, notes included
+
+
+def test_tasks_bench_smoke(database_url: str, tmp_path: Path) -> None:
+    result = run_bench("bench.tasks", bench_env(tmp_path, HOTLINE_BENCH_DATABASE_URL=database_url), timeout=120)
+    assert_printed_table(result, "Jiayi Hotline — tasks benchmark", "| measure | n |")
+    for measure in ("| sweep |", "| watcher sweep |", "| shift change |", "| desk |"):
+        assert measure in result.stdout

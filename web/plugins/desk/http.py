@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from handover.desk import open_tasks
+from handover.desk import escalated_tasks, open_tasks
 from routing.presence import CONSOLE_KINDS, Kind
 from web.app import (
     console,
@@ -86,6 +86,7 @@ async def desk_page(request: web.Request) -> web.StreamResponse:
     pending = await pending_calls(request) if scope(request).can("handover") else []
     return render(request, "desk/desk.html", tasks=await _my_tasks(request),
                   handover_pending=pending if pending or viewer(request).role == "night_doctor" else None,
+                  escalated=await escalated_tasks(console(request).pool, scope(request)),
                   presence=await _my_presence(request) if can_presence else None,
                   presence_names={k: PRESENCE_NAMES[k.value] for k in
                                   (Kind.AVAILABLE, Kind.DND, Kind.OFFLINE)})
