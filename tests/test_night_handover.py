@@ -34,6 +34,7 @@ from tests.conftest import run_cli
 from tests.console import Harness, Login, assert_conforms, inline_scripts
 from tests.console_rows import insert_call
 from tests.district import District, build_district, id_number
+from tests.promises import assert_promises_kept
 
 SH = ZoneInfo("Asia/Shanghai")
 WEEK = date(2026, 11, 22)                                  # a Sunday; night shifts every night
@@ -408,6 +409,7 @@ async def test_the_watcher_builds_the_sheet_when_the_night_shift_ends_once(
     at = WEDNESDAY_8 + timedelta(seconds=40)
     assert (await watcher.sweep()).handovers_built == 0   # built once
     assert await counts(pool) == before
+    await assert_promises_kept(pool, TUESDAY_NIGHT, now=at)
 
 
 # -- the console ----------------------------------------------------------------------------------

@@ -368,8 +368,11 @@ async def test_a_call_that_cannot_be_recovered_is_closed_flagged_and_the_others_
         pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path) -> None:
     district = await build_district(pool, vault, week_of=OFFERED.date())
     records = CallRecords(pool, vault, node="node-a")
-    # its route names someone the directory no longer has: the callback task cannot be written
+    # a resident's call whose route names someone the directory no longer has, and no routing
+    # data to apply the rule with (the route's first person is the owner then): the callback
+    # task cannot be written
     broken = await records.open("broken@x", CallerNumber.of(vault, "13900000001"), OFFERED)
+    await records.identified(broken, district.resident_id)
     await records.routed(broken, "day", "test", [{"staff_id": 987654, "name": "gone"}])
     await pool.execute("UPDATE call_records SET dialogs = $2::jsonb WHERE id = $1", broken,
                        '[{"sealed": "bm90IHNlYWxlZCBieSB1cw=="}, "junk"]')

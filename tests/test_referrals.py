@@ -24,6 +24,7 @@ from store.pii import PiiVault
 from tests.conftest import run_cli
 from tests.console_rows import insert_call
 from tests.district import District, build_district, id_number
+from tests.promises import assert_promises_kept
 
 SH = ZoneInfo("Asia/Shanghai")
 NOW = datetime.now(SH).replace(microsecond=0)
@@ -137,6 +138,7 @@ async def test_a_referral_at_night_is_the_duty_doctors_until_the_shift_change_at
     moved = (await tasks.history(task.id))[-1]
     assert (moved.event, moved.owner_from, moved.owner_to) == ("owner_changed", d.night_id, d.doctor_id)
     assert "night shift ended" in moved.reason
+    await assert_promises_kept(pool, at - timedelta(hours=1), now=clock)   # the owner at every instant
 
 
 @pytest.mark.parametrize(("fields", "code"), [
