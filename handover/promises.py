@@ -1,9 +1,10 @@
 """The ledger check (`hotline promises check`): every promise the hotline made since a date, kept
 on the books.
 
-- every call since the date that no human answered and that owes a callback (disposition missed
-  or abandoned, from a number we can call back: ivr/flow.py owes one exactly then) is attached
-  to exactly one callback task (callback_calls);
+- every call since the date that no human answered and that owes a callback (an inbound call,
+  disposition missed or abandoned, from a number we can call back: ivr/flow.py owes one exactly
+  then; an outbound call the resident did not answer is an attempt of its task, not a call owed)
+  is attached to exactly one callback task (callback_calls);
 - every referral has its follow-up task (only once the referrals table exists);
 - every task opened since the date has a consistent history: versions 1..n without a gap with
   n = tasks.version, 'opened' first, each change of owner starting from the owner the previous one
@@ -55,7 +56,7 @@ class Broken:
 _CALLS_SQL = """
 SELECT c.id, c.offered_at, c.disposition, c.caller_number_masked
   FROM call_records c
- WHERE c.offered_at >= $1 AND c.disposition IN ('missed', 'abandoned')
+ WHERE c.offered_at >= $1 AND c.direction = 'inbound' AND c.disposition IN ('missed', 'abandoned')
    AND c.caller_number_hash IS NOT NULL
    AND NOT EXISTS (SELECT 1 FROM callback_calls cc JOIN tasks t ON t.id = cc.task_id
                     WHERE cc.call_record_id = c.id AND t.kind = 'callback')

@@ -3,10 +3,11 @@
 A doctor records that a resident was referred (hospital, department, reason, when). The referral
 and its referral_followup task are written in one transaction: a referral without its follow-up
 cannot exist, and a refused referral writes nothing. The task is due `due_after` of its kind
-(task_kinds: 72 h) after the referral, owned by whoever `owner_of` names — today the resident's
-family doctor from the directory (the contract in force that day), or, when the resident has
-none, the staff member who recorded it (she made the promise). handover/ownership.py will bring
-the shift rule; it replaces `family_doctor_or_recorder` through the `owner_of` argument.
+(task_kinds: 72 h) after the referral, owned through the same ownership rule as every task
+(handover/ownership.py `responsible`): the resident's family doctor in the day window of a working
+day, the night duty doctor outside it, the duty desk when neither exists. A referral recorded at
+night is the duty doctor's until the day window opens; the watcher's shift change then passes it
+to the family doctor, like a missed call's callback.
 
 The follow-up is closed like every task (handover/tasks.py): an answered call with the resident
 since the referral, a note, and the outcome (seen / admitted / not_gone / other).
@@ -26,7 +27,9 @@ from typing import Any
 
 import asyncpg
 
+from handover.ownership import responsible, routing_source, subject
 from handover.tasks import Tasks
+from routing.chain import RoutingData
 from routing.scope import Params, Scope
 
 KIND = "referral_followup"
@@ -38,6 +41,7 @@ CLOCK_SKEW = timedelta(minutes=5)
 MAX_LIST = 500
 
 OwnerRule = Callable[[asyncpg.Connection, int, datetime, int], Awaitable[int | None]]
+RoutingSource = Callable[[datetime], Awaitable[RoutingData]]
 
 
 class ReferralError(Exception):
@@ -108,24 +112,23 @@ def clean(value: str | None, *, limit: int) -> str:
     return text
 
 
-async def family_doctor_or_recorder(conn: asyncpg.Connection, resident_id: int, at: datetime,
-                                    recorded_by: int) -> int | None:
-    """The resident's family doctor on the day of `at` (the contract in force), else the
-    recorder. The place handover/ownership.py's rule will take."""
-    doctor = await conn.fetchval(
-        """SELECT k.doctor_id FROM contracts k JOIN staff s ON s.id = k.doctor_id
-            WHERE k.resident_id = $1 AND $2::date BETWEEN k.starts_on AND k.ends_on
-              AND (s.left_on IS NULL OR s.left_on > $2::date)""",
-        resident_id, at.date())
-    return doctor if doctor is not None else recorded_by
+def shift_owner(routing: RoutingSource) -> OwnerRule:
+    """The ownership rule as an OwnerRule: whoever is responsible for the resident at `at`."""
+
+    async def owner(conn: asyncpg.Connection, resident_id: int, at: datetime, recorded_by: int) -> int | None:
+        return responsible(await subject(conn, resident_id), at, await routing(at)).staff_id
+
+    return owner
 
 
 class Referrals:
-    def __init__(self, pool: asyncpg.Pool, tz: tzinfo, *, owner_of: OwnerRule = family_doctor_or_recorder,
-                 tasks: Tasks | None = None):
+    def __init__(self, pool: asyncpg.Pool, tz: tzinfo, *, routing: RoutingSource | None = None,
+                 owner_of: OwnerRule | None = None, tasks: Tasks | None = None):
+        """`routing`: the routing data around an instant (default: read afresh with the default
+        day window; the CLI passes its configured one)."""
         self._pool = pool
         self._tz = tz
-        self._owner_of = owner_of
+        self._owner_of = owner_of or shift_owner(routing or routing_source(pool, tz))
         self._tasks = tasks or Tasks(pool)
 
     async def add(self, scope: Scope, *, resident_id: int, hospital: str, department: str,

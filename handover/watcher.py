@@ -11,7 +11,11 @@ leader sweeps every `sweep_s` (≤ 30 s, so a breach is seen at most a minute af
   breach, not when it was seen) and an 'overdue' event, then, in the same transaction,
   `escalated_at`, an 'escalated' event and a task_escalations row for the owner's team lead and the
   center's directors (their desks list them);
-- the shift change (handover.ownership.follow_shifts).
+- the shift change (handover.ownership.follow_shifts);
+- the night handover: the sheet of every duty shift that has ended (within BUILD_LOOKBACK) and is
+  not built yet (handover_shift_builds), built by handover.night_handover — its items for the
+  day doctors become handover tasks. A build is idempotent (items keyed by what they are about),
+  so two watchers racing build a shift's sheet once; the row only spares later sweeps the work.
 
 Each is a set-based statement whose WHERE is the condition itself (`warned_at IS NULL`,
 `overdue_at IS NULL`, `escalated_at IS NULL`), evaluated again on the locked row by PostgreSQL:
@@ -25,12 +29,13 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import structlog
 
+from handover.night_handover import NightHandover
 from handover.ownership import ShiftChange, follow_shifts, responsibility
 from routing.chain import RoutingData
 from store import db
@@ -41,6 +46,17 @@ log = structlog.get_logger("handover.watcher")
 LOCK_KEY = 0x686F746C_77617463
 SWEEP_S = 20.0
 POLL_S = 3.0
+# How far back an ended shift still gets its sheet built by the watcher: a watcher down longer
+# than this (or a first start over an old roster) does not hand over long-gone nights — an
+# operator builds those with `hotline handover build`.
+BUILD_LOOKBACK = timedelta(hours=36)
+
+_SHIFTS_TO_BUILD_SQL = """
+SELECT s.id FROM duty_shifts s
+ WHERE s.ends_at <= $1 AND s.ends_at > $1 - $2::interval
+   AND NOT EXISTS (SELECT 1 FROM handover_shift_builds b WHERE b.shift_id = s.id)
+ ORDER BY s.ends_at, s.id
+"""
 
 _WARN_SQL = """
 WITH warned AS (
@@ -145,6 +161,27 @@ async def breach_due(conn: asyncpg.Connection, at: datetime, tz: Any = None) -> 
     return len(ids), escalated
 
 
+async def build_ended_shifts(pool: asyncpg.Pool, at: datetime, tz: Any) -> int:
+    """Build the handover sheet of each duty shift ended by `at` and not built yet; how many were
+    built. A shift whose build fails is logged and tried again at the next sweep."""
+    handover = NightHandover(pool, tz=tz) if tz else NightHandover(pool)
+    built = 0
+    for row in await pool.fetch(_SHIFTS_TO_BUILD_SQL, at, BUILD_LOOKBACK):
+        try:
+            result = await handover.build_sheet(row["id"], at)
+        except Exception as exc:
+            log.error("watcher.handover_build_failed", shift_id=row["id"], why=str(exc) or type(exc).__name__)
+            continue
+        await pool.execute(
+            """INSERT INTO handover_shift_builds (shift_id, built_at, items_added, tasks_opened)
+               VALUES ($1, $2, $3, $4) ON CONFLICT (shift_id) DO NOTHING""",
+            row["id"], at, result.items_added, result.tasks_opened)
+        built += 1
+        log.info("watcher.handover_built", shift_id=row["id"], sheets=len(result.sheet_ids),
+                 items=result.items_added, tasks=result.tasks_opened)
+    return built
+
+
 @dataclass(frozen=True)
 class Sweep:
     at: datetime
@@ -152,6 +189,7 @@ class Sweep:
     breached: int
     escalated: int
     shift: ShiftChange
+    handovers_built: int = 0   # ended shifts whose night handover sheet this sweep built
 
 
 RoutingSource = Callable[[datetime], Awaitable[RoutingData]]
@@ -186,15 +224,20 @@ class Watcher:
         return self._lock_conn.get_server_pid() if self.leading and self._lock_conn else None
 
     async def sweep(self, at: datetime | None = None) -> Sweep:
-        """One pass at `at` (default: the clock): warnings, breaches, the shift change."""
+        """One pass at `at` (default: the clock): warnings, breaches, the shift change, the
+        night handover of the shifts that ended."""
         at = at or self._now()
         data = await self._routing(at)
+        tz = self._tz or data.tz
+        # first: the handover tasks it opens are warned (09:00 is within the hour of 08:00) in
+        # this very sweep
+        built = await build_ended_shifts(self._pool, at, tz)
         async with self._pool.acquire() as conn:
             warned = await warn_due(conn, at)
-            breached, escalated = await breach_due(conn, at, self._tz or data.tz)
+            breached, escalated = await breach_due(conn, at, tz)
             now = await responsibility(conn, at, data)
-            shift = await follow_shifts(conn, now, self._tz or data.tz)
-        result = Sweep(at, warned, breached, escalated, shift)
+            shift = await follow_shifts(conn, now, tz)
+        result = Sweep(at, warned, breached, escalated, shift, built)
         self.sweeps += 1
         self.last = result
         if warned or breached or shift.moved:

@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncpg
 
+from handover.ownership import routing_source
 from handover.referrals import ReferralError, Referrals
 from handover.task_view import (
     EVENT_NAMES,
@@ -265,7 +266,8 @@ async def _referral_add(rt: Runtime, pool: asyncpg.Pool, args: argparse.Namespac
     who = Scope(await staff_viewer(pool, args.as_staff, datetime.now(rt.config.tz).date()))
     if not who.can("referrals.add"):
         raise Refused(f"{args.as_staff} 的角色不能登记转诊")
-    added = await Referrals(pool, rt.config.tz).add(
+    routing = routing_source(pool, rt.config.tz, rt.config.day_start, rt.config.day_end)
+    added = await Referrals(pool, rt.config.tz, routing=routing).add(
         who, resident_id=await _resident(pool, rt, who, args.resident), hospital=args.hospital,
         department=args.department, reason=args.reason, referred_at=at)
     if args.json:

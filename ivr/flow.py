@@ -46,7 +46,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from handover.callbacks import CALLBACK_WINDOW, Callbacks
-from handover.ownership import responsible
+from handover.ownership import responsible, subject
 from hotline.clock import Clock
 from ivr.hunt import Answered, Dial, Hunt, NoPresence, keep_on_call
 from ivr.prompts import prompt, prompt_file, queue_position
@@ -189,16 +189,20 @@ def chain_district(decision: ChainDecision) -> int | None:
 
 
 def callback_owner(caller: Caller | None, data: RoutingData | None, at: datetime,
-                   decision: ChainDecision | None = None) -> int | None:
+                   decision: ChainDecision | None = None, *, first_routed: int | None = None) -> int | None:
     """Who owes the callback: whoever is responsible for the caller at the missed call's instant
     (handover.ownership: the family doctor by day, the night duty doctor by night, the desk when
-    neither exists), so the task starts with the owner the shift change would give it. Without
-    routing data (PostgreSQL away at the start): the first person the call was routed to."""
+    neither exists), so the task starts with the owner the shift change would give it. An unknown
+    caller is the duty desk's whatever the routing data. Without routing data (PostgreSQL away at
+    the start) a resident's is the first person the call was routed to (`decision`, or
+    `first_routed` when only the stored route is left: crash recovery)."""
+    if caller is None:
+        return None
     if data is not None:
         return responsible(caller, at, data).staff_id
     if decision is not None and decision.targets:
         return decision.targets[0].staff.id
-    return None
+    return first_routed
 
 
 class CallFlow:
@@ -368,7 +372,7 @@ class CallFlow:
         # nobody rung) or leaving a message.
         offset_s = call.voicemail_offset_s
         if (call.routed or offset_s is not None) and not call.connected and call.number_hash is not None:
-            owner = next((t["staff_id"] for t in call.route_targets), None)
+            owner = await self._recovered_owner(call)
             owed = await self.callbacks.owe_for_missed_call(
                 call_record_id=call.record_id, resident_id=call.resident_id,
                 number_hash=call.number_hash, number_encrypted=call.number_encrypted or b"",
@@ -376,6 +380,20 @@ class CallFlow:
             if offset_s is not None and fixed is not None:
                 await self._recover_voicemail(call.record_id, call.offered_at, fixed, offset_s, owed.task_id)
         return notes
+
+    async def _recovered_owner(self, call: UnfinishedCall) -> int | None:
+        """The owner a live call's callback would have had (callback_owner): the rule over the
+        caller at the call's instant, from the stored route only without routing data."""
+        data: RoutingData | None = None
+        if self.routing is not None:
+            try:
+                data = await self.routing(call.offered_at)
+            except Exception as exc:
+                log.warning("recovery.owner_from_route", record_id=call.record_id, why=reason_of(exc))
+        caller = await subject(self.directory.db, call.resident_id)
+        first = next((t["staff_id"] for t in call.route_targets
+                      if isinstance(t, dict) and isinstance(t.get("staff_id"), int)), None)
+        return callback_owner(caller, data, call.offered_at, first_routed=first)
 
     async def _recover_voicemail(self, record_id: int, offered_at: datetime, recording: Recording,
                                  offset_s: float, task_id: int) -> None:

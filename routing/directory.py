@@ -130,6 +130,11 @@ class Directory:
         # The district's area code (HOTLINE_AREA_CODE): completes local landlines, 25320001.
         self.area_code = area_code
 
+    @property
+    def db(self) -> asyncpg.Pool:
+        """The pool it reads (crash recovery reads a resident by id from it)."""
+        return self._db
+
     def normalize(self, number: str) -> str:
         """The canonical form of a number as a trunk, a person or a sheet writes it."""
         return normalize_phone(number, self.area_code)

@@ -22,6 +22,7 @@ from hotline.service import RunningService, running
 from routing.seed import seed_demo
 from store.pii import PiiVault
 from tests.conftest import TEST_PII_KEY
+from tests.promises import assert_promises_kept
 from tests.sip_peers import Kamailio, free_udp_port, start_kamailio
 
 
@@ -65,9 +66,12 @@ async def hotline_at(clock_start: datetime, *, kamailio: Kamailio, database_url:
                      menu_timeout_s: float = 3.0, queue_wait_s: float = 0.0,
                      voicemail_max_s: float = 3.0, redis_url: str = "",
                      sip_password: str = "", seed: bool = True,
-                     env: dict[str, str] | None = None) -> AsyncIterator[Hotline]:
+                     env: dict[str, str] | None = None,
+                     check_promises: bool = False) -> AsyncIterator[Hotline]:
     """The demo district seeded as of `clock_start`'s date (unless the test did), and the
-    service running on it; `env`: further HOTLINE_* settings."""
+    service running on it; `env`: further HOTLINE_* settings. `check_promises`: once the
+    scenario is over and the service stopped (every call written), `hotline promises check`
+    over what it left (tests/promises.py) — skipped when the scenario itself failed."""
     if seed:
         await seed_demo(pool, vault, today=clock_start.date(), tz=clock_start.tzinfo)  # type: ignore[arg-type]
     sip_port = free_udp_port()
@@ -85,6 +89,8 @@ async def hotline_at(clock_start: datetime, *, kamailio: Kamailio, database_url:
     async with running(rt) as service:
         assert await service.agent.wait_registered(5), "the hotline did not register at Kamailio"
         yield Hotline(service, data_dir, sip_port)
+    if check_promises:
+        await assert_promises_kept(pool, clock_start, now=service.clock.now())
 
 
 async def calls_done(hotline: Hotline, timeout_s: float = 30) -> None:

@@ -43,8 +43,8 @@ ZHANG_GUILAN = "13800000001"  # 北塘街; own doctor 1001, assistant 2001 (rout
 RING_TIMEOUT_S = 3.0
 
 
-day_hotline = hotline_fixture(TUESDAY_10, ring_timeout_s=RING_TIMEOUT_S)
-night_hotline = hotline_fixture(TUESDAY_21, ring_timeout_s=RING_TIMEOUT_S)
+day_hotline = hotline_fixture(TUESDAY_10, ring_timeout_s=RING_TIMEOUT_S, check_promises=True)
+night_hotline = hotline_fixture(TUESDAY_21, ring_timeout_s=RING_TIMEOUT_S, check_promises=True)
 
 
 @pytest.fixture(scope="module")

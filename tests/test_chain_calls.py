@@ -37,8 +37,9 @@ SH = ZoneInfo("Asia/Shanghai")
 TUESDAY_10 = datetime(2026, 11, 24, 10, 0, tzinfo=SH)
 ZHANG_GUILAN = "13800000001"  # 北塘街; own doctor 1001, assistant 2001 (routing/seed.py)
 
-day_hotline = hotline_fixture(TUESDAY_10, ring_timeout_s=4.0)
-queueing_hotline = hotline_fixture(TUESDAY_10, ring_timeout_s=4.0, queue_wait_s=14.0, voicemail_max_s=3.0)
+day_hotline = hotline_fixture(TUESDAY_10, ring_timeout_s=4.0, check_promises=True)
+queueing_hotline = hotline_fixture(TUESDAY_10, ring_timeout_s=4.0, queue_wait_s=14.0, voicemail_max_s=3.0,
+                                   check_promises=True)
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ OUTBOUND_RECORDING = "SELECT recording_path FROM call_records WHERE direction = 
 
 hotline = hotline_fixture(TUESDAY_10, env={
     "HOTLINE_CALLBACK_CALLER_ID": HOTLINE_NUMBER, "HOTLINE_CLICK_TO_CALL_STAFF_RING_S": "10",
-    "HOTLINE_CLICK_TO_CALL_RING_S": "15", "HOTLINE_RTP_TIMEOUT_S": "4"})
+    "HOTLINE_CLICK_TO_CALL_RING_S": "15", "HOTLINE_RTP_TIMEOUT_S": "4"}, check_promises=True)
 
 
 @pytest.fixture

@@ -117,7 +117,8 @@ async def hotline(kamailio: Kamailio, e2e_database_url: str, e2e_pool: asyncpg.P
     async with hotline_at(TUESDAY_10, kamailio=kamailio, database_url=e2e_database_url,
                           pool=e2e_pool, vault=vault, pii_key=TEST_PII_KEY,
                           data_dir=tmp_path_factory.mktemp("hotline-data"), redis_url=e2e_redis_url,
-                          ring_timeout_s=10.0, menu_timeout_s=5.0) as running:
+                          ring_timeout_s=10.0, menu_timeout_s=5.0,
+                          check_promises=True) as running:  # once, when the module is done
         yield running
 
 

@@ -34,6 +34,7 @@ from tests.conftest import run_cli
 from tests.console import Harness, Login, assert_conforms, inline_scripts
 from tests.console_rows import insert_call
 from tests.district import District, build_district, id_number
+from tests.promises import assert_promises_kept
 
 SH = ZoneInfo("Asia/Shanghai")
 WEEK = date(2026, 11, 22)                                  # a Sunday; night shifts every night
@@ -364,6 +365,51 @@ async def test_hotline_handover_build_by_night_and_by_shift(
     assert run_cli(env, "handover", "build", "--shift", "1999999999").returncode == 1
     assert run_cli(env, "handover", "build", "--night", "2031-01-01").returncode == 1
     assert run_cli(env, "handover", "build", "--night", "yesterday").returncode == 2
+
+
+async def test_the_watcher_builds_the_sheet_when_the_night_shift_ends_once(
+        pool: asyncpg.Pool, database_url: str, vault: PiiVault, night: Night) -> None:
+    """"At the end of the night shift the handover sheet is built per team": by the deadline
+    watcher's sweep, with no operator; the next sweeps build nothing again."""
+    from handover.ownership import routing_source
+    from handover.watcher import Watcher
+    d = night.d
+    shift = await shift_at(pool, d, TUESDAY_NIGHT)
+    call = await night_call(pool, d, TUESDAY_NIGHT + timedelta(hours=3), resident=d.resident_id,
+                            team=d.team_id, answered_by=d.night_id)
+    await NightHandover(pool).write_note(call, author_staff_id=d.night_id, summary="夜间血压高",
+                                         follow_up=True, urgency="urgent",
+                                         now=TUESDAY_NIGHT + timedelta(hours=4))
+    missed = await night_call(pool, d, TUESDAY_NIGHT + timedelta(hours=6), resident=night.resident2_id,
+                              team=night.team2_id, disposition="missed")
+    caller = CallerNumber.of(vault, "13800000003")
+    await Callbacks(pool).owe_for_missed_call(
+        call_record_id=missed, resident_id=night.resident2_id, number_hash=caller.hash,
+        number_encrypted=caller.encrypted, number_masked=caller.masked, owner_staff_id=d.night_id,
+        missed_at=TUESDAY_NIGHT + timedelta(hours=6))
+    at = WEDNESDAY_8 - timedelta(seconds=20)
+    watcher = Watcher(pool, database_url, now=lambda: at, routing=routing_source(pool, SH), tz=SH)
+
+    await watcher.sweep()   # the night is not over: nothing of it on a sheet
+    assert await pool.fetchval("SELECT count(*) FROM handover_items WHERE shift_id = $1", shift) == 0
+    at = WEDNESDAY_8 + timedelta(seconds=20)   # the next sweep after 08:00
+    assert (await watcher.sweep()).handovers_built >= 1
+    rows = await pool.fetch(
+        """SELECT hs.team_id, i.source, t.kind, t.owner_staff_id, t.due_at
+             FROM handover_items i JOIN handover_sheets hs ON hs.id = i.sheet_id
+             JOIN tasks t ON t.id = i.task_id WHERE i.shift_id = $1 ORDER BY i.id""", shift)
+    nine = datetime(2026, 11, 25, 9, 0, tzinfo=SH)
+    assert {tuple(r) for r in rows} == {
+        (d.team_id, "note", "handover", d.doctor_id, nine),
+        (night.team2_id, "callback", "handover", night.doctor2_id, nine)}
+    assert await pool.fetchval(
+        "SELECT tasks_opened FROM handover_shift_builds WHERE shift_id = $1", shift) == 2
+
+    before = await counts(pool)
+    at = WEDNESDAY_8 + timedelta(seconds=40)
+    assert (await watcher.sweep()).handovers_built == 0   # built once
+    assert await counts(pool) == before
+    await assert_promises_kept(pool, TUESDAY_NIGHT, now=at)
 
 
 # -- the console ----------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import sys
 import wave
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
@@ -146,13 +147,35 @@ async def test_recovery_after_a_kill(pool: asyncpg.Pool, vault: PiiVault, tmp_pa
     assert rows["waiting@x"]["recording_sha256"] == hashlib.sha256(repaired).hexdigest()
     assert float(rows["waiting@x"]["recording_seconds"]) >= 1.0
     # the promise survives the crash: a callback for each caller who was waiting for a human
-    # (being rung, or queued), owed by the doctor of the route, none for the one at the greeting
+    # (being rung, or queued), none for the one at the greeting. Their owner is the flow's
+    # (ivr.flow.callback_owner), not the doctor the call was being put through to: both callers
+    # are unknown numbers, and issue 11 says a task belongs to "the resident's family doctor in
+    # the day window of a working day; outside it the night duty doctor (roster); the duty desk
+    # when neither exists" — the duty desk (owner NULL).
     tasks = await pool.fetch("SELECT * FROM tasks ORDER BY id")
     assert len(tasks) == 2
-    assert {t["owner_staff_id"] for t in tasks} == {doctor_id}
+    assert {t["owner_staff_id"] for t in tasks} == {None}
     assert {t["due_at"] for t in tasks} == {OFFERED + timedelta(hours=8)}
     assert [t["caller_number_masked"] for t in tasks] == [
         rows["waiting@x"]["caller_number_masked"], rows["queued@x"]["caller_number_masked"]]
+
+
+async def test_a_residents_recovered_callback_has_the_owner_the_rule_gives_not_the_route(
+        pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path) -> None:
+    """Recovery gives the callback the owner a live call's would have (ivr.flow.callback_owner):
+    10:00 of a working day is the family doctor's window, whoever the call was being put
+    through to when the service died (here the night doctor, as if the day team were busy)."""
+    from handover.ownership import routing_source
+    district = await build_district(pool, vault, week_of=OFFERED.date())
+    records = CallRecords(pool, vault, node="node-a")
+    record = await records.open("resident@x", CallerNumber.of(vault, "13800000001"), OFFERED)
+    await records.identified(record, district.resident_id)
+    await records.routed(record, "day", "test", [{"staff_id": district.night_id, "name": "赵医生"}])
+    await records.dial_started(record, district.night_id, "sip:1009@127.0.0.1", OFFERED)
+    flow = recovering_flow(pool, vault, records, tmp_path / "rec")
+    flow.routing = routing_source(pool, ZoneInfo("Asia/Shanghai"))
+    assert await flow.recover() == 1
+    assert await pool.fetchval("SELECT owner_staff_id FROM tasks") == district.doctor_id
 
 
 async def queued_call_in_a_district(pool: asyncpg.Pool, vault: PiiVault,
@@ -345,8 +368,11 @@ async def test_a_call_that_cannot_be_recovered_is_closed_flagged_and_the_others_
         pool: asyncpg.Pool, vault: PiiVault, tmp_path: Path) -> None:
     district = await build_district(pool, vault, week_of=OFFERED.date())
     records = CallRecords(pool, vault, node="node-a")
-    # its route names someone the directory no longer has: the callback task cannot be written
+    # a resident's call whose route names someone the directory no longer has, and no routing
+    # data to apply the rule with (the route's first person is the owner then): the callback
+    # task cannot be written
     broken = await records.open("broken@x", CallerNumber.of(vault, "13900000001"), OFFERED)
+    await records.identified(broken, district.resident_id)
     await records.routed(broken, "day", "test", [{"staff_id": 987654, "name": "gone"}])
     await pool.execute("UPDATE call_records SET dialogs = $2::jsonb WHERE id = $1", broken,
                        '[{"sealed": "bm90IHNlYWxlZCBieSB1cw=="}, "junk"]')

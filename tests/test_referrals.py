@@ -1,18 +1,22 @@
 """Referrals (handover/referrals.py, migration 0027) and `hotline referrals|tasks` against a real
-PostgreSQL: a referral opens its 72-hour follow-up owned by the family doctor, the follow-up closes
-with an answered call, a note and the outcome; bad input is refused whole; the CLI's exit codes."""
+PostgreSQL: a referral opens its 72-hour follow-up owned through the ownership rule (the family
+doctor by day, the duty doctor at night until the watcher's shift change at 08:00), the follow-up
+closes with an answered call, a note and the outcome; bad input is refused whole; the CLI's exit
+codes."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
 
+from handover.ownership import routing_source
 from handover.referrals import ReferralError, Referrals
 from handover.tasks import TaskError, Tasks
+from routing.calendar_store import load_calendar
 from routing.numbers import parse_id_number
 from routing.records import NewResident, NewStaff, write_residents, write_staff
 from routing.scope import Scope, Viewer
@@ -20,6 +24,7 @@ from store.pii import PiiVault
 from tests.conftest import run_cli
 from tests.console_rows import insert_call
 from tests.district import District, build_district, id_number
+from tests.promises import assert_promises_kept
 
 SH = ZoneInfo("Asia/Shanghai")
 NOW = datetime.now(SH).replace(microsecond=0)
@@ -29,6 +34,18 @@ NOW = datetime.now(SH).replace(microsecond=0)
 async def district(pool: asyncpg.Pool, vault: PiiVault) -> District:
     today = datetime.now(SH).date()
     return await build_district(pool, vault, week_of=today - timedelta(days=today.weekday()))
+
+
+async def working_morning(pool: asyncpg.Pool) -> datetime:
+    """10:00 of the latest working day at least an hour before NOW (within the 7 days a referral
+    may be dated back): the family doctor's day window, whatever day and hour the tests run."""
+    async with pool.acquire() as conn:
+        calendar = await load_calendar(conn, tz=SH)
+    for back in range(7):
+        at = datetime.combine(NOW.date() - timedelta(days=back), time(10), SH)
+        if at <= NOW - timedelta(hours=1) and calendar.is_working_day(at.date(), None):
+            return at
+    raise AssertionError("no working day within the last week")
 
 
 def doctor(d: District) -> Scope:
@@ -44,7 +61,7 @@ async def test_a_referral_opens_its_follow_up_due_in_72_hours_for_the_family_doc
         pool: asyncpg.Pool, district: District) -> None:
     d = district
     referrals, tasks = Referrals(pool, SH), Tasks(pool)
-    at = NOW - timedelta(hours=2)
+    at = await working_morning(pool)
     added = await referrals.add(doctor(d), resident_id=d.resident_id, hospital="区人民医院",
                                 department="心内科", reason="胸闷待查", referred_at=at, now=NOW)
     assert (added.resident_name, added.recorded_by_no, added.followup_status, added.followup_owner_name) == (
@@ -81,14 +98,47 @@ async def test_a_referral_opens_its_follow_up_due_in_72_hours_for_the_family_doc
     assert (listed.followup_status, listed.followup_outcome) == ("done", "admitted")
 
 
-async def test_a_resident_without_a_doctor_in_service_is_followed_up_by_the_recorder(
+async def test_a_resident_without_a_doctor_in_service_is_followed_up_by_the_duty_desk(
         pool: asyncpg.Pool, district: District) -> None:
     d = district
-    # 刘建国's doctor (陈医生) has left: the follow-up is the recorder's, the promise she made
+    # 刘建国's doctor (陈医生) has left: by the ownership rule the follow-up is the duty desk's
+    # ("the duty desk when neither exists"), not the recorder's
     added = await Referrals(pool, SH).add(doctor(d), resident_id=d.orphan_id, hospital="区医院",
-                                          department="骨科", reason="腰痛", now=NOW)
+                                          department="骨科", reason="腰痛",
+                                          referred_at=await working_morning(pool), now=NOW)
     task = await Tasks(pool).get(added.followup_task_id)
-    assert task.owner_staff_id == d.doctor_id
+    assert task.owner_staff_id is None
+    assert added.followup_owner_name is None
+
+
+async def test_a_referral_at_night_is_the_duty_doctors_until_the_shift_change_at_eight(
+        pool: asyncpg.Pool, vault: PiiVault, database_url: str) -> None:
+    """"owned by the resident's family doctor (through the same ownership rule)": recorded at
+    23:00 it is the night duty doctor's; the watcher's sweep after 08:00 passes it to the family
+    doctor with an event saying why; the due time never moves."""
+    from handover.watcher import Watcher
+    week = date(2026, 11, 23)   # a Monday; night shifts every night
+    d = await build_district(pool, vault, week_of=week)
+    at = datetime(2026, 11, 24, 23, 0, tzinfo=SH)
+    clock = at + timedelta(minutes=5)
+    watcher = Watcher(pool, database_url, now=lambda: clock, routing=routing_source(pool, SH), tz=SH)
+    await watcher.sweep()   # the night, as the watcher last applied it
+    added = await Referrals(pool, SH).add(doctor(d), resident_id=d.resident_id, hospital="区人民医院",
+                                          department="急诊科", reason="夜间胸痛", referred_at=at, now=clock)
+    tasks = Tasks(pool)
+    task = await tasks.get(added.followup_task_id)
+    assert (task.owner_staff_id, task.due_at) == (d.night_id, at + timedelta(hours=72))
+    clock = datetime(2026, 11, 25, 7, 59, 40, tzinfo=SH)
+    await watcher.sweep()
+    assert (await tasks.get(task.id)).owner_staff_id == d.night_id
+    clock = datetime(2026, 11, 25, 8, 0, 20, tzinfo=SH)
+    assert (await watcher.sweep()).shift.moved >= 1
+    task = await tasks.get(task.id)
+    assert (task.owner_staff_id, task.due_at) == (d.doctor_id, at + timedelta(hours=72))
+    moved = (await tasks.history(task.id))[-1]
+    assert (moved.event, moved.owner_from, moved.owner_to) == ("owner_changed", d.night_id, d.doctor_id)
+    assert "night shift ended" in moved.reason
+    await assert_promises_kept(pool, at - timedelta(hours=1), now=clock)   # the owner at every instant
 
 
 @pytest.mark.parametrize(("fields", "code"), [
@@ -141,7 +191,8 @@ async def test_a_resident_out_of_scope_is_unknown_and_hostile_text_is_kept_as_te
 async def test_cli_referrals_and_tasks(pool: asyncpg.Pool, district: District, cli_env: dict[str, str]) -> None:
     d = district
     added = run_cli(cli_env, "referrals", "add", "--resident", "13800000001", "--hospital", "区人民医院",
-                    "--department", "心内科", "--reason", "胸闷待查", "--as", "D001", "--json")
+                    "--department", "心内科", "--reason", "胸闷待查", "--as", "D001", "--json",
+                    "--at", (await working_morning(pool)).isoformat())
     assert added.returncode == 0, added.stderr
     referral = json.loads(added.stdout)
     task_id = referral["followup_task_id"]
