@@ -25,6 +25,7 @@ from web.registry import NavItem, Plugin, query_param
 PLUGIN = Plugin("promises", nav=(NavItem("/promises", "履约", "reports", order=65),),
                 templates=str(Path(__file__).parent / "templates"))
 KIND_TITLES = {"": "全部", "callback": "未接来电回拨", "referral_followup": "转诊回访", "handover": "夜间交班事项"}
+PAGE_LIST = 500  # the late/unreachable rows a page shows (the CSV has them all, up to LIST_MAX)
 STATUS_TITLES = {"done": "超时完成", "unreachable": "无法联系", "open": "逾期未完成"}
 
 PARAMS = [
@@ -98,7 +99,7 @@ async def promises_page(request: web.Request) -> web.StreamResponse:
     # svg_chart escapes every label it writes: its output is markup we made
     chart = Markup(svg_chart("按时履约率", points, unit="%", kind="line"))  # noqa: S704
     return render(request, "promises/promises.html", found=found, chosen=chosen, levels=LEVELS, periods=PERIODS,
-                  kinds=KIND_TITLES, statuses=STATUS_TITLES, chart=chart, can_export=scope(request).can("export"))
+                  kinds=KIND_TITLES, statuses=STATUS_TITLES, page_list=PAGE_LIST, chart=chart, can_export=scope(request).can("export"))
 
 
 @PLUGIN.api("GET", "/api/v1/promises/report", capability="reports",
