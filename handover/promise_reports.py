@@ -26,6 +26,7 @@ Groups:
   works (the staff row). Tasks with no group there form a group of their own (group_id None).
 
 Everything goes through `scope.tasks`: a task out of the viewer's scope is never counted or listed.
+The list is cut at LIST_MAX (`truncated` says so). Figures at a million tasks: bench/README.md.
 """
 
 from __future__ import annotations
