@@ -6,7 +6,9 @@ Per group and period bucket:
   and 90th percentile (linear interpolation, PostgreSQL's percentile_cont), abandoned (the caller
   hung up while waiting for a human);
 - callbacks: the tasks *opened* in the bucket (a cohort), and what became of them: closed on time
-  (done with closed_at <= due_at), closed late (done after due_at), open and overdue at `now`.
+  (done with closed_at <= due_at), closed late (done after due_at), open and overdue at `now` —
+  the one definition of on time, handover/promise_reports.py (its report of every kind of
+  promise buckets by the deadline; this cohort, next to the calls, by the opening).
   Open tasks not yet due and cancelled tasks make up the rest of the cohort.
 
 Groups:
@@ -36,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
+from handover.promise_reports import group_join, late, on_time
 from routing.scope import Params, Scope
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -132,33 +135,19 @@ def _calls_sql(scope: Scope, p: Params, level: str) -> str:
 
 def _tasks_sql(scope: Scope, p: Params, level: str) -> str:
     """Per (group, bucket of opened_at): the callback figures. $5 is now."""
-    if level == "doctor":
-        group_from = " CROSS JOIN LATERAL (SELECT t.owner_staff_id) g(group_id)"
-        group_filter = " AND t.owner_staff_id IS NOT NULL"
-    else:
-        # where the first missed call behind the task belonged; with no call known, where its
-        # owner works (staff rows have the same district_id / center_id / team_id columns)
-        column = _CALL_COLUMN[level]
-        group_from = f""" LEFT JOIN LATERAL (
-                SELECT true AS found, fc.{column} AS group_id
-                  FROM callback_calls cc JOIN call_records fc ON fc.id = cc.call_record_id
-                 WHERE cc.task_id = t.id
-                 ORDER BY fc.offered_at, fc.id LIMIT 1) first_call ON true
-            LEFT JOIN staff o ON o.id = t.owner_staff_id
-            CROSS JOIN LATERAL (SELECT CASE WHEN first_call.found THEN first_call.group_id
-                                            ELSE o.{column} END) g(group_id)"""  # noqa: S608 - constant map
-        group_filter = ""
+    # the owner, or where the first missed call behind the task belonged (with no call known,
+    # where its owner works): the groups of the promises report
+    group_filter = " AND t.owner_staff_id IS NOT NULL" if level == "doctor" else ""
     return f"""
         SELECT g.group_id, date_trunc($1, t.opened_at AT TIME ZONE $2)::date AS bucket,
                count(*) AS callbacks_opened,
-               count(*) FILTER (WHERE t.status = 'done' AND t.closed_at <= t.due_at)
-                   AS callbacks_on_time,
-               count(*) FILTER (WHERE t.status = 'done' AND t.closed_at > t.due_at)
-                   AS callbacks_late,
+               count(*) FILTER (WHERE {on_time("t")}) AS callbacks_on_time,
+               count(*) FILTER (WHERE {late("t")}) AS callbacks_late,
                count(*) FILTER (WHERE t.status = 'open' AND t.due_at < $5)
                    AS callbacks_open_overdue
-          FROM tasks t{group_from}
-         WHERE t.opened_at >= $3 AND t.opened_at < $4{group_filter} AND {scope.tasks(p, "t")}
+          FROM tasks t{group_join(level, "t")}
+         WHERE t.opened_at >= $3 AND t.opened_at < $4 AND t.kind = 'callback'{group_filter}
+           AND {scope.tasks(p, "t")}
          GROUP BY 1, 2"""  # noqa: S608 - constant SQL, the level's column and the scope's predicate
 
 

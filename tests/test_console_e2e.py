@@ -67,9 +67,9 @@ NAVIGATION = {
     "assistant": ["工作台", "交班", "转诊", "通话记录"],
     "night_doctor": ["工作台", "交班", "实时监控", "转诊", "通话记录"],
     "agent": ["工作台", "实时监控", "通话记录"],
-    "director": ["工作台", "交班", "实时监控", "转诊", "通话记录", "报表"],
-    "supervisor": ["工作台", "交班", "实时监控", "转诊", "通话记录", "报表", "审计"],
-    "district_admin": ["工作台", "交班", "实时监控", "转诊", "通话记录", "报表", "审计", "管理"],
+    "director": ["工作台", "交班", "实时监控", "转诊", "通话记录", "报表", "履约"],
+    "supervisor": ["工作台", "交班", "实时监控", "转诊", "通话记录", "报表", "履约", "审计"],
+    "district_admin": ["工作台", "交班", "实时监控", "转诊", "通话记录", "报表", "履约", "审计", "管理"],
 }
 ANSWERS_CALLS = {"family_doctor", "assistant", "night_doctor", "agent"}
 MASKED_ID = re.compile(r"\b\d{4}\*{13}[\dX]\b")
@@ -598,7 +598,8 @@ async def test_each_role_sees_exactly_the_navigation_its_capabilities_allow(
     await expect(page.locator("header.top nav a")).to_have_text(NAVIGATION[role])
     # a page out of the navigation is refused, not merely unlinked
     for path, title in (("/board", "实时监控"), ("/reports", "报表"), ("/audit", "审计"),
-                        ("/admin/staff", "管理"), ("/handover", "交班"), ("/referrals", "转诊")):
+                        ("/admin/staff", "管理"), ("/handover", "交班"), ("/referrals", "转诊"),
+                        ("/promises", "履约")):
         if title not in NAVIGATION[role]:
             answer = await page.goto(path)
             assert answer is not None and answer.status == 403, (role, path, answer and answer.status)
@@ -631,6 +632,7 @@ SCREENS: tuple[tuple[str, str, str], ...] = (
     ("board", "district_admin", "/board"),
     ("calls-admin", "district_admin", "/calls"),
     ("reports", "director", "/reports"),
+    ("promises", "director", "/promises"),
     ("audit", "supervisor", "/audit"),
     ("admin-staff", "district_admin", "/admin/staff"),
     ("admin-residents", "district_admin", "/admin/residents"),

@@ -743,7 +743,8 @@ SUCCESS = {("GET", "/"): 303, ("GET", "/admin"): 303, ("POST", "/password"): 422
 SKIPPED = {("GET", "/login"), ("POST", "/login"), ("POST", "/logout")}
 STREAMS = {"/api/v1/board/events", "/api/v1/me/events"}
 # GET routes whose read needs a parameter to succeed
-READ_QUERY = {"/api/v1/calls/export.csv": "?reason=矩阵测试", "/api/v1/reports/export.csv": "?reason=矩阵测试"}
+READ_QUERY = {"/api/v1/calls/export.csv": "?reason=矩阵测试", "/api/v1/reports/export.csv": "?reason=矩阵测试",
+              "/api/v1/promises/report/export.csv": "?reason=矩阵测试"}
 
 
 def routes() -> list[Route]:
@@ -963,6 +964,18 @@ async def test_lists_never_include_what_is_out_of_scope(world: World, role: str)
         if role in CAPABILITIES["export"]:
             reported.append(("reports export.csv", (await client.get(
                 f"/api/v1/reports/export.csv?since={since}&reason=矩阵测试&level=center")).text))
+        # 履约: the callbacks due in the range are exactly the ones in scope (all due today or tomorrow)
+        until = (datetime.now(SH).date() + timedelta(days=2)).isoformat()
+        promises = await client.get_json(
+            f"/api/v1/promises/report?since={since}&until={until}&level=district&kind=callback")
+        due = sum(r["due"] for r in promises["rows"])
+        if due != len(SCOPE_TASKS[role]):
+            problems.append(f"promises: {due} callbacks due, in scope {len(SCOPE_TASKS[role])}")
+        reported += [("/api/v1/promises/report", str(promises)),
+                     ("/promises", (await client.get(f"/promises?since={since}&until={until}")).text)]
+        if role in CAPABILITIES["export"]:
+            reported.append(("promises export.csv", (await client.get(
+                f"/api/v1/promises/report/export.csv?since={since}&until={until}&reason=矩阵测试")).text))
         for where, body in reported:
             check(where, body, hidden - {"外区中心"})
             if "外区中心" in body:

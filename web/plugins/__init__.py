@@ -15,10 +15,11 @@ from web.plugins.calls.http import PLUGIN as CALLS
 from web.plugins.click_to_call.http import PLUGIN as CLICK_TO_CALL
 from web.plugins.desk.http import PLUGIN as DESK
 from web.plugins.handover.http import PLUGIN as HANDOVER
+from web.plugins.promises.http import PLUGIN as PROMISES
 from web.plugins.referrals.http import PLUGIN as REFERRALS
 from web.plugins.reports.http import PLUGIN as REPORTS
 from web.plugins.tasks.http import PLUGIN as TASKS
 from web.registry import Plugin
 
-PLUGINS: tuple[Plugin, ...] = (AUTH, DESK, TASKS, REFERRALS, HANDOVER, BOARD, CALLS, REPORTS, AUDIT, ADMIN,
+PLUGINS: tuple[Plugin, ...] = (AUTH, DESK, TASKS, REFERRALS, HANDOVER, BOARD, CALLS, REPORTS, PROMISES, AUDIT, ADMIN,
                               CLICK_TO_CALL)
