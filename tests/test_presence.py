@@ -473,3 +473,24 @@ async def test_presence_comes_back_when_redis_does(redis_url: str, redis: aiored
     restored = logs[-1] if logs[-1]["event"] == "presence.restored" else next(
         e for e in logs if e["event"] == "presence.restored")
     assert restored["operations_without_redis"] == 32 and restored["degraded_for_s"] == 1.0
+
+
+async def test_keep_on_call_stops_even_when_the_client_swallows_its_cancel() -> None:
+    """A Redis client that eats the CancelledError delivered mid-command (as redis-py did, twice
+    in the suite) must not keep the refresher alive: the cancel is still counted on the task."""
+    extended = asyncio.Event()
+
+    class Swallowing:
+        async def extend(self, staff_id: int, call_id: str, ttl_s: float) -> bool:
+            extended.set()
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                return True  # the client's bug: the cancel is eaten, the command "succeeds"
+            return True
+
+    refreshing = asyncio.create_task(keep_on_call(Swallowing(), DOCTOR, "eaten", 0.03))  # type: ignore[arg-type]
+    await asyncio.wait_for(extended.wait(), 5)
+    refreshing.cancel()
+    done, _ = await asyncio.wait({refreshing}, timeout=5)  # (wait_for would hang on a task that ignores cancel)
+    assert refreshing in done and refreshing.cancelled(), "keep_on_call went on refreshing"
