@@ -250,6 +250,7 @@ async def test_the_promises_of_a_night_and_a_morning(
     await expect(page.locator("#attempts-count")).to_have_text("1")
     await page.locator("#click-to-call").click()
     await expect(page.locator("#call-status")).to_contain_text("无法回拨")
+    await expect(page.locator("#call-status")).to_contain_text("the next attempt is allowed from")
     assert await pool.fetchval("SELECT count(*) FROM click_to_call_requests") == requests
 
     # 5. the night's handover sheet, signed (签收) by the family doctor in Chromium
@@ -260,6 +261,12 @@ async def test_the_promises_of_a_night_and_a_morning(
         """SELECT i.id, i.sheet_id, i.task_id FROM handover_items i JOIN tasks t ON t.id = i.task_id
             WHERE t.owner_staff_id = $1 AND t.status = 'open' ORDER BY i.id LIMIT 1""", family_doctor)
     assert item is not None, built
+
+    # due at 09:00, so within its hour: the watcher warns it (a new version of the task) at its
+    # next sweep; she opens the sheet after that, else her 签收 names a version already gone
+    async def warned() -> bool:
+        return await pool.fetchval("SELECT warned_at IS NOT NULL FROM tasks WHERE id = $1", item["task_id"])
+    await until("the warning of the handover item due at 09:00", warned, timeout_s=10)
     await page.goto(f"/handover/sheets/{item['sheet_id']}")
     async with page.expect_navigation():
         await page.locator(f"#item-{item['id']}").get_by_role("button", name="签收").click()
