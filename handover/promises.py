@@ -56,7 +56,8 @@ class Broken:
 _CALLS_SQL = """
 SELECT c.id, c.offered_at, c.disposition, c.caller_number_masked
   FROM call_records c
- WHERE c.offered_at >= $1 AND c.direction = 'inbound' AND c.disposition IN ('missed', 'abandoned')
+ WHERE c.offered_at >= $1 AND c.disposition IN ('missed', 'abandoned')
+   AND c.direction = 'inbound'  -- an unanswered call back is an attempt of its task, not a call owed one
    AND c.caller_number_hash IS NOT NULL
    AND NOT EXISTS (SELECT 1 FROM callback_calls cc JOIN tasks t ON t.id = cc.task_id
                     WHERE cc.call_record_id = c.id AND t.kind = 'callback')

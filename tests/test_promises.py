@@ -16,7 +16,7 @@ from handover.ownership import routing_source
 from handover.promises import check
 from handover.tasks import Tasks
 from handover.watcher import Watcher
-from recordings.call_records import CallerNumber, CallRecords
+from recordings.call_records import CallerNumber, CallPlace, CallRecords
 from store.pii import PiiVault
 from tests.conftest import run_cli
 from tests.district import District, build_district
@@ -109,6 +109,20 @@ async def test_each_broken_promise_is_reported(
     assert f"08:01:00: owner {d.night_id}, the rule says None (duty desk" in messages[left]
     texts = [b.message for b in found if b.task_id == kept]
     assert any("its last owner change gave it to" in t for t in texts)
+
+
+async def test_a_call_back_nobody_answered_is_an_attempt_not_a_call_owed_a_callback(
+        pool: asyncpg.Pool, database_url: str, vault: PiiVault, district: District) -> None:
+    d = district
+    task_id = await a_night_kept(pool, database_url, vault, d)
+    records = CallRecords(pool, vault)
+    attempt = await records.open_outbound(
+        "c2c-busy", CallerNumber.of(vault, "13900000009"), NOW - timedelta(minutes=30), task_id=task_id,
+        resident_id=d.resident_id, place=CallPlace("hotline", d.district_id, d.center_id, d.team_id))
+    await records.ended(attempt, NOW - timedelta(minutes=29), "missed")
+    await Tasks(pool).record_call(task_id, outcome="busy", staff_id=d.doctor_id, call_record_id=attempt,
+                                  at=NOW - timedelta(minutes=29))
+    assert await ledger(pool) == []
 
 
 async def test_the_command_exits_1_with_a_line_each_and_json(
