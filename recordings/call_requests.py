@@ -65,6 +65,14 @@ class CallRequestError(Exception):
     """A request refused (bad input, a task that is closed, too late to cancel); nothing was written."""
 
 
+class AttemptTooSoon(CallRequestError):
+    """The task's kind spaces its attempts (task_kinds.retry_after): the next from `next_at`."""
+
+    def __init__(self, task_id: int, next_at: datetime):
+        super().__init__(f"task {task_id}: the next attempt is allowed from {next_at.isoformat()}")
+        self.next_at = next_at
+
+
 class CallRequestNotFound(CallRequestError):
     """No such request, task or staff member."""
 
@@ -148,8 +156,7 @@ class CallRequests:
             if task["caller_number_enc"] is None:
                 raise CallRequestError(f"task {task_id} has no number to call")
             if task["next_attempt_at"] is not None and at < task["next_attempt_at"]:
-                raise CallRequestError(
-                    f"task {task_id}: the next attempt is allowed from {task['next_attempt_at'].isoformat()}")
+                raise AttemptTooSoon(task_id, task["next_attempt_at"])
             staff = await conn.fetchrow(
                 "SELECT sip_uri, left_on IS NOT NULL AND left_on <= $2::date AS gone FROM staff WHERE id = $1",
                 staff_id, at.date())

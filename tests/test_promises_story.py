@@ -250,7 +250,7 @@ async def test_the_promises_of_a_night_and_a_morning(
     await expect(page.locator("#attempts-count")).to_have_text("1")
     await page.locator("#click-to-call").click()
     await expect(page.locator("#call-status")).to_contain_text("无法回拨")
-    await expect(page.locator("#call-status")).to_contain_text("the next attempt is allowed from")
+    await expect(page.locator("#call-status")).to_contain_text("后可再次回拨")  # the kind's 30 min, in Chinese
     assert await pool.fetchval("SELECT count(*) FROM click_to_call_requests") == requests
 
     # 5. the night's handover sheet, signed (签收) by the family doctor in Chromium

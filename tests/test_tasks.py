@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from handover.callbacks import Callbacks
-from handover.tasks import NOTE_MAX, Task, TaskError, Tasks
+from handover.tasks import NOTE_MAX, Task, TaskError, Tasks, change
 from hotline.runtime import all_migrations
 from recordings.call_records import CallerNumber, CallRecords
 from routing.scope import Scope, Viewer
@@ -286,3 +286,27 @@ async def test_the_task_model_migrates_a_database_that_holds_callbacks(empty_dat
                                                        ("number:bb", 2, "closed")]
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute("UPDATE tasks SET summary = 'x' WHERE caller_key = 'number:aa'")
+
+
+async def test_what_the_hotline_did_meanwhile_does_not_make_her_view_stale(
+        pool: asyncpg.Pool, vault: PiiVault, district: District) -> None:
+    """She opened the task at version 1; the 1-hour warning (the hotline's own event) moves it to
+    2: her close still stands. A colleague's note moves it on: then she is told to refresh."""
+    tasks, d = Tasks(pool), district
+    task_id = await missed(pool, vault, d, "t-1", T0)
+    await answered_call(pool, d, T0 + timedelta(hours=1))
+    async with pool.acquire() as conn, conn.transaction():
+        task = Task.from_row(await conn.fetchrow("SELECT * FROM tasks WHERE id = $1 FOR UPDATE", task_id))
+        await change(conn, task, event="warned", at=T0 + timedelta(hours=7), warned_at=T0 + timedelta(hours=7))
+    noted = await tasks.note(task_id, version=1, actor_staff_id=d.doctor_id, text="下午再打")
+    assert noted.version == 3
+    await tasks.note(task_id, version=3, actor_staff_id=d.assistant_id, text="已约明早")
+    with pytest.raises(TaskError) as stale:
+        await tasks.close(task_id, version=3, actor_staff_id=d.doctor_id, status="done", note="已回电")
+    assert stale.value.code == "stale"
+    with pytest.raises(TaskError) as ahead:
+        await tasks.close(task_id, version=9, actor_staff_id=d.doctor_id, status="done", note="已回电")
+    assert ahead.value.code == "stale"
+    closed = await tasks.close(task_id, version=4, actor_staff_id=d.doctor_id, status="done", note="已回电",
+                               at=T0 + timedelta(hours=7, minutes=30))
+    assert closed.status == "done"

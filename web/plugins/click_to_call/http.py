@@ -13,6 +13,7 @@ from handover.tasks import TaskError, Tasks
 from recordings.call_requests import (
     DEFAULT_PICKUP_S,
     OUTCOMES,
+    AttemptTooSoon,
     CallRequest,
     CallRequestError,
     CallRequestNotFound,
@@ -60,6 +61,9 @@ async def call_task(request: web.Request) -> web.StreamResponse:
                                                   at=c.now(), pickup_s=DEFAULT_PICKUP_S)
     except CallRequestNotFound:
         raise web.HTTPNotFound() from None
+    except AttemptTooSoon as exc:
+        when = exc.next_at.astimezone(c.tz).strftime("%H:%M")
+        raise problem(409, "too_soon", f"距上次尝试未满规定间隔，{when} 后可再次回拨") from None
     except CallRequestError as exc:
         raise problem(409, "call_refused", f"无法回拨：{exc}") from None
     return json_response(made.as_json())
