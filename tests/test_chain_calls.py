@@ -172,10 +172,16 @@ async def test_everyone_busy_queue_with_position_then_voicemail_on_the_callback_
     # the queue and the beep, and the message fits between it and the end of the recording
     offset_s = record["voicemail_offset_s"]
     assert 10 < offset_s <= float(record["recording_seconds"]) - float(voicemail["seconds"])
-    # the message is the recording's caller channel from exactly there
+    # the message is the recording's caller channel from there, to within one 20 ms packet (the
+    # offset is read from the recorder's clock as the beep ends; on a loaded machine the packet
+    # that carries that instant may be the next one — recovery then cuts 20 ms differently)
     recording = await asyncio.to_thread(read_wav, record["recording_path"])
-    first = round(offset_s * recording.rate)
-    assert recording.channels[0][first:first + len(message.mono)] == message.mono
+    first, n, caller = round(offset_s * recording.rate), len(message.mono), recording.channels[0]
+    packet = recording.rate // 50
+    shifts = [k for k in range(-packet, packet + 1)
+              if first + k >= 0 and caller[first + k:first + k + n] == message.mono]
+    # (compared as a bool: pytest's diff of two 24 000-sample lists takes minutes)
+    assert shifts, f"the message is not the caller channel within a packet of {offset_s} s"
 
 
 async def test_a_message_cut_by_a_service_shutdown_is_kept_on_the_callback_task(
