@@ -176,8 +176,9 @@ class ClickToCall:
         loop = asyncio.get_running_loop()
         renew_at = loop.time()
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL_S)
+            with contextlib.suppress(TimeoutError):  # (not wait_for: 3.11's can swallow a cancel)
+                async with asyncio.timeout(POLL_S):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 if loop.time() >= renew_at:

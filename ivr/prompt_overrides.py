@@ -125,8 +125,12 @@ class LivePrompts:
 
     async def _run(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that lands as
+            # the event is set (a NOTIFY as the service stops), and stop() then waited for ever —
+            # a 120 s timeout in CI
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), RELOAD_EVERY_S)
+                async with asyncio.timeout(RELOAD_EVERY_S):
+                    await self._changed.wait()
             self._changed.clear()
             try:
                 await self.reload()

@@ -36,6 +36,27 @@ def free_udp_port() -> int:
         return s.getsockname()[1]
 
 
+def free_media_port() -> int:
+    """A base for sipp's `-mp`: sipp binds audio RTP there and video RTP two above (and each
+    one's RTCP beside it), so all four must be free — a base free alone once met a video port in
+    use ("Unable to bind video RTP socket … errno 98") and failed a call in CI."""
+    for _ in range(100):
+        base = free_udp_port() & ~1
+        held: list[socket.socket] = []
+        try:
+            for port in range(base, base + 4):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError("no four free UDP ports in a row for sipp's media")
+
+
 def rtp_packet(seq: int, payload: bytes, ssrc: int = 0x1234) -> bytes:
     """A PCMU RTP packet as a resident's phone would send it."""
     return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, ssrc) + payload
@@ -189,7 +210,7 @@ async def run_sipp(scenario: str, proxy_port: int, *, service: str, caller: str,
     extra = [arg for key, value in (keys or {}).items() for arg in ("-key", key, value)]
     return await asyncio.create_subprocess_exec(
         "sipp", f"127.0.0.1:{proxy_port}", "-sf", str(SIPP_SCENARIOS / scenario),
-        "-i", local_ip, "-p", str(free_udp_port()), "-mp", str(free_udp_port()),
+        "-i", local_ip, "-p", str(free_udp_port()), "-mp", str(free_media_port()),
         "-s", service, "-key", "caller", caller, *extra, "-m", "1",
         "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-nostdin",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -57,7 +57,13 @@ from typing import Any, Literal
 
 import pytest
 
-from tests.sip_peers import SIPP_SCENARIOS, Kamailio, _die_with_parent, free_udp_port
+from tests.sip_peers import (
+    SIPP_SCENARIOS,
+    Kamailio,
+    _die_with_parent,
+    free_media_port,
+    free_udp_port,
+)
 from tests.tones import ulaw_tone
 
 BARESIP = shutil.which("baresip") or "/usr/bin/baresip"
@@ -667,7 +673,7 @@ async def start_sipp_doctor(scenario: str, kamailio_port: int, ext: str, *,
     with (workdir / "sipp.log").open("wb") as log:
         process = await asyncio.create_subprocess_exec(
             "sipp", "-sf", str(SIPP_SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port),
-            "-mi", "127.0.0.1", "-mp", str(free_udp_port()), "-key", "ext", ext, "-m", "1",
+            "-mi", "127.0.0.1", "-mp", str(free_media_port()), "-key", "ext", ext, "-m", "1",
             "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-nostdin",
             "-trace_err", "-error_file", str(workdir / f"{name}_errors.log"),
             "-trace_msg", "-message_file", str(workdir / f"{name}.msg"),

@@ -36,7 +36,14 @@ from tests.hotline_peer import (  # noqa: F401  (fresh_kamailio: this module's `
     hotline_fixture,
 )
 from tests.rtp_pcap import ulaw_sine, write_rtp_pcap
-from tests.sip_peers import ROOT, SIPP_SCENARIOS, Kamailio, free_udp_port, sipp_result
+from tests.sip_peers import (
+    ROOT,
+    SIPP_SCENARIOS,
+    Kamailio,
+    free_media_port,
+    free_udp_port,
+    sipp_result,
+)
 from tests.softphone import start_sipp_doctor
 
 pytestmark = pytest.mark.sip
@@ -63,7 +70,7 @@ async def resident(scenario: str, kamailio: Kamailio, sip_port: int, rtp_port: i
     """sipp as 张桂兰's phone on a SIP port we know (to listen on it once sipp is dead)."""
     return await asyncio.create_subprocess_exec(
         "sipp", f"127.0.0.1:{kamailio.port}", "-sf", str(SIPP_SCENARIOS / scenario),
-        "-i", "127.0.0.1", "-p", str(sip_port), "-mp", str(free_udp_port()), "-s", "hotline",
+        "-i", "127.0.0.1", "-p", str(sip_port), "-mp", str(free_media_port()), "-s", "hotline",
         "-key", "caller", ZHANG_GUILAN, "-key", "rtp_port", str(rtp_port), "-key", "voice_pcap", str(voice),
         "-m", "1", "-timeout", f"{int(timeout_s)}s", "-timeout_error", "-nostdin",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
