@@ -28,7 +28,7 @@ from typing import Any
 import asyncpg
 
 from handover.ownership import responsible, routing_source, subject
-from handover.tasks import Tasks
+from handover.tasks import Refusal, Tasks
 from routing.chain import RoutingData
 from routing.scope import Params, Scope
 
@@ -44,7 +44,7 @@ OwnerRule = Callable[[asyncpg.Connection, int, datetime, int], Awaitable[int | N
 RoutingSource = Callable[[datetime], Awaitable[RoutingData]]
 
 
-class ReferralError(Exception):
+class ReferralError(Refusal):
     MESSAGES = {
         "unknown_resident": "没有这个居民",
         "ambiguous_resident": "这个号码对应多位居民，请输入居民编号（id:N）",
@@ -53,15 +53,6 @@ class ReferralError(Exception):
         "bad_text": "内容含有不允许的字符",
         "bad_time": "转诊时间不能晚于现在，也不能早于7天前",
     }
-
-    def __init__(self, code: str, detail: str = ""):
-        self.code = code
-        self.detail = detail
-        super().__init__(f"{code}: {detail}" if detail else code)
-
-    @property
-    def message(self) -> str:
-        return self.MESSAGES.get(self.code, self.code)
 
 
 @dataclass(frozen=True)

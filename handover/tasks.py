@@ -38,7 +38,23 @@ NOTE_MAX = 4000
 REASON_MAX = 2000
 
 
-class TaskError(Exception):
+class Refusal(Exception):
+    """A change refused, with a code the console and the CLI map to their answers and the
+    Chinese words of its class's MESSAGES (TaskError here, ReferralError in referrals.py)."""
+
+    MESSAGES: dict[str, str] = {}
+
+    def __init__(self, code: str, detail: str = ""):
+        self.code = code
+        self.detail = detail
+        super().__init__(f"{code}: {detail}" if detail else code)
+
+    @property
+    def message(self) -> str:
+        return self.MESSAGES.get(self.code, self.code)
+
+
+class TaskError(Refusal):
     """A change refused, with a code the console and the CLI map to their answers."""
 
     MESSAGES = {
@@ -59,15 +75,6 @@ class TaskError(Exception):
         "unknown_resident": "没有这个居民",
         "same_owner": "任务已属于此人",
     }
-
-    def __init__(self, code: str, detail: str = ""):
-        self.code = code
-        self.detail = detail
-        super().__init__(f"{code}: {detail}" if detail else code)
-
-    @property
-    def message(self) -> str:
-        return self.MESSAGES.get(self.code, self.code)
 
 
 @dataclass(frozen=True)
